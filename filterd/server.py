@@ -1,0 +1,377 @@
+"""Sockets and processes: UDP and TCP listeners, worker processes, config reload, signals.
+
+Each worker process binds every `dns.listen` address with SO_REUSEPORT (the kernel spreads
+queries across workers) and runs its own event loop and `Resolver`. Every worker watches the
+config file itself (mtime/inode/size, once a second): a valid new file swaps in a new Resolver
+between two queries; an invalid one is logged and the old rules keep serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from .config import Config, ConfigError, Listen, load_config
+from .resolver import Resolver
+
+log = logging.getLogger("filterd.server")
+
+TCP_MAX_MESSAGE = 65535
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    """Answers datagrams; the hot path sends the reply without creating a task."""
+
+    def __init__(self, daemon: "Worker"):
+        self.daemon = daemon
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            reply = self.daemon.resolver.answer(data, addr[0], 0)
+        except Exception:  # never let one packet take the worker down
+            log.exception("error answering %s from %s", data[:32].hex(), addr[0])
+            return
+        if reply is None:
+            return
+        if reply.__class__ is bytes:
+            self.transport.sendto(reply, addr)
+        else:
+            self.daemon.spawn(self._later(reply, addr))
+
+    async def _later(self, pending, addr) -> None:
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("error resolving a query from %s", addr[0])
+            return
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP socket error: %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client's TCP connection: length-prefixed queries, answered as they complete (RFC 7766)."""
+
+    def __init__(self, daemon: "Worker"):
+        self.daemon = daemon
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.outstanding = 0
+        self.admitted = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        if not self.daemon.tcp_admit(self):
+            transport.abort()
+            self.transport = None
+            return
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        timeout = self.daemon.resolver.config.dns.tcp.idle_timeout_s
+        self.idle_handle = asyncio.get_running_loop().call_later(timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.outstanding == 0 and self.transport is not None:
+            self.transport.close()
+        else:
+            self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.buffer += data
+        self._arm_idle()
+        while len(self.buffer) >= 2:
+            size = (self.buffer[0] << 8) | self.buffer[1]
+            if len(self.buffer) < 2 + size:
+                break
+            message = bytes(self.buffer[2:2 + size])
+            del self.buffer[:2 + size]
+            self._handle(message)
+
+    def _handle(self, message: bytes) -> None:
+        try:
+            reply = self.daemon.resolver.answer(message, self.ip, TCP_MAX_MESSAGE)
+        except Exception:
+            log.exception("error answering TCP query from %s", self.ip)
+            return
+        if reply is None:
+            return
+        if reply.__class__ is bytes:
+            self._send(reply)
+        else:
+            self.outstanding += 1
+            self.daemon.spawn(self._later(reply))
+
+    async def _later(self, pending) -> None:
+        try:
+            reply = await pending
+        finally:
+            self.outstanding -= 1
+        if reply is not None:
+            self._send(reply)
+
+    def _send(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(struct.pack(">H", len(reply)) + reply)
+
+    def connection_lost(self, exc) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        self.daemon.tcp_release(self)
+        self.transport = None
+
+
+def _bind_udp(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+    sock.bind((listen.host, listen.port))
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_tcp(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(256)
+    sock.setblocking(False)
+    return sock
+
+
+class ConfigWatcher:
+    """Notices a changed config file by its stat signature (mtime, inode, size)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.signature = self._signature()
+
+    def _signature(self):
+        try:
+            st = os.stat(self.path)
+            return (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        signature = self._signature()
+        if signature is None or signature == self.signature:
+            return False
+        self.signature = signature
+        return True
+
+
+class Worker:
+    """One process's DNS service: its sockets, its Resolver, its background tasks."""
+
+    def __init__(self, config: Config, index: int = 0):
+        self.config = config
+        self.index = index
+        self.resolver = Resolver(config)
+        self.tasks: set[asyncio.Task] = set()
+        self.tcp_connections: dict[str, int] = {}
+        self.tcp_total = 0
+        self.stopping: asyncio.Event | None = None
+        self.servers: list = []
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def tcp_admit(self, conn: TcpConnection) -> bool:
+        limits = self.resolver.config.dns.tcp
+        per_client = self.tcp_connections.get(conn.ip, 0)
+        if self.tcp_total >= limits.max_connections or per_client >= limits.max_per_client:
+            conn.admitted = False
+            return False
+        conn.admitted = True
+        self.tcp_total += 1
+        self.tcp_connections[conn.ip] = per_client + 1
+        return True
+
+    def tcp_release(self, conn: TcpConnection) -> None:
+        if not conn.admitted:
+            return
+        conn.admitted = False
+        self.tcp_total -= 1
+        left = self.tcp_connections.get(conn.ip, 1) - 1
+        if left:
+            self.tcp_connections[conn.ip] = left
+        else:
+            self.tcp_connections.pop(conn.ip, None)
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        for listen in self.config.dns.listen:
+            transport, _ = await loop.create_datagram_endpoint(lambda: UdpServer(self), sock=_bind_udp(listen))
+            self.servers.append(transport)
+            server = await loop.create_server(lambda: TcpConnection(self), sock=_bind_tcp(listen))
+            self.servers.append(server)
+        if self.index == 0:
+            log.info("answering DNS on %s (UDP and TCP), upstreams %s",
+                     ", ".join(map(str, self.config.dns.listen)),
+                     ", ".join(u.url for u in self.config.dns.upstreams))
+        watcher = asyncio.ensure_future(self._watch_config())
+        await self.stopping.wait()
+        watcher.cancel()
+        for server in self.servers:
+            server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        self.resolver.close()
+
+    async def _watch_config(self) -> None:
+        if self.config.path is None:
+            return
+        watcher = ConfigWatcher(self.config.path)
+        while True:
+            await asyncio.sleep(1.0)
+            if watcher.changed():
+                self.reload()
+
+    def reload(self) -> None:
+        """Build a new Resolver from the changed file; keep the old one if the file is bad."""
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as exc:
+            if self.index == 0:
+                log.error("config %s refused, still serving the previous one:\n  %s",
+                          self.config.path, "\n  ".join(exc.problems))
+            return
+        if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers:
+            if self.index == 0:
+                log.warning("dns.listen and dns.workers take effect at the next restart")
+        old = self.resolver
+        keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
+            config.dns.cache == old.config.dns.cache
+        self.resolver = Resolver(config, old.cache if keep_cache else None)
+        self.config = config
+        old.close()
+        if self.index == 0:
+            log.info("config reloaded from %s", config.path)
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _run_worker(config: Config, index: int) -> None:
+    loop_name = _install_uvloop()
+    if index == 0:
+        log.debug("event loop: %s", loop_name)
+    asyncio.run(Worker(config, index).serve())
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT: in this process for one worker, else in forked children."""
+    workers = config.dns.workers
+    # Bind once here so a busy or privileged port fails loudly before any worker starts.
+    try:
+        for listen in config.dns.listen:
+            _bind_udp(listen).close()
+            _bind_tcp(listen).close()
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", listen, exc.strerror)
+        return 1
+    if workers == 1:
+        _run_worker(config, 0)
+        return 0
+    return _supervise(config, workers)
+
+
+def _supervise(config: Config, workers: int) -> int:
+    """Fork the workers, restart any that dies, stop them all on SIGTERM within 2 s."""
+    children: dict[int, int] = {}
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                _run_worker(config, index)
+                code = 0
+            except BaseException:
+                log.exception("worker %d crashed", index)
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        children[pid] = index
+
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(workers):
+        start(index)
+    last_restart = 0.0
+    while not stopping:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.1)
+            continue
+        index = children.pop(pid, None)
+        if index is not None and not stopping:
+            log.error("worker %d exited (status %d); restarting it", index, status)
+            if time.monotonic() - last_restart < 1:
+                time.sleep(1)
+            last_restart = time.monotonic()
+            start(index)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 1.5
+    while children and time.monotonic() < deadline:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            children.pop(pid, None)
+        else:
+            time.sleep(0.02)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    return 0

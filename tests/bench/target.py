@@ -1,0 +1,39 @@
+#!/usr/bin/env python3
+"""Start filterd as a target of ../shared/bench/bench.py: write a config into {workdir}, then run.
+
+  target.py --port P --upstream HOST:PORT --blocklist FILE --workdir DIR [--workers N]
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--upstream", required=True)
+    ap.add_argument("--blocklist", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--log", default="off", choices=["off", "full"])
+    args = ap.parse_args()
+    work = Path(args.workdir) / f"filterd-{args.workers}w-{args.log}"
+    work.mkdir(parents=True, exist_ok=True)
+    config = work / "filterd.yaml"
+    config.write_text(f"""# written by tests/bench/target.py
+data_dir: {work / 'data'}
+dns:
+  listen: ["127.0.0.1:{args.port}"]
+  upstreams: ["udp://{args.upstream}"]
+  workers: {args.workers}
+  rate_limit: 0
+  max_pending: 100000
+  max_pending_per_client: 100000
+""")
+    os.execv(sys.executable, [sys.executable, "-m", "filterd", "--log-level", "warning", "run",
+                              "--config", str(config)])
+
+
+if __name__ == "__main__":
+    main()
