@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .rules import parse_rules
+
 
 class ConfigError(Exception):
     """One or more problems in a config file; `problems` lists them as lines."""
@@ -86,6 +88,8 @@ class Config:
     timezone: str
     data_dir: Path
     dns: DnsConfig
+    rules: Any = None            # rules.Rules: web, lists, profiles, devices
+    catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
     raw: dict = field(repr=False, compare=False, default_factory=dict)
     """The plain data the file held, for sections a later module parses itself."""
 
@@ -338,8 +342,8 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
     )
 
 
-TOP_LEVEL_KEYS = {"timezone", "data_dir", "dns", "web", "lists", "profiles", "devices",
-                  "default_profile", "log", "notify", "dhcp"}
+TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",
+                  "default_profile"}
 
 
 def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) -> Config:
@@ -361,9 +365,27 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     dns = _parse_dns(data.get("dns"), check)
     if not dns.upstreams:
         check.error("dns.upstreams", "needs at least one upstream resolver (e.g. udp://9.9.9.9)")
+    catalog = _load_catalog(data.get("catalog_dir"), check)
+    rules = parse_rules(data, check, catalog.categories if catalog else {},
+                        catalog.services if catalog else {})
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, raw=data)
+    return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
+                  catalog=catalog, raw=data)
+
+
+def _load_catalog(folder: Any, check: Checker):
+    """The categories, services and SafeSearch catalogs (config/*.yaml shipped with filterd)."""
+    from .catalog import CatalogError, load_catalog
+
+    if folder is not None and not isinstance(folder, str):
+        check.error("catalog_dir", f"{_show(folder)} must be a folder path")
+        folder = None
+    try:
+        return load_catalog(Path(folder)) if folder else load_catalog()
+    except CatalogError as exc:
+        check.error("catalog_dir", f"the catalog does not load: {exc}")
+        return None
 
 
 def _valid_timezone(name: str) -> bool:

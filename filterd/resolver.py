@@ -1,12 +1,14 @@
 """One query's way through the daemon, as a plain sequence of steps.
 
-access check → rate limit → parse → local answers (ANY, errors) → cache → upstream (coalesced,
-stale on failure). `Resolver.answer` returns the reply bytes at once when it can (the hot
-path: no task, no await), None to drop, or a coroutine for the slow path.
+access check → rate limit → parse → local answers (ANY, errors) → client → policy (memoised)
+→ block/rewrite, or cache → upstream (coalesced, stale on failure) → CNAME targets checked.
+`Resolver.answer` returns the reply bytes at once when it can (the hot path: no task, no
+await), None to drop, or a coroutine for the slow path.
 """
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections import Counter
@@ -14,8 +16,43 @@ from collections import Counter
 from . import wire
 from .access import AccessList, RateLimiter
 from .cache import AnswerCache, CachedAnswer, entry_from_response
+from .clients import ClientMap
 from .config import Config
+from .policy import ALLOW, REWRITE, Decision, Override, Policy, decide
+from .replies import decision_reply, rewrite_reply
 from .upstream import UpstreamError, UpstreamPool
+
+MEMO_LIMIT = 20_000     # decisions remembered per client before the memo starts over
+
+
+class Client:
+    """A source address as the policy sees it, with its memo of recent decisions."""
+
+    __slots__ = ("ip", "device", "profile", "memo")
+
+    def __init__(self, ip: str, device: str | None, profile: str):
+        self.ip = ip
+        self.device = device
+        self.profile = profile
+        self.memo: dict = {}
+
+
+class Verdict:
+    """A decision for one question, with its ready-made reply when the daemon answers itself."""
+
+    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend")
+
+    def __init__(self, decision: Decision, plain: bytes | None, with_opt: bytes | None, qend: int):
+        self.decision = decision
+        self.valid_until = decision.valid_until
+        self.plain = plain
+        self.with_opt = with_opt
+        self.qend = qend
+
+    def reply(self, query: wire.Query) -> bytes:
+        stored = self.with_opt if query.has_opt else self.plain
+        data = query.data
+        return data[:2] + stored[2:12] + data[12:query.qend] + stored[self.qend:]
 
 log = logging.getLogger("filterd.resolver")
 
@@ -23,9 +60,15 @@ log = logging.getLogger("filterd.resolver")
 class Resolver:
     """Everything one worker needs to answer queries under one config."""
 
-    def __init__(self, config: Config, cache: AnswerCache | None = None):
+    def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
+                 overrides: tuple[Override, ...] = ()):
         dns = config.dns
         self.config = config
+        self.policy = policy
+        self.overrides = overrides
+        self.client_map = ClientMap(config.rules)
+        self.clients: dict[str, Client] = {}
+        self.neighbours: dict[str, str] = {}
         self.access = AccessList(dns.allow_networks)
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
         self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
@@ -59,17 +102,96 @@ class Resolver:
             return wire.error_reply(query, wire.BADVERS)
         if query.qclass != wire.CLASS_IN:
             return wire.error_reply(query, wire.REFUSED)
+        client = self.clients.get(ip)
+        if client is None:
+            client = self.identify(ip)
+        wall = time.time()
+        verdict = client.memo.get(query.key)
+        if verdict is None or wall >= verdict.valid_until:
+            verdict = self.judge(client, query, wall)
+        if verdict.plain is not None:
+            self.counters["blocked" if verdict.decision.blocked else "local"] += 1
+            return verdict.reply(query)
         if query.qtype == wire.TYPE_ANY:
             return wire.rfc8482_reply(query)
+        if verdict.decision.action == REWRITE:
+            return self.rewrite(query, verdict.decision.target, ip, limit)
         entry = self.cache.get(query.key)
         if entry is not None and now < entry.expires:
+            if entry.cnames and verdict.decision.rule == "default":
+                blocked = self.cname_verdict(client, entry.cnames, query, wall)
+                if blocked is not None:
+                    return blocked
             self.counters["cache_hits"] += 1
             return entry.reply(query, now, limit)
-        return self.resolve(query, ip, limit)
+        return self.resolve(query, ip, limit, client, verdict.decision.rule == "default")
 
-    async def resolve(self, query: wire.Query, ip: str, limit: int) -> bytes | None:
+    # ------------------------------------------------ policy
+
+    def identify(self, ip: str) -> Client:
+        identity = self.client_map.identify(ip, self.neighbours.get(ip))
+        if len(self.clients) > 4096:
+            self.clients.clear()
+        client = self.clients[ip] = Client(ip, identity.device, identity.profile)
+        return client
+
+    def decide_name(self, client: Client, name: str, qtype: int, wall: float) -> Decision:
+        now = datetime.datetime.fromtimestamp(wall, self.policy.tz)
+        return decide(self.policy, client.profile, name, qtype, now, client.device, self.overrides)
+
+    def judge(self, client: Client, query: wire.Query, wall: float) -> Verdict:
+        """Decide for the query's name and remember the verdict (and its reply) for a while."""
+        decision = self.decide_name(client, query.name, query.qtype, wall)
+        if decision.action in (ALLOW, REWRITE):
+            verdict = Verdict(decision, None, None, query.qend)
+        else:
+            plain_query = wire.parse_query(_without_opt(query))
+            opt_query = wire.parse_query(_with_opt(query))
+            web, mode = self.config.rules.web, self.config.dns.block_mode
+            verdict = Verdict(decision, decision_reply(plain_query, decision, mode, web),
+                              decision_reply(opt_query, decision, mode, web), query.qend)
+        if len(client.memo) > MEMO_LIMIT:
+            client.memo.clear()
+        client.memo[query.key] = verdict
+        return verdict
+
+    def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
+                      wall: float) -> bytes | None:
+        """CNAME cloaking: an allowed name whose answer points at a blocked one is blocked."""
+        for target in cnames:
+            memo_key = ("cname", target, query.qtype)
+            verdict = client.memo.get(memo_key)
+            if verdict is None or wall >= verdict.valid_until:
+                decision = self.decide_name(client, target, query.qtype, wall)
+                verdict = Verdict(decision, None, None, 0)
+                client.memo[memo_key] = verdict
+            decision = verdict.decision
+            if decision.blocked:
+                cloaked = Decision(decision.action, decision.rule,
+                                   f"points (CNAME) to {target if decision.rule != 'csam' else 'a blocked name'}: "
+                                   f"{decision.reason}", decision.category, decision.list_id,
+                                   decision.service, decision.schedule, decision.matched, None,
+                                   decision.until, decision.ede, decision.valid_until)
+                self.counters["blocked"] += 1
+                return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web)
+        return None
+
+    def rewrite(self, query: wire.Query, target: str, ip: str, limit: int):
+        """SafeSearch: serve the cached rewrite, or build it from the safe host's answer."""
+        key = b"S" + target.encode() + b"|" + query.key
+        entry = self.cache.get(key)
+        now = time.monotonic()
+        if entry is not None and now < entry.expires:
+            return entry.reply(query, now, limit)
+        return self.resolve(query, ip, limit, None, False, target=target, key=key)
+
+    # ------------------------------------------------ upstream
+
+    async def resolve(self, query: wire.Query, ip: str, limit: int, client: Client | None = None,
+                      check_cnames: bool = False, target: str | None = None,
+                      key: bytes | None = None) -> bytes | None:
         """The slow path: ask upstream once for all identical queries in flight."""
-        key = query.key
+        key = key or query.key
         waiting = self.inflight.get(key)
         if waiting is not None:
             entry = await asyncio.shield(waiting)
@@ -83,7 +205,7 @@ class Resolver:
             self.pending += 1
             self.pending_by_client[ip] += 1
             try:
-                entry = await self._fetch(query)
+                entry = await self._fetch(query, target, key)
                 future.set_result(entry)
             except BaseException as exc:
                 future.set_result(None)
@@ -103,13 +225,26 @@ class Resolver:
                 self.counters["stale"] += 1
                 return stale.stale_reply(query, limit)
             return wire.error_reply(query, wire.SERVFAIL)
+        if check_cnames and entry.cnames and client is not None:
+            blocked = self.cname_verdict(client, entry.cnames, query, time.time())
+            if blocked is not None:
+                return blocked
         return entry.reply(query, time.monotonic(), limit)
 
-    async def _fetch(self, query: wire.Query) -> CachedAnswer | None:
-        """One upstream exchange → a cache entry (stored when cacheable), None if all failed."""
+    async def _fetch(self, query: wire.Query, target: str | None, key: bytes) -> CachedAnswer | None:
+        """One upstream exchange → a cache entry (stored when cacheable), None if all failed.
+
+        With `target` (SafeSearch), the safe host is asked instead and the answer rewritten.
+        """
         cache = self.config.dns.cache
+        question = query.data[12:query.qend]
         try:
-            response = await self.pool.exchange(query.data[12:query.qend], query.do)
+            if target is None:
+                response = await self.pool.exchange(question, query.do)
+            else:
+                target_question = wire.encode_name(target) + question[-4:]
+                target_answer = await self.pool.exchange(target_question, query.do)
+                response = rewrite_reply(question, target, target_answer)
             entry, cacheable = entry_from_response(response, time.monotonic(), query.do, cache.min_ttl,
                                                    cache.max_ttl, cache.negative_max_ttl, cache.stale_s)
         except (UpstreamError, wire.WireError) as exc:
@@ -118,11 +253,20 @@ class Resolver:
             return None
         self.counters["upstream"] += 1
         if cacheable:
-            self.cache.put(query.key, entry)
+            self.cache.put(key, entry)
         return entry
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _without_opt(query: wire.Query) -> bytes:
+    """The query's header and question alone (to build the reply variant without OPT)."""
+    return query.data[:6] + b"\0\0\0\0\0\0" + query.data[12:query.qend]
+
+
+def _with_opt(query: wire.Query) -> bytes:
+    return query.data[:6] + b"\0\0\0\0\0\1" + query.data[12:query.qend] + wire.opt_record(query.do)
 
 
 def _refused(data: bytes) -> bytes | None:

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import lists
+from .clients import read_neighbours
 from .config import Config, ConfigError, Listen, load_config
+from .policy import Policy
 from .resolver import Resolver
 
 log = logging.getLogger("filterd.server")
@@ -188,13 +191,20 @@ class ConfigWatcher:
         return True
 
 
+def build_policy(config: Config, compile_if_missing: bool = True) -> Policy:
+    """The policy for a config: its rules, the catalog and the compiled block lists."""
+    index = lists.open_index(config, compile_if_missing)
+    return Policy(config.rules, config.catalog, index, config.timezone)
+
+
 class Worker:
     """One process's DNS service: its sockets, its Resolver, its background tasks."""
 
     def __init__(self, config: Config, index: int = 0):
         self.config = config
         self.index = index
-        self.resolver = Resolver(config)
+        self.resolver = Resolver(config, build_policy(config, compile_if_missing=index == 0))
+        self.lists_signature = lists.current_signature_path(config)
         self.tasks: set[asyncio.Task] = set()
         self.tcp_connections: dict[str, int] = {}
         self.tcp_total = 0
@@ -252,34 +262,64 @@ class Worker:
         self.resolver.close()
 
     async def _watch_config(self) -> None:
-        if self.config.path is None:
-            return
-        watcher = ConfigWatcher(self.config.path)
+        """Once a second: a changed config or changed list files → a new policy, off the hot path."""
+        watcher = ConfigWatcher(self.config.path) if self.config.path else None
+        config_changed = False
+        ticks = 0
         while True:
             await asyncio.sleep(1.0)
-            if watcher.changed():
-                self.reload()
+            ticks += 1
+            if ticks % 5 == 1:
+                self._refresh_neighbours()
+            if watcher is not None and watcher.changed():
+                config_changed = True
+            try:
+                if config_changed:
+                    config_changed = not await self.reload()
+                elif lists.current_signature_path(self.config) != self.lists_signature:
+                    await self.reload(self.config)
+            except Exception:
+                log.exception("reload failed; still serving the previous rules")
 
-    def reload(self) -> None:
-        """Build a new Resolver from the changed file; keep the old one if the file is bad."""
-        try:
-            config = load_config(self.config.path)
-        except ConfigError as exc:
-            if self.index == 0:
-                log.error("config %s refused, still serving the previous one:\n  %s",
-                          self.config.path, "\n  ".join(exc.problems))
-            return
+    def _refresh_neighbours(self) -> None:
+        neighbours = read_neighbours()
+        if neighbours != self.resolver.neighbours:
+            self.resolver.neighbours = neighbours
+            self.resolver.clients.clear()
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Swap in a Resolver for the changed file or lists; keep the old one if the file is bad.
+
+        Returns False when it should be tried again (another worker is still compiling).
+        """
+        if config is None:
+            try:
+                config = load_config(self.config.path)
+            except ConfigError as exc:
+                if self.index == 0:
+                    log.error("config %s refused, still serving the previous one:\n  %s",
+                              self.config.path, "\n  ".join(exc.problems))
+                return True
         if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers:
             if self.index == 0:
                 log.warning("dns.listen and dns.workers take effect at the next restart")
+        loop = asyncio.get_running_loop()
+        try:
+            # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
+            policy = await loop.run_in_executor(None, build_policy, config, self.index == 0)
+        except FileNotFoundError:
+            return False   # worker 0 compiles it; look again in a second
         old = self.resolver
         keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
             config.dns.cache == old.config.dns.cache
-        self.resolver = Resolver(config, old.cache if keep_cache else None)
+        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
+        self.resolver.neighbours = old.neighbours
         self.config = config
+        self.lists_signature = lists.current_signature_path(config)
         old.close()
         if self.index == 0:
-            log.info("config reloaded from %s", config.path)
+            log.info("rules reloaded from %s", config.path)
+        return True
 
 
 def _install_uvloop() -> str:
@@ -309,6 +349,8 @@ def run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
+    # Compile the lists once, before any worker starts, so every worker just maps the file.
+    build_policy(config)
     if workers == 1:
         _run_worker(config, 0)
         return 0

@@ -30,6 +30,10 @@ dns:
   rate_limit: 0
   max_pending: 100000
   max_pending_per_client: 100000
+lists:
+  - {{id: bench, path: "{args.blocklist}", category: adult, format: domains}}
+profiles:
+  default: {{block_categories: [adult]}}
 """)
     os.execv(sys.executable, [sys.executable, "-m", "filterd", "--log-level", "warning", "run",
                               "--config", str(config)])
