@@ -101,8 +101,85 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _overrides(config) -> tuple:
-    """Pauses and temporary allows in force (from the state DB, once it exists)."""
-    return ()
+    """Pauses and temporary allows in force, from the state DB (none when it does not exist yet)."""
+    import time
+
+    from . import overrides, state
+
+    path = state.db_path(config.data_dir)
+    if not path.exists():
+        return ()
+    conn = state.connect(path)
+    try:
+        return overrides.active(conn, time.time())
+    finally:
+        conn.close()
+
+
+def _change(args: argparse.Namespace, action) -> int:
+    """Run one override change (pause, resume, allow, bonus) against the state DB."""
+    import time
+
+    from . import overrides, state
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    conn = state.connect(state.db_path(config.data_dir))
+    try:
+        seconds = overrides.parse_duration(args.duration) if getattr(args, "duration", None) else None
+        message = action(conn, config, seconds, time.time())
+    except overrides.OverrideError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    print(message)
+    return 0
+
+
+def _until(seconds) -> str:
+    import datetime
+
+    if not seconds:
+        return "until resumed"
+    return f"until {datetime.datetime.now() + datetime.timedelta(seconds=seconds):%H:%M}"
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    from . import overrides
+
+    def act(conn, config, seconds, now):
+        overrides.pause(conn, config, args.name, seconds, now)
+        return f"paused {args.name} {_until(seconds)}"
+    return _change(args, act)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from . import overrides
+
+    def act(conn, config, seconds, now):
+        count = overrides.resume(conn, config, args.name, now)
+        return f"resumed {args.name}" if count else f"{args.name} was not paused"
+    return _change(args, act)
+
+
+def cmd_allow(args: argparse.Namespace) -> int:
+    from . import overrides
+
+    def act(conn, config, seconds, now):
+        overrides.allow(conn, config, args.device, args.what, seconds, now)
+        return f"allowed {args.what} for {args.device} {_until(seconds) if seconds else 'until revoked'}"
+    return _change(args, act)
+
+
+def cmd_bonus(args: argparse.Namespace) -> int:
+    from . import overrides
+
+    def act(conn, config, seconds, now):
+        overrides.bonus(conn, config, args.name, seconds, now)
+        return f"schedules lifted for {args.name}" + (f" {_until(seconds)}" if seconds else " until the current window ends")
+    return _change(args, act)
 
 
 def cmd_lists_update(args: argparse.Namespace) -> int:
@@ -116,6 +193,16 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
     if not results:
         print("no lists with a url in the config; seed lists are compiled", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_lists_compile(args: argparse.Namespace) -> int:
+    from . import lists
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    lists.ensure_compiled(config)
+    return 0
 
 
 def _load_or_exit(path: str):
@@ -149,11 +236,38 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--type", default="A", help="record type (default A)")
     explain.set_defaults(func=cmd_explain)
 
+    pause = commands.add_parser("pause", help="pause the internet for a device or profile")
+    pause.add_argument("name", help="a device or profile name")
+    pause.add_argument("--for", dest="duration", help="e.g. 30m, 1h (default: until resumed)")
+    pause.add_argument("--config", default=DEFAULT_CONFIG)
+    pause.set_defaults(func=cmd_pause)
+
+    resume = commands.add_parser("resume", help="end a pause now")
+    resume.add_argument("name")
+    resume.add_argument("--config", default=DEFAULT_CONFIG)
+    resume.set_defaults(func=cmd_resume)
+
+    allow = commands.add_parser("allow", help="allow a domain or service for a while")
+    allow.add_argument("what", help="a domain (covers its subdomains) or a service id (youtube, roblox…)")
+    allow.add_argument("--device", required=True, help="a device or profile name")
+    allow.add_argument("--for", dest="duration", help="e.g. 30m, 1h (default: until revoked)")
+    allow.add_argument("--config", default=DEFAULT_CONFIG)
+    allow.set_defaults(func=cmd_allow)
+
+    bonus = commands.add_parser("bonus", help="lift schedules (bedtime, homework) for a while")
+    bonus.add_argument("name", help="a device or profile name")
+    bonus.add_argument("--for", dest="duration", help="e.g. 30m (default: until the current window ends)")
+    bonus.add_argument("--config", default=DEFAULT_CONFIG)
+    bonus.set_defaults(func=cmd_bonus)
+
     lists_cmd = commands.add_parser("lists", help="block lists")
     lists_sub = lists_cmd.add_subparsers(dest="lists_command", required=True)
     update = lists_sub.add_parser("update", help="download every list with a url, then compile")
     update.add_argument("--config", default=DEFAULT_CONFIG)
     update.set_defaults(func=cmd_lists_update)
+    compile_cmd = lists_sub.add_parser("compile", help="compile the lists already on disk (no download)")
+    compile_cmd.add_argument("--config", default=DEFAULT_CONFIG)
+    compile_cmd.set_defaults(func=cmd_lists_compile)
     return parser
 
 

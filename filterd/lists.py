@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +109,36 @@ def remove_old_indexes(directory: Path, keep: Path) -> None:
             pass
 
 
+def ensure_compiled(config) -> Path | None:
+    """Compile the config's current sources unless their index exists; return its path."""
+    files, _ = sources(config)
+    if not files:
+        return None
+    path = index_path(config, files)
+    if not path.exists():
+        compile_sources(files, path)
+        remove_old_indexes(path.parent, path)
+    return path
+
+
+def compile_in_child(config) -> None:
+    """Compile in a separate process, so the daemon never holds a million names in memory.
+
+    Parsing builds large sets of strings that Python does not hand back to the system
+    afterwards; a child process takes that peak and exits, and the daemon only maps the file.
+    """
+    if config.path is None:
+        ensure_compiled(config)
+        return
+    files, _ = sources(config)
+    if not files or index_path(config, files).exists():
+        return
+    result = subprocess.run([sys.executable, "-m", "filterd", "--log-level", "info", "lists", "compile",
+                             "--config", str(config.path)], stdin=subprocess.DEVNULL)
+    if result.returncode:
+        raise RuntimeError(f"compiling the lists failed (exit {result.returncode}); see the log above")
+
+
 def open_index(config, compile_if_missing: bool = True) -> DomainIndex:
     """The index for the config's current sources: mapped if compiled, else compiled first."""
     files, missing = sources(config)
@@ -118,8 +150,7 @@ def open_index(config, compile_if_missing: bool = True) -> DomainIndex:
     if not path.exists():
         if not compile_if_missing:
             raise FileNotFoundError(path)
-        compile_sources(files, path)
-        remove_old_indexes(path.parent, path)
+        compile_in_child(config)
     return DomainIndex.open(path)
 
 
@@ -141,12 +172,7 @@ def update(config, stream=None) -> list:
         result = fetch_list(source.id, source.url, store, progress=bar)
         bar.finish(result.message())
         results.append(result)
-    files, _ = sources(config)
-    if files:
-        path = index_path(config, files)
-        if not path.exists():
-            compile_sources(files, path)
-            remove_old_indexes(path.parent, path)
+    ensure_compiled(config)
     return results
 
 

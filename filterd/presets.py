@@ -13,7 +13,7 @@ _NEVER_FOR_CHILDREN = ["adult", "gambling", "dating", "drugs", "weapons", "malwa
 PRESETS: dict[str, dict] = {
     "young_child": {
         "block_categories": _NEVER_FOR_CHILDREN + ["violence_hate", "social_networks", "chat",
-                                                   "video_streaming"],
+                                                   "video_streaming", "ai_chat"],
         "block_services": ["tiktok", "instagram", "snapchat", "facebook", "discord", "twitch",
                            "reddit", "twitter", "telegram", "whatsapp", "kick", "character_ai",
                            "chatgpt"],
@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
         "bypass_protection": True,
     },
     "child": {
-        "block_categories": _NEVER_FOR_CHILDREN + ["violence_hate", "social_networks"],
+        "block_categories": _NEVER_FOR_CHILDREN + ["violence_hate", "social_networks", "ai_chat"],
         "block_services": ["tiktok", "instagram", "snapchat", "facebook", "discord", "reddit",
                            "twitter", "kick", "character_ai"],
         "safesearch": True,

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import lists
+from . import lists, overrides, state
 from .clients import read_neighbours
 from .config import Config, ConfigError, Listen, load_config
 from .policy import Policy
@@ -205,6 +205,12 @@ class Worker:
         self.index = index
         self.resolver = Resolver(config, build_policy(config, compile_if_missing=index == 0))
         self.lists_signature = lists.current_signature_path(config)
+        self.db = state.connect(state.db_path(config.data_dir))
+        self.db_version = None
+        self.started = time.time()
+        self.last_reload: float | None = None
+        self.last_error: str | None = None
+        self._load_overrides()
         self.tasks: set[asyncio.Task] = set()
         self.tcp_connections: dict[str, int] = {}
         self.tcp_total = 0
@@ -260,6 +266,11 @@ class Worker:
         for task in list(self.tasks):
             task.cancel()
         self.resolver.close()
+        try:
+            self.db.execute("DELETE FROM daemon_status WHERE pid = ?", (os.getpid(),))
+        except Exception:
+            pass
+        self.db.close()
 
     async def _watch_config(self) -> None:
         """Once a second: a changed config or changed list files → a new policy, off the hot path."""
@@ -271,6 +282,8 @@ class Worker:
             ticks += 1
             if ticks % 5 == 1:
                 self._refresh_neighbours()
+                self._write_status()
+            self._load_overrides()
             if watcher is not None and watcher.changed():
                 config_changed = True
             try:
@@ -280,6 +293,34 @@ class Worker:
                     await self.reload(self.config)
             except Exception:
                 log.exception("reload failed; still serving the previous rules")
+
+    def _load_overrides(self) -> None:
+        """Pick up pauses and allows within a second: the DB's data_version says when to look."""
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self.db_version:
+                return
+            self.db_version = version
+            active = overrides.active(self.db, time.time())
+        except Exception as exc:  # a locked or damaged DB must not stop DNS
+            log.warning("cannot read overrides from the state DB: %s", exc)
+            return
+        if active != self.resolver.overrides:
+            self.resolver.overrides = active
+            for client in self.resolver.clients.values():
+                client.memo.clear()
+
+    def _write_status(self) -> None:
+        try:
+            mtime = os.stat(self.config.path).st_mtime if self.config.path else None
+            self.db.execute(
+                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET updated = excluded.updated,"
+                " config_mtime = excluded.config_mtime, last_reload = excluded.last_reload,"
+                " last_error = excluded.last_error",
+                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error))
+        except Exception as exc:
+            log.debug("cannot write the daemon status: %s", exc)
 
     def _refresh_neighbours(self) -> None:
         neighbours = read_neighbours()
@@ -296,9 +337,11 @@ class Worker:
             try:
                 config = load_config(self.config.path)
             except ConfigError as exc:
+                self.last_error = "; ".join(exc.problems)
                 if self.index == 0:
                     log.error("config %s refused, still serving the previous one:\n  %s",
                               self.config.path, "\n  ".join(exc.problems))
+                self._write_status()
                 return True
         if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers:
             if self.index == 0:
@@ -317,6 +360,9 @@ class Worker:
         self.config = config
         self.lists_signature = lists.current_signature_path(config)
         old.close()
+        self.last_reload = time.time()
+        self.last_error = None
+        self._write_status()
         if self.index == 0:
             log.info("rules reloaded from %s", config.path)
         return True

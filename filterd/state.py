@@ -1,0 +1,159 @@
+"""The state DB both processes share (`data_dir/state.db`): schema, migrations, connections.
+
+SQLite in WAL mode: the daemon writes the query log and reads overrides, the web UI writes
+overrides and reads everything, neither waits for the other to be up. The schema is versioned
+with `PRAGMA user_version`; whichever process opens the file first applies the missing
+migrations, inside one transaction, so a crash mid-way leaves the previous version intact.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+BUSY_TIMEOUT_MS = 5_000
+
+# Each entry moves the schema one version up. Never edit a released entry: add a new one.
+MIGRATIONS: list[str] = [
+    # 1: overrides, the query log and its rollups, devices seen, daemon status
+    """
+    CREATE TABLE overrides (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('pause', 'allow', 'bonus')),
+        subject_kind TEXT NOT NULL CHECK (subject_kind IN ('device', 'profile')),
+        subject TEXT NOT NULL,
+        value TEXT,
+        created REAL NOT NULL,
+        until REAL,
+        ended REAL,
+        source TEXT NOT NULL DEFAULT 'cli'
+    );
+    CREATE INDEX overrides_active ON overrides (ended, until);
+
+    CREATE TABLE queries (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        device TEXT,
+        client TEXT NOT NULL,
+        name TEXT,
+        qtype INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        rule TEXT,
+        reason TEXT,
+        category TEXT,
+        rcode INTEGER,
+        latency_ms REAL,
+        profile TEXT
+    );
+    CREATE INDEX queries_ts ON queries (ts);
+    CREATE INDEX queries_device_ts ON queries (device, ts);
+    CREATE INDEX queries_action_ts ON queries (action, ts);
+
+    CREATE TABLE rollups (
+        hour INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        category TEXT NOT NULL,
+        queries INTEGER NOT NULL,
+        blocked INTEGER NOT NULL,
+        PRIMARY KEY (hour, device, category)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE clients_seen (
+        client TEXT PRIMARY KEY,
+        mac TEXT,
+        device TEXT,
+        hostname TEXT,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        queries INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE daemon_status (
+        pid INTEGER PRIMARY KEY,
+        worker INTEGER NOT NULL,
+        started REAL NOT NULL,
+        updated REAL NOT NULL,
+        config_mtime REAL,
+        last_reload REAL,
+        last_error TEXT,
+        log_dropped INTEGER NOT NULL DEFAULT 0
+    );
+
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StateError(Exception):
+    """The state DB cannot be used (newer schema than this code knows, unreadable file)."""
+
+
+def db_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "state.db"
+
+
+def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open the state DB (creating and migrating it when writable) with the shared settings."""
+    path = Path(path)
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False, isolation_level=None)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+                               isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations this file has and the DB lacks; return the version reached."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StateError(f"state.db has schema version {version}, newer than this filterd "
+                         f"({SCHEMA_VERSION}): upgrade filterd or restore a backup")
+    if version == SCHEMA_VERSION:
+        return version
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
+        for number in range(version, SCHEMA_VERSION):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit our transaction)."""
+    out, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return [s for s in out if s]
+
+
+def audit(conn: sqlite3.Connection, actor: str, action: str, detail: str = "", now: float | None = None) -> None:
+    """Record who changed what (the parents see this trail in the web UI)."""
+    import time
+
+    conn.execute("INSERT INTO audit (ts, actor, action, detail) VALUES (?, ?, ?, ?)",
+                 (now if now is not None else time.time(), actor, action, detail))
