@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .querylog import parse_log_config
 from .rules import parse_rules
 
 
@@ -89,6 +90,7 @@ class Config:
     data_dir: Path
     dns: DnsConfig
     rules: Any = None            # rules.Rules: web, lists, profiles, devices
+    log: Any = None              # querylog.LogConfig
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
     raw: dict = field(repr=False, compare=False, default_factory=dict)
     """The plain data the file held, for sections a later module parses itself."""
@@ -343,7 +345,7 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
 
 
 TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",
-                  "default_profile"}
+                  "default_profile", "log"}
 
 
 def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) -> Config:
@@ -368,10 +370,11 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     catalog = _load_catalog(data.get("catalog_dir"), check)
     rules = parse_rules(data, check, catalog.categories if catalog else {},
                         catalog.services if catalog else {})
+    log_config = parse_log_config(data.get("log"), check)
     if check.problems:
         raise ConfigError(check.problems)
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
-                  catalog=catalog, raw=data)
+                  catalog=catalog, log=log_config, raw=data)
 
 
 def _load_catalog(folder: Any, check: Checker):

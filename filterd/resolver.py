@@ -28,13 +28,14 @@ MEMO_LIMIT = 20_000     # decisions remembered per client before the memo starts
 class Client:
     """A source address as the policy sees it, with its memo of recent decisions."""
 
-    __slots__ = ("ip", "device", "profile", "memo")
+    __slots__ = ("ip", "device", "profile", "memo", "log_mode")
 
-    def __init__(self, ip: str, device: str | None, profile: str):
+    def __init__(self, ip: str, device: str | None, profile: str, log_mode: str):
         self.ip = ip
         self.device = device
         self.profile = profile
         self.memo: dict = {}
+        self.log_mode = log_mode    # full | anonymous | off
 
 
 class Verdict:
@@ -69,6 +70,7 @@ class Resolver:
         self.client_map = ClientMap(config.rules)
         self.clients: dict[str, Client] = {}
         self.neighbours: dict[str, str] = {}
+        self.querylog = None        # querylog.QueryLog, set by the worker
         self.access = AccessList(dns.allow_networks)
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
         self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
@@ -109,22 +111,28 @@ class Resolver:
         verdict = client.memo.get(query.key)
         if verdict is None or wall >= verdict.valid_until:
             verdict = self.judge(client, query, wall)
+        decision = verdict.decision
         if verdict.plain is not None:
-            self.counters["blocked" if verdict.decision.blocked else "local"] += 1
-            return verdict.reply(query)
-        if query.qtype == wire.TYPE_ANY:
-            return wire.rfc8482_reply(query)
-        if verdict.decision.action == REWRITE:
-            return self.rewrite(query, verdict.decision.target, ip, limit)
-        entry = self.cache.get(query.key)
-        if entry is not None and now < entry.expires:
-            if entry.cnames and verdict.decision.rule == "default":
-                blocked = self.cname_verdict(client, entry.cnames, query, wall)
-                if blocked is not None:
-                    return blocked
-            self.counters["cache_hits"] += 1
-            return entry.reply(query, now, limit)
-        return self.resolve(query, ip, limit, client, verdict.decision.rule == "default")
+            self.counters["blocked" if decision.blocked else "local"] += 1
+            reply = verdict.reply(query)
+        elif query.qtype == wire.TYPE_ANY:
+            reply = wire.rfc8482_reply(query)
+        elif decision.action == REWRITE:
+            return self.rewrite(query, decision, client, wall, limit)
+        else:
+            entry = self.cache.get(query.key)
+            if entry is None or now >= entry.expires:
+                return self.resolve(query, client, wall, limit, decision)
+            reply = None
+            if entry.cnames and decision.rule == "default":
+                reply = self.cname_verdict(client, entry.cnames, query, wall)
+            if reply is None:
+                self.counters["cache_hits"] += 1
+                reply = entry.reply(query, now, limit)
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        return reply
 
     # ------------------------------------------------ policy
 
@@ -132,7 +140,9 @@ class Resolver:
         identity = self.client_map.identify(ip, self.neighbours.get(ip))
         if len(self.clients) > 4096:
             self.clients.clear()
-        client = self.clients[ip] = Client(ip, identity.device, identity.profile)
+        profile = self.config.rules.profiles.get(identity.profile)
+        log_mode = (profile.log if profile else None) or self.config.log.mode
+        client = self.clients[ip] = Client(ip, identity.device, identity.profile, log_mode)
         return client
 
     def decide_name(self, client: Client, name: str, qtype: int, wall: float) -> Decision:
@@ -176,22 +186,36 @@ class Resolver:
                 return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web)
         return None
 
-    def rewrite(self, query: wire.Query, target: str, ip: str, limit: int):
+    def rewrite(self, query: wire.Query, decision: Decision, client: Client, wall: float, limit: int):
         """SafeSearch: serve the cached rewrite, or build it from the safe host's answer."""
-        key = b"S" + target.encode() + b"|" + query.key
+        key = b"S" + decision.target.encode() + b"|" + query.key
         entry = self.cache.get(key)
         now = time.monotonic()
-        if entry is not None and now < entry.expires:
-            return entry.reply(query, now, limit)
-        return self.resolve(query, ip, limit, None, False, target=target, key=key)
+        if entry is None or now >= entry.expires:
+            return self.resolve(query, client, wall, limit, decision, key=key)
+        reply = entry.reply(query, now, limit)
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        return reply
 
     # ------------------------------------------------ upstream
 
-    async def resolve(self, query: wire.Query, ip: str, limit: int, client: Client | None = None,
-                      check_cnames: bool = False, target: str | None = None,
-                      key: bytes | None = None) -> bytes | None:
-        """The slow path: ask upstream once for all identical queries in flight."""
+    async def resolve(self, query: wire.Query, client: Client, wall: float, limit: int,
+                      decision: Decision, key: bytes | None = None) -> bytes | None:
+        """The slow path: ask upstream once for all identical queries in flight, then log."""
+        started = time.monotonic()
+        reply = await self._resolve(query, client.ip, limit, client, decision, key)
+        if self.querylog is not None and client.log_mode != "off" and reply is not None:
+            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, round((time.monotonic() - started) * 1000, 2),
+                                  client.log_mode))
+        return reply
+
+    async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
+                       decision: Decision, key: bytes | None) -> bytes:
         key = key or query.key
+        target = decision.target if decision.action == REWRITE else None
         waiting = self.inflight.get(key)
         if waiting is not None:
             entry = await asyncio.shield(waiting)
@@ -225,7 +249,7 @@ class Resolver:
                 self.counters["stale"] += 1
                 return stale.stale_reply(query, limit)
             return wire.error_reply(query, wire.SERVFAIL)
-        if check_cnames and entry.cnames and client is not None:
+        if decision.rule == "default" and entry.cnames:
             blocked = self.cname_verdict(client, entry.cnames, query, time.time())
             if blocked is not None:
                 return blocked

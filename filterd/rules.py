@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 from .domains import normalise_domain
 from .presets import PRESETS
+from .querylog import LOG_MODES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAYS[:5], "weekends": DAYS[5:], "weekend": DAYS[5:], "daily": DAYS,
               "everyday": DAYS, "all": DAYS}
 LIST_FORMATS = ("hosts", "domains", "adblock", "sha256")
 YOUTUBE_LEVELS = ("strict", "moderate", "off")
-LOG_MODES = ("full", "anonymous", "off")
 PROTECTED_CATEGORY = "csam"
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}").fullmatch
@@ -72,7 +72,7 @@ class Profile:
     youtube: str = "off"
     schedules: tuple[Schedule, ...] = ()
     bypass_protection: bool = False
-    log: str = "full"
+    log: str | None = None        # full | anonymous | off; None: the config's log.mode
 
 
 @dataclass(frozen=True)
@@ -271,10 +271,10 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
     if youtube not in YOUTUBE_LEVELS:
         check.error(f"{path}.youtube", f"{_show(youtube)} must be one of {', '.join(YOUTUBE_LEVELS)}")
         youtube = "off"
-    log_mode = merged.get("log", "full")
-    if log_mode not in LOG_MODES:
+    log_mode = merged.get("log")
+    if log_mode is not None and log_mode not in LOG_MODES:
         check.error(f"{path}.log", f"{_show(log_mode)} must be one of {', '.join(LOG_MODES)}")
-        log_mode = "full"
+        log_mode = None
     schedules = []
     raw_schedules = merged.get("schedules") or []
     if not isinstance(raw_schedules, list):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import lists, overrides, state
+from .querylog import QueryLog
 from .clients import read_neighbours
 from .config import Config, ConfigError, Listen, load_config
 from .policy import Policy
@@ -207,6 +208,8 @@ class Worker:
         self.lists_signature = lists.current_signature_path(config)
         self.db = state.connect(state.db_path(config.data_dir))
         self.db_version = None
+        self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
+        self.resolver.querylog = self.querylog
         self.started = time.time()
         self.last_reload: float | None = None
         self.last_error: str | None = None
@@ -258,6 +261,7 @@ class Worker:
             log.info("answering DNS on %s (UDP and TCP), upstreams %s",
                      ", ".join(map(str, self.config.dns.listen)),
                      ", ".join(u.url for u in self.config.dns.upstreams))
+        self.querylog.start()
         watcher = asyncio.ensure_future(self._watch_config())
         await self.stopping.wait()
         watcher.cancel()
@@ -266,6 +270,7 @@ class Worker:
         for task in list(self.tasks):
             task.cancel()
         self.resolver.close()
+        self.querylog.stop()
         try:
             self.db.execute("DELETE FROM daemon_status WHERE pid = ?", (os.getpid(),))
         except Exception:
@@ -314,11 +319,13 @@ class Worker:
         try:
             mtime = os.stat(self.config.path).st_mtime if self.config.path else None
             self.db.execute(
-                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET updated = excluded.updated,"
-                " config_mtime = excluded.config_mtime, last_reload = excluded.last_reload,"
-                " last_error = excluded.last_error",
-                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error))
+                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
+                " log_dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET"
+                " updated = excluded.updated, config_mtime = excluded.config_mtime,"
+                " last_reload = excluded.last_reload, last_error = excluded.last_error,"
+                " log_dropped = excluded.log_dropped",
+                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
+                 self.querylog.dropped))
         except Exception as exc:
             log.debug("cannot write the daemon status: %s", exc)
 
@@ -326,6 +333,7 @@ class Worker:
         neighbours = read_neighbours()
         if neighbours != self.resolver.neighbours:
             self.resolver.neighbours = neighbours
+            self.querylog.neighbours = neighbours
             self.resolver.clients.clear()
 
     async def reload(self, config: Config | None = None) -> bool:
@@ -357,6 +365,8 @@ class Worker:
             config.dns.cache == old.config.dns.cache
         self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
         self.resolver.neighbours = old.neighbours
+        self.resolver.querylog = self.querylog
+        self.querylog.settings = config.log
         self.config = config
         self.lists_signature = lists.current_signature_path(config)
         old.close()

@@ -1,0 +1,190 @@
+"""The query log's writing side: the hot path appends a tuple, a thread batches it into SQLite.
+
+DNS is never slowed by the log: `record` is a list append (or a counted drop when the queue
+is full); the writer thread swaps the list out once a second (sooner when it fills) and writes
+the batch in one transaction — rows, hourly rollups per device × category, and the clients
+seen. A `kill -9` loses at most the batch being gathered: WAL mode keeps every committed
+transaction. Worker 0 also enforces retention (`log.retention_days`, `log.rollup_days`).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import state
+from .wire import name_from_question
+
+log = logging.getLogger("filterd.querylog")
+
+LOG_MODES = ("full", "anonymous", "off")
+FLUSH_INTERVAL_S = 1.0
+RETENTION_INTERVAL_S = 3600.0
+DELETE_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    mode: str = "full"
+    retention_days: int = 30
+    rollup_days: int = 365
+    queue_size: int = 100_000
+
+
+def parse_log_config(data, check) -> LogConfig:
+    data = check.mapping(data, "log", {"mode", "retention_days", "rollup_days", "queue_size"})
+    mode = data.get("mode", "full")
+    if mode not in LOG_MODES:
+        check.error("log.mode", f'"{mode}" must be one of {", ".join(LOG_MODES)}')
+        mode = "full"
+    return LogConfig(
+        mode=mode,
+        retention_days=check.integer(data, "retention_days", "log", 30, 1, 3650),
+        rollup_days=check.integer(data, "rollup_days", "log", 365, 1, 3650),
+        queue_size=check.integer(data, "queue_size", "log", 100_000, 100, 10_000_000),
+    )
+
+
+class QueryLog:
+    """One worker's log queue and its writer thread."""
+
+    def __init__(self, db_file: Path, settings: LogConfig, retention: bool = False, clock=time.time):
+        self.db_file = db_file
+        self.settings = settings
+        self.retention = retention
+        self.clock = clock
+        self.pending: list[tuple] = []
+        self.limit = settings.queue_size
+        self.dropped = 0
+        self.written = 0
+        self.neighbours: dict[str, str] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_retention = 0.0
+
+    # ------------------------------------------------ hot path
+
+    def record(self, event: tuple) -> None:
+        """Queue one answered query: (ts, client, device, profile, question key, qtype,
+        Decision, rcode, latency_ms, mode). Never blocks: a full queue counts a drop."""
+        pending = self.pending
+        if len(pending) < self.limit:
+            pending.append(event)
+            if len(pending) == 5_000:
+                self._wake.set()
+        else:
+            self.dropped += 1
+
+    # ------------------------------------------------ writer thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.5)
+
+    def _run(self) -> None:
+        conn = state.connect(self.db_file)
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(FLUSH_INTERVAL_S)
+                self._wake.clear()
+                self.flush(conn)
+                if self.retention and self.clock() - self._last_retention >= RETENTION_INTERVAL_S:
+                    self.enforce_retention(conn)
+            self.flush(conn)
+        finally:
+            conn.close()
+
+    def flush(self, conn) -> int:
+        """Write the queued events in one transaction; returns how many rows were written."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return 0
+        rows, rollups, seen = rows_from_events(batch, self.neighbours)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category,"
+                " rcode, latency_ms, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO rollups (hour, device, category, queries, blocked) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (hour, device, category) DO UPDATE SET queries = queries + excluded.queries,"
+                " blocked = blocked + excluded.blocked",
+                [(hour, device, category, counts[0], counts[1])
+                 for (hour, device, category), counts in rollups.items()])
+            conn.executemany(
+                "INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client) DO UPDATE SET"
+                " mac = coalesce(excluded.mac, mac), device = excluded.device,"
+                " last_seen = max(last_seen, excluded.last_seen), queries = queries + excluded.queries",
+                [(client, mac, device, first, last, count)
+                 for client, (mac, device, first, last, count) in seen.items()])
+            conn.execute("COMMIT")
+        except Exception as exc:  # disk full, DB locked for too long: count, keep serving
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            self.dropped += len(batch)
+            log.warning("query log: could not write %d events: %s", len(batch), exc)
+            return 0
+        self.written += len(rows)
+        return len(rows)
+
+    def enforce_retention(self, conn) -> None:
+        """Delete rows past `retention_days` and rollups past `rollup_days`, in small chunks."""
+        now = self.clock()
+        self._last_retention = now
+        cutoff = now - self.settings.retention_days * 86400
+        hour_cutoff = int((now - self.settings.rollup_days * 86400) // 3600)
+        try:
+            while True:
+                deleted = conn.execute(
+                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
+                    (cutoff, DELETE_CHUNK)).rowcount
+                if deleted < DELETE_CHUNK:
+                    break
+            conn.execute("DELETE FROM rollups WHERE hour < ?", (hour_cutoff,))
+            conn.execute("DELETE FROM overrides WHERE (ended IS NOT NULL AND ended < ?)"
+                         " OR (until IS NOT NULL AND until < ?)", (cutoff, cutoff))
+        except Exception as exc:
+            log.warning("query log: retention failed: %s", exc)
+
+
+def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
+    """Turn queued events into query rows, rollup increments and per-client activity.
+
+    Names are decoded here, off the hot path. Anonymous mode keeps the counts but not the
+    name; the protected category is logged as its category only, never the name.
+    """
+    rows = []
+    rollups: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    seen: dict[str, list] = {}
+    for ts, client, device, profile, key, qtype, decision, rcode, latency, mode in events:
+        if mode == "off":
+            continue
+        blocked = decision.action in ("block", "nxdomain")
+        name = None if mode == "anonymous" or decision.rule == "csam" else name_from_question(key)
+        reason = decision.reason if name is not None or decision.rule == "csam" else decision.rule
+        rows.append((ts, device, client, name, qtype, decision.action, decision.rule, reason,
+                     decision.category, rcode, latency, profile))
+        counts = rollups[(int(ts // 3600), device or client, decision.category or "")]
+        counts[0] += 1
+        counts[1] += blocked
+        entry = seen.get(client)
+        if entry is None:
+            seen[client] = [neighbours.get(client), device, ts, ts, 1]
+        else:
+            entry[3] = ts
+            entry[4] += 1
+    return rows, rollups, seen
