@@ -205,6 +205,48 @@ def cmd_lists_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Totals, blocked share, top blocked domains and categories, per device."""
+    import time
+
+    from . import history, overrides, state
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    try:
+        span = overrides.parse_duration(args.since)
+    except overrides.OverrideError as exc:
+        print(f"filterd: --since {exc}", file=sys.stderr)
+        return 2
+    path = state.db_path(config.data_dir)
+    if not path.exists():
+        print(f"no query log yet ({path} does not exist): is the daemon running?")
+        return 0
+    conn = state.connect(path)
+    since = time.time() - span
+    devices = [args.device] if args.device else sorted(
+        {row[1] for row in history.activity_by_hour(conn, since)})
+    print(f"since {args.since} ago:")
+    queries, blocked = history.totals(conn, since, args.device)
+    share = f"{blocked / queries:.1%}" if queries else "–"
+    print(f"  {queries:,} queries, {blocked:,} blocked ({share})")
+    for device in devices:
+        queries, blocked = history.totals(conn, since, device)
+        share = f"{blocked / queries:.1%}" if queries else "–"
+        print(f"\n{device}: {queries:,} queries, {blocked:,} blocked ({share})")
+        top = history.top_domains(conn, since, blocked=True, limit=args.top, device=device)
+        if top:
+            print("  top blocked: " + ", ".join(f"{name} ({n:,})" for name, n in top))
+        categories = history.blocks_by_category(conn, since, device)
+        if categories:
+            print("  blocked by category: " + ", ".join(
+                f"{config.catalog.categories[c].name if c in config.catalog.categories else c} ({n:,})"
+                for c, n in categories))
+    conn.close()
+    return 0
+
+
 def _load_or_exit(path: str):
     try:
         return load_config(path)
@@ -259,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     bonus.add_argument("--for", dest="duration", help="e.g. 30m (default: until the current window ends)")
     bonus.add_argument("--config", default=DEFAULT_CONFIG)
     bonus.set_defaults(func=cmd_bonus)
+
+    stats = commands.add_parser("stats", help="what happened: totals, blocked share, top blocked, per device")
+    stats.add_argument("--config", default=DEFAULT_CONFIG)
+    stats.add_argument("--device", help="one device (a name, or an IP for unknown devices)")
+    stats.add_argument("--since", default="24h", help="how far back, e.g. 1h, 24h, 7d (default 24h)")
+    stats.add_argument("--top", type=int, default=5, help="how many top blocked domains (default 5)")
+    stats.set_defaults(func=cmd_stats)
 
     lists_cmd = commands.add_parser("lists", help="block lists")
     lists_sub = lists_cmd.add_subparsers(dest="lists_command", required=True)
