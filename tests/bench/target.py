@@ -30,6 +30,7 @@ dns:
   rate_limit: 0
   max_pending: 100000
   max_pending_per_client: 100000
+log: {{mode: {args.log}}}
 lists:
   - {{id: bench, path: "{args.blocklist}", category: adult, format: domains}}
 profiles:
