@@ -45,32 +45,33 @@ class CachedAnswer:
         patched[10:12] = struct.pack(">H", ((patched[10] << 8) | patched[11]) + 1)
         return plain, bytes(patched) + wire.opt_record(self.do)
 
-    def render(self, now: float) -> None:
-        """Refresh the TTLs for the current second (they count down as the entry ages)."""
-        elapsed = int(now - self.stored_at)
+    def render(self, elapsed: int) -> None:
+        """Refresh the TTLs for the whole seconds the entry has aged (they count down)."""
         self.plain, self.with_opt = self._render(lambda ttl: ttl - elapsed if ttl > elapsed else 0)
-        self.rendered_second = int(now)
+        self.rendered_second = elapsed
 
     def reply(self, query: wire.Query, now: float, limit: int) -> bytes:
         """This answer for `query`: its ID and question spliced in, truncated if over `limit`."""
-        if self.rendered_second != int(now):
-            self.render(now)
-        stored = self.with_opt if query.has_opt else self.plain
-        if len(stored) > limit:
-            return wire.truncated_reply(query)
-        data = query.data
-        qend = query.qend
-        if not query.rd:
-            head = bytes([stored[2] & 0xFE]) + stored[3:12]
-            return data[:2] + head + data[12:qend] + stored[qend:]
-        return data[:2] + stored[2:12] + data[12:qend] + stored[qend:]
+        elapsed = int(now - self.stored_at)
+        if self.rendered_second != elapsed:
+            self.render(elapsed)
+        return _splice(query, self.with_opt if query.has_opt else self.plain, limit)
 
     def stale_reply(self, query: wire.Query, limit: int) -> bytes:
-        plain, with_opt = self._render(lambda ttl: min(ttl, STALE_TTL))
-        stored = with_opt if query.has_opt else plain
-        if len(stored) > limit:
-            return wire.truncated_reply(query)
-        return query.data[:2] + stored[2:12] + query.data[12:query.qend] + stored[query.qend:]
+        """The expired answer with every TTL set to 30 s (RFC 8767 §4)."""
+        plain, with_opt = self._render(lambda ttl: STALE_TTL)
+        return _splice(query, with_opt if query.has_opt else plain, limit)
+
+
+def _splice(query: wire.Query, stored: bytes, limit: int) -> bytes:
+    """The stored answer with the client's ID, RD bit and question (its letter case) put in."""
+    if len(stored) > limit:
+        return wire.truncated_reply(query)
+    data = query.data
+    qend = query.qend
+    if not query.rd:
+        return data[:2] + bytes([stored[2] & 0xFE]) + stored[3:12] + data[12:qend] + stored[qend:]
+    return data[:2] + stored[2:12] + data[12:qend] + stored[qend:]
 
 
 class AnswerCache:
@@ -126,7 +127,9 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
         layout = wire.answer_layout(response)
     rcode = response[3] & 0x0F
     negative = rcode == wire.NXDOMAIN or (rcode == wire.NOERROR and not record.rr)
-    if negative:
+    if rcode not in (wire.NOERROR, wire.NXDOMAIN):
+        lifetime = 0   # NOTIMP, FORMERR, YXDOMAIN…: passed through, never cached
+    elif negative:
         soa = [rr for rr in record.auth if rr.rtype == QTYPE.SOA]
         lifetime = min(soa[0].ttl, soa[0].rdata.times[4]) if soa else min(60, negative_max_ttl)
         lifetime = max(min(lifetime, negative_max_ttl), min_ttl)
@@ -137,7 +140,7 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
     patched = bytearray(response)
     for offset in layout.ttl_offsets:
         ttl = struct.unpack_from(">I", response, offset)[0]
-        ttl = max(min(ttl, lifetime if negative else max_ttl), min_ttl)
+        ttl = max(min(ttl, lifetime if negative or not lifetime else max_ttl), min_ttl)
         struct.pack_into(">I", patched, offset, ttl)
         ttls.append(ttl)
     cnames = tuple(str(rr.rdata.label).rstrip(".").lower() for rr in record.rr if rr.rtype == QTYPE.CNAME)

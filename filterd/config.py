@@ -244,6 +244,11 @@ def parse_listen(text: str) -> Listen:
 def parse_upstream(text: str) -> UpstreamSpec:
     """udp://host[:port], tcp://…, tls://host[:port] (DoT), https://host[:port]/path (DoH)."""
     if "://" not in text:
+        try:
+            if ipaddress.ip_address(text).version == 6:
+                text = f"[{text}]"
+        except ValueError:
+            pass
         text = "udp://" + text
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
@@ -287,14 +292,16 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
             upstreams.append(parse_upstream(text))
         except ValueError as exc:
             check.error(path, f'"{text}" {exc}')
-    if not upstreams and "upstreams" in data:
-        check.error("dns.upstreams", "needs at least one upstream resolver")
     networks = []
+    problems_before = len(check.problems)
     for path, text in check.string_list(data, "allow_networks", "dns", list(DEFAULT_ALLOW_NETWORKS)):
         try:
             networks.append(ipaddress.ip_network(text, strict=False))
         except ValueError:
             check.error(path, f'"{text}" is not a network (write e.g. 192.168.0.0/16)')
+    if "allow_networks" in data and not networks and len(check.problems) == problems_before:
+        check.error("dns.allow_networks", "is empty: every client would be refused "
+                    "(leave the key out for the private ranges)")
     bootstrap = []
     for path, text in check.string_list(data, "bootstrap", "dns", []):
         try:

@@ -27,6 +27,7 @@ from .resolver import Resolver
 log = logging.getLogger("filterd.server")
 
 TCP_MAX_MESSAGE = 65535
+TCP_MAX_BUFFERED = 256 * 1024
 
 
 class UdpServer(asyncio.DatagramProtocol):
@@ -135,8 +136,12 @@ class TcpConnection(asyncio.Protocol):
             self._send(reply)
 
     def _send(self, reply: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(struct.pack(">H", len(reply)) + reply)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(struct.pack(">H", len(reply)) + reply)
+            if transport.get_write_buffer_size() > TCP_MAX_BUFFERED:
+                # A client that pipelines queries but never reads: drop it, don't buffer forever.
+                transport.abort()
 
     def connection_lost(self, exc) -> None:
         if self.idle_handle is not None:
@@ -252,6 +257,7 @@ class Worker:
         self.stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._force_reload)
         for listen in self.config.dns.listen:
             transport, _ = await loop.create_datagram_endpoint(lambda: UdpServer(self), sock=_bind_udp(listen))
             self.servers.append(transport)
@@ -298,6 +304,10 @@ class Worker:
                     await self.reload(self.config)
             except Exception:
                 log.exception("reload failed; still serving the previous rules")
+
+    def _force_reload(self) -> None:
+        """SIGHUP: reload the config now (it is reloaded on change anyway)."""
+        self.spawn(self.reload())
 
     def _load_overrides(self) -> None:
         """Pick up pauses and allows within a second: the DB's data_version says when to look."""
@@ -397,11 +407,13 @@ def _run_worker(config: Config, index: int) -> None:
 def run(config: Config) -> int:
     """Serve until SIGTERM/SIGINT: in this process for one worker, else in forked children."""
     workers = config.dns.workers
-    # Bind once here so a busy or privileged port fails loudly before any worker starts.
+    # Bind once here, without SO_REUSEPORT, so a port already in use (another filterd, dnsmasq,
+    # systemd-resolved) or a privileged one fails loudly before any worker starts.
     try:
         for listen in config.dns.listen:
-            _bind_udp(listen).close()
-            _bind_tcp(listen).close()
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET, kind) as probe:
+                    probe.bind((listen.host, listen.port))
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
@@ -440,6 +452,7 @@ def _supervise(config: Config, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: [os.kill(pid, signal.SIGHUP) for pid in children])
     for index in range(workers):
         start(index)
     last_restart = 0.0

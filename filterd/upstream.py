@@ -171,7 +171,10 @@ class Upstream:
         """DoH over HTTP/1.1 with kept-alive connections, one request at a time on each."""
         deadline = time.monotonic() + timeout
         doh_query = b"\0\0" + query[2:]  # ID 0 (RFC 8484 §4.1), restored below
-        request = (f"POST {self.spec.path} HTTP/1.1\r\nHost: {self.spec.host}\r\n"
+        host = self.spec.host if self.spec.port == 443 else f"{self.spec.host}:{self.spec.port}"
+        if ":" in self.spec.host:
+            host = f"[{self.spec.host}]" + ("" if self.spec.port == 443 else f":{self.spec.port}")
+        request = (f"POST {self.spec.path} HTTP/1.1\r\nHost: {host}\r\n"
                    "Content-Type: application/dns-message\r\nAccept: application/dns-message\r\n"
                    f"Content-Length: {len(doh_query)}\r\nUser-Agent: filterd\r\n\r\n").encode() + doh_query
         for attempt in range(2):

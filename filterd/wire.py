@@ -101,14 +101,20 @@ def encode_name(name: str) -> bytes:
 
 
 def skip_name(data: bytes, i: int) -> int:
-    """Offset just past a (possibly compressed) name starting at i; raises IndexError/WireError."""
+    """Offset just past a (possibly compressed) name starting at i; raises IndexError/WireError.
+
+    A compression pointer must point before the name it ends (RFC 1035 §4.1.4: "a prior
+    occurrence"), which also rules out loops.
+    """
+    start = i
     hops = 0
     while True:
         length = data[i]
         if length == 0:
             return i + 1
         if length & 0xC0 == 0xC0:
-            data[i + 1]  # the pointer's second byte must exist
+            if ((length & 0x3F) << 8 | data[i + 1]) >= start:
+                raise WireError(FORMERR, "compression pointer does not point backwards")
             return i + 2
         if length & 0xC0:
             raise WireError(FORMERR, "reserved label type")
@@ -177,7 +183,7 @@ def parse_query(data: bytes) -> Query:
                     raise WireError(FORMERR, "record data cut short")
     except IndexError:
         raise WireError(FORMERR, "packet cut short") from None
-    question = data[12:qend].lower()
+    question = data[12:i].lower() + data[i:qend]  # names are case-insensitive, types are not
     return Query(data, qend, question + b"D" if do else question, qtype, qclass, has_opt,
                  udp_size, do, bool(flags_hi & 0x01), version)
 

@@ -117,7 +117,8 @@ class StandIn:
                 except Exception:
                     pass
                 if len(answer) > limit:
-                    answer = bytearray(answer[:12]) + data[12:12 + len(DNSRecord.parse(data).q.pack())]
+                    qend = data.index(b"\0", 12) + 5   # the question name is uncompressed
+                    answer = bytearray(answer[:12]) + data[12:qend]
                     answer[2] |= 0x02
                     answer[6:12] = b"\0\0\0\0\0\0"
                     answer = bytes(answer)
