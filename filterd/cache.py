@@ -144,7 +144,7 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
         struct.pack_into(">I", patched, offset, ttl)
         ttls.append(ttl)
     cnames = tuple(str(rr.rdata.label).rstrip(".").lower() for rr in record.rr if rr.rtype == QTYPE.CNAME)
-    entry = CachedAnswer(bytes(patched), layout.ttl_offsets, ttls, now, lifetime, stale_s,
+    entry = CachedAnswer(bytes(patched), tuple(layout.ttl_offsets), tuple(ttls), now, lifetime, stale_s,
                          layout.qend, do, cnames)
     cacheable = rcode in (wire.NOERROR, wire.NXDOMAIN) and lifetime > 0 and not record.header.tc
     return entry, cacheable

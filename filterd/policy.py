@@ -34,7 +34,7 @@ BYPASS_CANARIES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Override:
     """A parent's temporary change, from the state DB: pause, allow, or bonus time.
 
@@ -49,7 +49,7 @@ class Override:
     value: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     action: str                 # allow | block | rewrite | local | nxdomain
     rule: str                   # csam, filter_host, allow_list, temporary_allow, pause, schedule,

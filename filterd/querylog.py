@@ -37,6 +37,8 @@ class LogConfig:
 def parse_log_config(data, check) -> LogConfig:
     data = check.mapping(data, "log", {"mode", "retention_days", "rollup_days", "queue_size"})
     mode = data.get("mode", "full")
+    if mode is False:   # YAML reads a bare `off` as false
+        mode = "off"
     if mode not in LOG_MODES:
         check.error("log.mode", f'"{mode}" must be one of {", ".join(LOG_MODES)}')
         mode = "full"

@@ -272,6 +272,8 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
         check.error(f"{path}.youtube", f"{_show(youtube)} must be one of {', '.join(YOUTUBE_LEVELS)}")
         youtube = "off"
     log_mode = merged.get("log")
+    if log_mode is False:   # YAML reads a bare `off` as false
+        log_mode = "off"
     if log_mode is not None and log_mode not in LOG_MODES:
         check.error(f"{path}.log", f"{_show(log_mode)} must be one of {', '.join(LOG_MODES)}")
         log_mode = None
