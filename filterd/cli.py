@@ -138,12 +138,15 @@ def _change(args: argparse.Namespace, action) -> int:
     return 0
 
 
-def _until(seconds) -> str:
+def _until(seconds, timezone: str) -> str:
+    """'until 18:30' on the house's clock (the config's time zone), not the machine's."""
     import datetime
+    from zoneinfo import ZoneInfo
 
     if not seconds:
         return "until resumed"
-    return f"until {datetime.datetime.now() + datetime.timedelta(seconds=seconds):%H:%M}"
+    end = datetime.datetime.now(ZoneInfo(timezone)) + datetime.timedelta(seconds=seconds)
+    return f"until {end:%H:%M}" if seconds < 86400 else f"until {end:%Y-%m-%d %H:%M}"
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
@@ -151,7 +154,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
     def act(conn, config, seconds, now):
         overrides.pause(conn, config, args.name, seconds, now)
-        return f"paused {args.name} {_until(seconds)}"
+        return f"paused {args.name} {_until(seconds, config.timezone)}"
     return _change(args, act)
 
 
@@ -169,7 +172,8 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
     def act(conn, config, seconds, now):
         overrides.allow(conn, config, args.device, args.what, seconds, now)
-        return f"allowed {args.what} for {args.device} {_until(seconds) if seconds else 'until revoked'}"
+        until = _until(seconds, config.timezone) if seconds else "until revoked (filterd revoke)"
+        return f"allowed {args.what} for {args.device} {until}"
     return _change(args, act)
 
 
@@ -178,7 +182,17 @@ def cmd_bonus(args: argparse.Namespace) -> int:
 
     def act(conn, config, seconds, now):
         overrides.bonus(conn, config, args.name, seconds, now)
-        return f"schedules lifted for {args.name}" + (f" {_until(seconds)}" if seconds else " until the current window ends")
+        return f"schedules lifted for {args.name}" + (
+            f" {_until(seconds, config.timezone)}" if seconds else " until the current window ends")
+    return _change(args, act)
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from . import overrides
+
+    def act(conn, config, seconds, now):
+        count = overrides.revoke(conn, config, args.device, args.what, now)
+        return f"revoked {args.what} for {args.device}" if count else f"{args.what} was not allowed for {args.device}"
     return _change(args, act)
 
 
@@ -295,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("--for", dest="duration", help="e.g. 30m, 1h (default: until revoked)")
     allow.add_argument("--config", default=DEFAULT_CONFIG)
     allow.set_defaults(func=cmd_allow)
+
+    revoke = commands.add_parser("revoke", help="end a temporary allow now")
+    revoke.add_argument("what")
+    revoke.add_argument("--device", required=True, help="a device or profile name")
+    revoke.add_argument("--config", default=DEFAULT_CONFIG)
+    revoke.set_defaults(func=cmd_revoke)
 
     bonus = commands.add_parser("bonus", help="lift schedules (bedtime, homework) for a while")
     bonus.add_argument("name", help="a device or profile name")

@@ -7,6 +7,7 @@ simply stop matching, nothing needs to clean them up for the rules to be right.
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 import sqlite3
 
@@ -24,13 +25,14 @@ class OverrideError(ValueError):
 def parse_duration(text: str) -> float:
     """'30m', '1h', '1h30m', '2d', '45s', or a bare number of minutes → seconds."""
     text = text.strip().lower()
-    if text.isdigit():
-        return int(text) * 60.0
-    match = _DURATION.fullmatch(text)
-    if not text or not match or not any(match.groups()):
-        raise OverrideError(f'"{text}" is not a duration (write e.g. 30m, 1h, 1h30m, 2d)')
-    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if re.fullmatch(r"[0-9]+", text):
+        total = int(text) * 60
+    else:
+        match = _DURATION.fullmatch(text)
+        if not text or not match or not any(match.groups()):
+            raise OverrideError(f'"{text}" is not a duration (write e.g. 30m, 1h, 1h30m, 2d)')
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        total = days * 86400 + hours * 3600 + minutes * 60 + seconds
     if not 0 < total <= 366 * 86400:
         raise OverrideError(f'"{text}" must be between 1 second and a year')
     return float(total)
@@ -41,8 +43,9 @@ def subject_of(config, name: str) -> tuple[str, str]:
     for device in config.rules.devices:
         if device.name.lower() == name.lower():
             return "device", device.name
-    if name in config.rules.profiles:
-        return "profile", name
+    for profile in config.rules.profiles:
+        if profile.lower() == name.lower():
+            return "profile", profile
     devices = ", ".join(d.name for d in config.rules.devices) or "none"
     raise OverrideError(f'no device or profile named "{name}" (devices: {devices}; '
                         f'profiles: {", ".join(config.rules.profiles)})')
@@ -66,8 +69,20 @@ def pause(conn, config, name: str, seconds: float | None, now: float, source: st
 
 
 def resume(conn, config, name: str, now: float, source: str = "cli") -> int:
-    """End the pauses of a device or profile now; returns how many were ended."""
+    """End the pauses of a device or profile now; returns how many were ended.
+
+    A device paused through its profile stays paused: the error says to resume the profile.
+    """
     subject = subject_of(config, name)
+    if subject[0] == "device":
+        profile = next(d.profile for d in config.rules.devices if d.name == subject[1])
+        if not conn.execute("SELECT 1 FROM overrides WHERE kind = 'pause' AND subject_kind = 'device'"
+                            " AND subject = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
+                            (subject[1], now)).fetchone() and \
+                conn.execute("SELECT 1 FROM overrides WHERE kind = 'pause' AND subject_kind = 'profile'"
+                             " AND subject = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
+                             (profile, now)).fetchone():
+            raise OverrideError(f"{subject[1]} is paused through its profile {profile}: resume {profile}")
     cursor = conn.execute(
         "UPDATE overrides SET ended = ? WHERE kind = 'pause' AND subject_kind = ? AND subject = ? "
         "AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], now))
@@ -80,11 +95,25 @@ def allow(conn, config, name: str, what: str, seconds: float | None, now: float,
     value = what.strip().lower()
     if value not in config.catalog.services:
         domain = normalise_domain(value)
-        if domain is None:
-            raise OverrideError(f'"{what}" is neither a service ({", ".join(sorted(config.catalog.services)[:5])}…) '
-                                "nor a domain name")
+        if domain is None or "." not in domain:
+            # A single word is a mistyped service far more often than a top-level domain.
+            close = difflib.get_close_matches(value, list(config.catalog.services), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (services: youtube, tiktok, roblox…)"
+            raise OverrideError(f'"{what}" is neither a known service{hint} nor a domain name')
         value = domain
     return _insert(conn, "allow", subject_of(config, name), value, seconds, now, source)
+
+
+def revoke(conn, config, name: str, what: str, now: float, source: str = "cli") -> int:
+    """End the temporary allows of a domain or service for a device or profile."""
+    subject = subject_of(config, name)
+    value = what.strip().lower()
+    value = value if value in config.catalog.services else (normalise_domain(value) or value)
+    cursor = conn.execute(
+        "UPDATE overrides SET ended = ? WHERE kind = 'allow' AND subject_kind = ? AND subject = ? AND value = ?"
+        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], value, now))
+    audit(conn, source, "revoke", f"{subject[0]} {subject[1]} {value}", now)
+    return cursor.rowcount
 
 
 def bonus(conn, config, name: str, seconds: float | None, now: float, source: str = "cli") -> int:
@@ -112,6 +141,8 @@ def active(conn: sqlite3.Connection, now: float) -> tuple[Override, ...]:
 
 
 def _human(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds)} s"
     minutes = round(seconds / 60)
     if minutes < 60:
         return f"{minutes} min"

@@ -51,7 +51,8 @@ def _ede_text(decision: Decision) -> str:
         return f"blocked: {decision.category}"
     if decision.service:
         return f"blocked: {decision.service}"
-    return f"filtered: {decision.rule.replace('_', ' ')}"
+    word = "blocked" if decision.ede == 15 else "filtered"
+    return f"{word}: {decision.rule.replace('_', ' ')}"
 
 
 def rewrite_reply(question: bytes, target: str, target_answer: bytes) -> bytes:
