@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config/filterd.yaml
+# Debian packages the tests drive: a real browser for the web UI, dnsmasq for DHCP later.
+TEST_DEBS := chromium chromium-driver
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv debs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +16,23 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The daemon and the web UI on unprivileged ports; Ctrl-C stops both.
 run: venv
-	$(PY) -m filterd run --config $(CONFIG)
+	@echo "DNS on the address in $(CONFIG) (dns.listen); web UI: http://127.0.0.1:8080/"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) -m filterd run --config $(CONFIG) & \
+	$(VENV)/bin/filterd-webui --config $(CONFIG) & \
+	wait
 
-test: venv
+debs:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
+	fi
+
+test: venv debs
+	$(VENV)/bin/bandit -q -r filterd webui -ll
 	$(PY) -m pytest -q
 
 bench: venv

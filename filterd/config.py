@@ -231,7 +231,7 @@ def parse_listen(text: str) -> Listen:
         port_text = rest[1:] or "53"
     elif text.count(":") == 1:
         host, port_text = text.split(":")
-    host = host or "0.0.0.0"
+    host = host or "0.0.0.0"  # nosec B104
     try:
         ipaddress.ip_address(host)
     except ValueError:

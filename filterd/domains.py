@@ -50,11 +50,11 @@ _idn_dots = re.compile("[.\u3002\uff0e\uff61]")
 
 # Names every stock hosts file maps to loopback: present in block lists, never blocked.
 HOSTS_IGNORED = frozenset({
-    "localhost", "localhost.localdomain", "local", "broadcasthost", "0.0.0.0",
+    "localhost", "localhost.localdomain", "local", "broadcasthost", "0.0.0.0",  # nosec B104
     "ip6-localhost", "ip6-loopback", "ip6-localnet", "ip6-mcastprefix",
     "ip6-allnodes", "ip6-allrouters", "ip6-allhosts",
 })
-_COMMON_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "::0", "0"})
+_COMMON_SINKS = frozenset({"0.0.0.0", "127.0.0.1", "::", "::1", "::0", "0"})  # nosec B104
 # Adblock options that do not narrow a rule, so it still means "block this domain".
 _HARMLESS_OPTIONS = frozenset({"important", "all", "document"})
 _COSMETIC = ("##", "#@#", "#?#", "#$#", "#%#")

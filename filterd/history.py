@@ -65,8 +65,9 @@ def recent_queries(conn: sqlite3.Connection, filters: QueryFilter = QueryFilter(
     if before_id is not None:
         where.append("id < ?")
         args.append(before_id)
-    sql = "SELECT id, ts, device, client, name, qtype, action, rule, reason, category, rcode, latency_ms, profile" \
-          " FROM queries" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+    # Fixed SQL fragments only; every value is a bound parameter.
+    sql = ("SELECT id, ts, device, client, name, qtype, action, rule, reason, category, rcode, latency_ms, profile"
+           " FROM queries" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?")  # nosec B608
     args.append(max(1, min(limit, MAX_PAGE)))
     return [QueryRow(*row) for row in conn.execute(sql, args)]
 
@@ -81,7 +82,8 @@ def top_domains(conn: sqlite3.Connection, since: float, blocked: bool, limit: in
                 device: str | None = None) -> list[tuple[str, int]]:
     """The most queried names since `since`, blocked or allowed ones."""
     actions = "('block', 'nxdomain')" if blocked else "('allow', 'rewrite')"
-    sql = f"SELECT name, count(*) AS n FROM queries WHERE action IN {actions} AND id >= ? AND name IS NOT NULL"
+    # `actions` is one of two constants; every value is a bound parameter.
+    sql = f"SELECT name, count(*) AS n FROM queries WHERE action IN {actions} AND id >= ? AND name IS NOT NULL"  # nosec B608
     args: list = [_first_id_since(conn, since)]
     if device:
         sql += " AND (device = ? OR (device IS NULL AND client = ?))"

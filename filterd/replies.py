@@ -38,9 +38,9 @@ def decision_reply(query: wire.Query, decision: Decision, block_mode: str, web) 
     if decision.action == NXDOMAIN or block_mode == "nxdomain":
         return synthesize(query, wire.NXDOMAIN, [], ede)
     if block_mode == "null":
-        return synthesize(query, wire.NOERROR, _addresses(query, "0.0.0.0", "::", BLOCKED_TTL), ede)
+        return synthesize(query, wire.NOERROR, _addresses(query, "0.0.0.0", "::", BLOCKED_TTL), ede)  # nosec B104
     return synthesize(query, wire.NOERROR,
-                      _addresses(query, web.address or "0.0.0.0", web.address6, BLOCKED_TTL), ede)
+                      _addresses(query, web.address or "0.0.0.0", web.address6, BLOCKED_TTL), ede)  # nosec B104
 
 
 def _ede_text(decision: Decision) -> str:

@@ -86,6 +86,47 @@ MIGRATIONS: list[str] = [
         detail TEXT
     );
     """,
+    # 2: the web UI: the admin account, server-side sessions, login throttling, API tokens
+    """
+    CREATE TABLE admin (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        password_hash TEXT NOT NULL,
+        created REAL NOT NULL,
+        changed REAL NOT NULL
+    );
+
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        created REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        csrf_token TEXT NOT NULL,
+        peer TEXT,
+        user_agent TEXT,
+        flash TEXT
+    );
+
+    CREATE TABLE login_throttle (
+        key TEXT PRIMARY KEY,
+        failures INTEGER NOT NULL,
+        blocked_until REAL NOT NULL,
+        last_failure REAL NOT NULL
+    );
+
+    CREATE TABLE login_failures (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        peer TEXT,
+        user_agent TEXT
+    );
+
+    CREATE TABLE api_tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        last_used REAL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

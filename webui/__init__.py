@@ -1,0 +1,114 @@
+"""The parents' web UI and the children's block page: a Flask application factory.
+
+It imports filterd's config, policy and state modules rather than re-implementing them; the
+files are the interface with the daemon (the YAML config and state.db), so either process can
+restart alone.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from flask import Flask, g
+
+from filterd import state
+from filterd.config import Config, load_config
+
+from . import security
+
+
+class AppState:
+    """What the app shares between requests: the config (reloaded when the file changes)."""
+
+    def __init__(self, config_path: Path):
+        self.config_path = Path(config_path)
+        self._config: Config | None = None
+        self._signature = None
+        self._lock = threading.Lock()
+        self._admin_exists = False
+
+    def config(self) -> Config:
+        """The current config; a broken file keeps the last good one (the page says so)."""
+        try:
+            st = os.stat(self.config_path)
+            signature = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            signature = None
+        with self._lock:
+            if self._config is None or signature != self._signature:
+                try:
+                    self._config = load_config(self.config_path)
+                    self.config_error = None
+                except Exception as exc:  # ConfigError: keep the last good config
+                    if self._config is None:
+                        raise
+                    self.config_error = str(exc)
+                self._signature = signature
+            return self._config
+
+    config_error: str | None = None
+
+    def policy(self):
+        """The daemon's policy for the current config and compiled lists (for "why?" and the block page)."""
+        from filterd import lists
+        from filterd.policy import Policy
+
+        config = self.config()
+        key = (id(config), lists.current_signature_path(config))
+        with self._lock:
+            if getattr(self, "_policy_key", None) != key:
+                try:
+                    index = lists.open_index(config, compile_if_missing=False)
+                except FileNotFoundError:
+                    from filterd.index import DomainIndex
+                    index = DomainIndex.empty()   # the daemon has not compiled these lists yet
+                self._policy = Policy(config.rules, config.catalog, index, config.timezone)
+                self._policy_key = key
+            return self._policy
+
+    def admin_hosts(self) -> set[str]:
+        return security.admin_hosts(self.config())
+
+    def db(self):
+        """One connection per request (closed at teardown)."""
+        if "db" not in g:
+            g.db = state.connect(state.db_path(self.config().data_dir))
+        return g.db
+
+    def admin_exists(self, db) -> bool:
+        if not self._admin_exists:
+            self._admin_exists = db.execute("SELECT 1 FROM admin WHERE id = 1").fetchone() is not None
+        return self._admin_exists
+
+
+def _datetimeformat(ts: float, tz=None, fmt: str = "%H:%M") -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ts, tz).strftime(fmt)
+
+
+def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
+    app = Flask(__name__)
+    app.config.update(TESTING=testing, MAX_CONTENT_LENGTH=2 * 2**20, SESSION_COOKIE_HTTPONLY=True)
+    app.extensions["filterd"] = AppState(Path(config_path))
+    app.jinja_env.autoescape = True
+    app.jinja_env.globals["csrf_token"] = security.csrf_token
+    app.jinja_env.globals["take_flashes"] = security.take_flashes
+    app.jinja_env.filters["datetimeformat"] = _datetimeformat
+
+    from . import api, auth, blockpage, dashboard, devices, log, pages
+    for module in (auth, blockpage, dashboard, devices, log, pages, api):
+        app.register_blueprint(module.bp)
+
+    app.before_request(security.gate)
+    app.after_request(security.add_headers)
+
+    @app.teardown_appcontext
+    def close_db(exc):
+        db = g.pop("db", None)
+        if db is not None:
+            db.close()
+
+    from .errors import register
+    register(app)
+    return app

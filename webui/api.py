@@ -1,0 +1,158 @@
+"""The JSON API (for home automation and the pages' own scripts); same auth as the pages.
+
+Errors are `{"error": "…", "field": "…"}` with a 4xx status. See docs/api.md.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+
+from filterd import history, overrides
+
+from . import services
+from .dashboard import daemon_status
+from .devices import device_rows
+from .log import query_filter
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _state():
+    app_state = current_app.extensions["filterd"]
+    return app_state.config(), app_state.db()
+
+
+def _body() -> dict:
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else {}
+
+
+@bp.errorhandler(services.ActionError)
+def action_error(exc: services.ActionError):
+    return jsonify({"error": str(exc), "field": exc.field}), 409 if exc.field == "version" else 400
+
+
+def _device_name(config, name: str) -> str:
+    device = next((d for d in config.rules.devices if d.name.lower() == name.lower()), None)
+    if device is None:
+        raise services.ActionError(f"no device named {name}", "name")
+    return device.name
+
+
+@bp.get("/status")
+def status():
+    config, db = _state()
+    return jsonify(daemon_status(db, config))
+
+
+@bp.get("/devices")
+def devices():
+    config, db = _state()
+    paused = {o.subject: o.until for o in overrides.active(db, time.time()) if o.kind == "pause"}
+    rows = device_rows(config, db)
+    for row in rows:
+        row["paused"] = row["name"] in paused
+        row["paused_until"] = paused.get(row["name"])
+    return jsonify(rows)
+
+
+@bp.post("/devices/<name>/pause")
+def pause(name):
+    config, db = _state()
+    services.pause(config, db, _device_name(config, name), _body().get("minutes"))
+    return jsonify({"ok": True})
+
+
+@bp.post("/devices/<name>/resume")
+def resume(name):
+    config, db = _state()
+    return jsonify({"ok": True, "resumed": services.resume(config, db, _device_name(config, name))})
+
+
+@bp.post("/devices/<name>/allow")
+def allow(name):
+    config, db = _state()
+    body = _body()
+    services.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
+                   body.get("minutes"))
+    return jsonify({"ok": True})
+
+
+@bp.post("/devices/<name>/bonus")
+def bonus(name):
+    config, db = _state()
+    services.bonus(config, db, _device_name(config, name), _body().get("minutes"))
+    return jsonify({"ok": True})
+
+
+def _profile_json(profile) -> dict:
+    return {"name": profile.name, "preset": profile.preset, "block_categories": list(profile.block_categories),
+            "block_services": list(profile.block_services), "allow": list(profile.allow), "block": list(profile.block),
+            "safesearch": profile.safesearch, "youtube": profile.youtube, "log": profile.log,
+            "schedules": [{"name": s.name, "days": sorted(s.days), "start": f"{s.start // 60:02d}:{s.start % 60:02d}",
+                           "end": f"{s.end // 60:02d}:{s.end % 60:02d}", "block": "all" if s.block_all else list(s.block),
+                           "allow": list(s.allow)} for s in profile.schedules]}
+
+
+@bp.get("/profiles")
+def profiles():
+    config, _ = _state()
+    from filterd import configfile
+    return jsonify({"version": configfile.read(current_app.extensions["filterd"].config_path)[1],
+                    "profiles": [_profile_json(p) for p in config.rules.profiles.values()]})
+
+
+@bp.get("/profiles/<name>")
+def profile(name):
+    config, _ = _state()
+    if name not in config.rules.profiles:
+        return jsonify({"error": f"no profile named {name}", "field": "name"}), 404
+    return jsonify(_profile_json(config.rules.profiles[name]))
+
+
+@bp.put("/profiles/<name>")
+def put_profile(name):
+    """Replace the given keys of a profile; send "version" from GET /api/profiles to be safe."""
+    config, db = _state()
+    body = _body()
+    allowed = {"preset", "block_categories", "block_services", "allow", "block", "safesearch", "youtube",
+               "schedules", "bypass_protection", "log"}
+    unknown = set(body) - allowed - {"version"}
+    if unknown:
+        return jsonify({"error": f"unknown keys: {', '.join(sorted(unknown))}", "field": sorted(unknown)[0]}), 400
+
+    def change(document):
+        profiles = document.setdefault("profiles", {})
+        current = profiles.get(name) or {}
+        for key in allowed & set(body):
+            current[key] = body[key]
+        profiles[name] = current
+    config, version = services.edit_config(db, body.get("version"), change, f"profile {name} changed through the API")
+    return jsonify({"ok": True, "version": version, "profile": _profile_json(config.rules.profiles[name])})
+
+
+@bp.get("/queries")
+def queries():
+    _, db = _state()
+    filters, _ = query_filter(request.args)
+    limit = request.args.get("limit", 50, type=int)
+    before = request.args.get("before", type=int)
+    rows = history.recent_queries(db, filters, limit=limit, before_id=before)
+    return jsonify([row.__dict__ for row in rows])
+
+
+@bp.get("/requests")
+def requests_list():
+    return jsonify([])
+
+
+@bp.post("/lists/update")
+def lists_update():
+    import subprocess
+    import sys
+    config, db = _state()
+    subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config",
+                      str(current_app.extensions["filterd"].config_path)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return jsonify({"ok": True, "started": True}), 202

@@ -1,0 +1,59 @@
+"""The dashboard: the last 24 hours at a glance, and whether the filter is healthy."""
+from __future__ import annotations
+
+import time
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, render_template
+
+from filterd import history, lists
+
+from . import charts
+
+bp = Blueprint("dashboard", __name__)
+
+DAEMON_STALE_S = 30          # no status row newer than this: the daemon is down
+LIST_STALE_S = 8 * 86400     # a downloaded list older than this: its updates are failing
+
+
+def daemon_status(db, config) -> dict:
+    """Running or not, last reload, last config error, and the age of each list."""
+    now = time.time()
+    rows = db.execute("SELECT pid, worker, started, updated, last_reload, last_error, log_dropped"
+                      " FROM daemon_status ORDER BY updated DESC").fetchall()
+    alive = [r for r in rows if now - r[3] < DAEMON_STALE_S]
+    list_ages = []
+    for source in config.rules.lists:
+        path = lists.lists_dir(config) / f"{source.id}.txt" if source.url else None
+        age = lists.file_age_s(path) if path else None
+        list_ages.append({"id": source.id, "category": source.category, "url": source.url,
+                          "age_days": None if age is None else age / 86400,
+                          "stale": source.url is not None and (age is None or age > LIST_STALE_S)})
+    return {
+        "running": bool(alive),
+        "workers": len(alive),
+        "started": alive[0][2] if alive else None,
+        "last_reload": max((r[4] for r in alive if r[4]), default=None),
+        "last_error": next((r[5] for r in alive if r[5]), None),
+        "log_dropped": sum(r[6] for r in alive),
+        "lists": list_ages,
+    }
+
+
+@bp.route("/")
+def index():
+    app_state = current_app.extensions["filterd"]
+    config = app_state.config()
+    db = app_state.db()
+    now = time.time()
+    since = now - 86400
+    tz = ZoneInfo(config.timezone)
+    start_hour = int(now // 3600) - 23
+    chart = charts.hourly(history.activity_by_hour(db, start_hour * 3600), start_hour, 24, tz)
+    categories = [(config.catalog.categories[c].name if c in config.catalog.categories else c, n)
+                  for c, n in history.blocks_by_category(db, since)]
+    return render_template(
+        "dashboard.html", chart=chart, categories=charts.shares(categories),
+        top_blocked=history.top_domains(db, since, blocked=True, limit=10),
+        totals=history.totals(db, since), active=history.devices_active(db, now - 600),
+        status=daemon_status(db, config), config_error=app_state.config_error)

@@ -1,0 +1,151 @@
+"""Devices: every device seen, naming and assigning them, pause/resume and reward time."""
+from __future__ import annotations
+
+import datetime
+import time
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from filterd import history, overrides
+
+from . import services
+from .security import flash
+
+bp = Blueprint("devices", __name__)
+
+
+def is_private_mac(mac: str | None) -> bool:
+    """Randomised ("private") addresses set the locally administered bit: 2nd hex digit 2, 6, A, E."""
+    return bool(mac) and len(mac) >= 2 and mac[1].lower() in "26ae"
+
+
+def device_rows(config, db) -> list[dict]:
+    """Configured devices and unknown clients, new unnamed ones first."""
+    seen = history.clients_seen(db)
+    now = time.time()
+    midnight = datetime.datetime.now(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0,
+                                                                        microsecond=0).timestamp()
+    today = {row[0]: row[1] for row in db.execute(
+        "SELECT coalesce(device, client), count(*) FROM queries WHERE ts >= ? GROUP BY 1", (midnight,))}
+    rows = []
+    named = set()
+    for device in config.rules.devices:
+        named.add(device.name)
+        client = next((c for c in seen if c.device == device.name), None)
+        rows.append({"name": device.name, "profile": device.profile, "ip": device.ip or (client.client if client else None),
+                     "mac": device.mac or (client.mac if client else None), "cidr": str(device.cidr) if device.cidr else None,
+                     "first_seen": client.first_seen if client else None, "last_seen": client.last_seen if client else None,
+                     "queries_today": today.get(device.name, 0), "known": True})
+    for client in seen:
+        if client.device and client.device in named:
+            continue
+        rows.append({"name": None, "profile": config.rules.default_profile, "ip": client.client, "mac": client.mac,
+                     "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
+                     "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname})
+    for row in rows:
+        row["private_mac"] = is_private_mac(row["mac"])
+        row["active"] = bool(row["last_seen"] and now - row["last_seen"] < 600)
+    rows.sort(key=lambda r: (r["known"], -(r["last_seen"] or 0)))
+    return rows
+
+
+@bp.route("/devices")
+def index():
+    app_state = current_app.extensions["filterd"]
+    config = app_state.config()
+    db = app_state.db()
+    return render_template("devices.html", devices=device_rows(config, db), profiles=list(config.rules.profiles),
+                           version=_version(), paused=_paused(db), default_profile=config.rules.default_profile)
+
+
+def _version() -> str:
+    from filterd import configfile
+    return configfile.read(current_app.extensions["filterd"].config_path)[1]
+
+
+def _paused(db) -> dict[str, float | None]:
+    return {o.subject: o.until for o in overrides.active(db, time.time()) if o.kind == "pause"}
+
+
+@bp.route("/devices/<name>")
+def detail(name: str):
+    app_state = current_app.extensions["filterd"]
+    config = app_state.config()
+    db = app_state.db()
+    device = next((d for d in config.rules.devices if d.name.lower() == name.lower()), None)
+    if device is None:
+        abort(404, description="There is no device with that name. Name it on the Devices page first.")
+    tz = ZoneInfo(config.timezone)
+    midnight = datetime.datetime.now(tz).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    timeline: dict[int, dict[str, int]] = {}
+    for ts, site in db.execute("SELECT ts, name FROM queries WHERE device = ? AND ts >= ? AND name IS NOT NULL"
+                               " AND action IN ('allow', 'rewrite') ORDER BY ts LIMIT 20000", (device.name, midnight)):
+        hour = datetime.datetime.fromtimestamp(ts, tz).hour
+        site = _site(site)
+        timeline.setdefault(hour, {})[site] = timeline.setdefault(hour, {}).get(site, 0) + 1
+    hours = [(hour, sorted(sites.items(), key=lambda kv: -kv[1])[:8]) for hour, sites in sorted(timeline.items())]
+    active = [o for o in overrides.active(db, time.time())
+              if (o.subject_kind == "device" and o.subject == device.name)
+              or (o.subject_kind == "profile" and o.subject == device.profile)]
+    return render_template("device.html", device=device, hours=hours, active=active, tz=tz,
+                           blocked=history.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
+                           services=sorted(config.catalog.services.values(), key=lambda s: s.name))
+
+
+def _site(name: str) -> str:
+    """The registrable part a parent recognises (www.youtube.com → youtube.com; co.uk aware enough)."""
+    labels = name.split(".")
+    if len(labels) >= 3 and labels[-2] in ("co", "com", "org", "net", "ac", "gov") and len(labels[-1]) == 2:
+        return ".".join(labels[-3:])
+    return ".".join(labels[-2:])
+
+
+def _action(name: str, do) -> object:
+    config = current_app.extensions["filterd"].config()
+    db = current_app.extensions["filterd"].db()
+    try:
+        message = do(config, db)
+        flash(message, "ok")
+    except services.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(request.form.get("back") or url_for("devices.detail", name=name))
+
+
+@bp.route("/devices/<name>/pause", methods=["POST"])
+def pause(name: str):
+    minutes = request.form.get("minutes")
+    return _action(name, lambda c, db: (services.pause(c, db, name, minutes),
+                                        f"{name} paused" + (f" for {minutes} min" if minutes else " until resumed"))[1])
+
+
+@bp.route("/devices/<name>/resume", methods=["POST"])
+def resume(name: str):
+    return _action(name, lambda c, db: (services.resume(c, db, name), f"{name} resumed")[1])
+
+
+@bp.route("/devices/<name>/bonus", methods=["POST"])
+def bonus(name: str):
+    minutes = request.form.get("minutes")
+    return _action(name, lambda c, db: (services.bonus(c, db, name, minutes),
+                                        f"{name}: schedules lifted" + (f" for {minutes} min" if minutes else " tonight"))[1])
+
+
+@bp.route("/devices/<name>/allow", methods=["POST"])
+def allow(name: str):
+    what, minutes = request.form.get("what", ""), request.form.get("minutes")
+    return _action(name, lambda c, db: (services.allow(c, db, name, what, minutes),
+                                        f"{what} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
+
+
+@bp.route("/devices/assign", methods=["POST"])
+def assign():
+    db = current_app.extensions["filterd"].db()
+    form = request.form
+    try:
+        services.set_device(db, form.get("version"), form.get("name", "").strip(), form.get("profile", ""),
+                            ip=form.get("ip") or None, mac=form.get("mac") or None, old_name=form.get("old_name") or None)
+        flash(f"Saved {form.get('name')}. The filter applies it within a second.", "ok")
+    except services.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("devices.index"))

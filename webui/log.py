@@ -1,0 +1,87 @@
+"""The query log: filters, paging, "why?" for each line, one-tap allow/block for the profile."""
+from __future__ import annotations
+
+import datetime
+import time
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
+
+from filterd import history, overrides, policy
+from filterd.domains import normalise_domain
+
+from . import services
+from .security import flash
+
+bp = Blueprint("log", __name__)
+
+SINCE_CHOICES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+
+
+def query_filter(args) -> tuple[history.QueryFilter, dict]:
+    """The log's filters from a query string (shared with the API)."""
+    since_key = args.get("since", "24h")
+    since = time.time() - SINCE_CHOICES.get(since_key, 86400)
+    action = args.get("decision") or None
+    if action not in (None, "allow", "block", "blocked", "rewrite", "local", "nxdomain"):
+        action = None
+    chosen = {"device": args.get("device", ""), "decision": action or "", "category": args.get("category", ""),
+              "q": args.get("q", "")[:100], "since": since_key}
+    return history.QueryFilter(device=chosen["device"] or None, action=action, category=chosen["category"] or None,
+                               text=chosen["q"] or None, since=since), chosen
+
+
+@bp.route("/log")
+def index():
+    app_state = current_app.extensions["filterd"]
+    config = app_state.config()
+    db = app_state.db()
+    filters, chosen = query_filter(request.args)
+    before = request.args.get("before", type=int)
+    rows = history.recent_queries(db, filters, limit=50, before_id=before)
+    return render_template("log.html", rows=rows, chosen=chosen, tz=ZoneInfo(config.timezone),
+                           devices=[d.name for d in config.rules.devices],
+                           categories=config.catalog.categories, profiles=config.rules.profiles,
+                           device_profile={d.name: d.profile for d in config.rules.devices},
+                           next_before=rows[-1].id if len(rows) == 50 else None, since_choices=SINCE_CHOICES)
+
+
+def explain(config, name: str, device: str | None, qtype: int = 1, at: float | None = None) -> policy.Decision:
+    """The same explanation `filterd explain` prints, for the web UI."""
+    app_state = current_app.extensions["filterd"]
+    profile = next((d.profile for d in config.rules.devices if d.name == device), config.rules.default_profile)
+    moment = datetime.datetime.fromtimestamp(at or time.time(), ZoneInfo(config.timezone))
+    active = overrides.active(app_state.db(), moment.timestamp())
+    return policy.decide(app_state.policy(), profile, name, qtype, moment, device, active)
+
+
+@bp.route("/log/why")
+def why():
+    config = current_app.extensions["filterd"].config()
+    name = normalise_domain(request.args.get("name", ""))
+    if name is None:
+        abort(400, description="That is not a domain name.")
+    device = request.args.get("device") or None
+    decision = explain(config, name, device, request.args.get("qtype", 1, type=int))
+    return render_template("why.html", name=name, device=device, decision=decision, tz=ZoneInfo(config.timezone),
+                           profile=next((d.profile for d in config.rules.devices if d.name == device),
+                                        config.rules.default_profile))
+
+
+@bp.route("/log/rule", methods=["POST"])
+def rule():
+    """One tap: allow or block a domain for a profile (written to the config)."""
+    db = current_app.extensions["filterd"].db()
+    name = normalise_domain(request.form.get("name", ""))
+    key = "allow" if request.form.get("action") == "allow" else "block"
+    profile = request.form.get("profile", "")
+    if name is None:
+        flash("That is not a domain name.", "error")
+    else:
+        try:
+            services.add_to_profile(db, profile, key, name)
+            flash(f"{name} {'allowed' if key == 'allow' else 'blocked'} for profile {profile}. "
+                  "The filter applies it within a second.", "ok")
+        except services.ActionError as exc:
+            flash(str(exc), "error")
+    return redirect(request.form.get("back") or url_for("log.index"))

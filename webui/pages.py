@@ -1,0 +1,212 @@
+"""Profiles, lists, access requests, settings and the first-run wizard."""
+from __future__ import annotations
+
+import secrets
+import time
+
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+
+from filterd import configfile, lists
+from filterd.presets import PRESETS
+from filterd.rules import DAYS
+from filterd.state import audit
+
+from . import services
+from .auth import change_password
+from .security import flash, token_hash
+
+bp = Blueprint("pages", __name__)
+
+
+def _state():
+    app_state = current_app.extensions["filterd"]
+    return app_state, app_state.config(), app_state.db()
+
+
+def _version() -> str:
+    return configfile.read(current_app.extensions["filterd"].config_path)[1]
+
+
+@bp.route("/profiles")
+def profiles():
+    _, config, _ = _state()
+    return render_template("profiles.html", profiles=config.rules.profiles, presets=PRESETS,
+                           devices=config.rules.devices, version=_version())
+
+
+@bp.route("/profiles", methods=["POST"])
+def create_profile():
+    """Create a profile from an age preset."""
+    _, config, db = _state()
+    name = request.form.get("name", "").strip().lower()
+    preset = request.form.get("preset", "")
+
+    def change(document):
+        profiles = document.setdefault("profiles", {})
+        if name in profiles:
+            raise services.ActionError(f"A profile named {name} exists already.", "name")
+        profiles[name] = {"preset": preset} if preset else {}
+    try:
+        services.edit_config(db, request.form.get("version"), change, f"profile {name} created from {preset or 'nothing'}")
+        flash(f"Profile {name} created.", "ok")
+        return redirect(url_for("pages.profile", name=name))
+    except services.ActionError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("pages.profiles"))
+
+
+@bp.route("/profiles/<name>", methods=["GET", "POST"])
+def profile(name: str):
+    _, config, db = _state()
+    if name not in config.rules.profiles:
+        abort(404, description="There is no profile with that name.")
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = request.form
+        categories = [c for c in form.getlist("category") if c in config.catalog.categories]
+        chosen_services = [s for s in form.getlist("service") if s in config.catalog.services]
+        allow = [line.strip() for line in form.get("allow", "").splitlines() if line.strip()]
+        block = [line.strip() for line in form.get("block", "").splitlines() if line.strip()]
+        schedules = _schedules_from_form(form)
+
+        def change(document):
+            body = document["profiles"][name]
+            if body is None:
+                body = document["profiles"][name] = {}
+            body["block_categories"] = categories
+            body["block_services"] = chosen_services
+            body["allow"] = allow
+            body["block"] = block
+            body["safesearch"] = form.get("safesearch") == "on"
+            body["youtube"] = form.get("youtube", "off") if form.get("youtube") in ("strict", "moderate", "off") else "off"
+            body["schedules"] = schedules
+        try:
+            services.edit_config(db, form.get("version"), change, f"profile {name} edited")
+            flash(f"Saved {name}. The filter applies it within a second.", "ok")
+            return redirect(url_for("pages.profile", name=name))
+        except services.ActionError as exc:
+            errors[_field_of(exc.field)] = str(exc)
+    return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
+                           version=_version(), errors=errors, days=DAYS, form=request.form if errors else None)
+
+
+def _field_of(path: str | None) -> str:
+    """profiles.kids.schedules[0].start → schedules; profiles.kids.allow[2] → allow."""
+    if not path:
+        return "form"
+    parts = path.split(".")
+    return parts[2].split("[")[0] if len(parts) > 2 else parts[-1]
+
+
+def _schedules_from_form(form) -> list[dict]:
+    """Schedule rows from the week editor: name, days (checkboxes), start, end, block."""
+    out = []
+    for i in range(int(form.get("schedule_count", 0) or 0) + 1):
+        name = form.get(f"schedule-{i}-name", "").strip()
+        if not name or form.get(f"schedule-{i}-delete"):
+            continue
+        block = form.get(f"schedule-{i}-block", "all").strip()
+        out.append({"name": name, "days": [d for d in DAYS if form.get(f"schedule-{i}-{d}")] or list(DAYS),
+                    "start": form.get(f"schedule-{i}-start", ""), "end": form.get(f"schedule-{i}-end", ""),
+                    "block": "all" if block in ("", "all") else [b.strip() for b in block.split(",") if b.strip()]})
+    return out
+
+
+@bp.route("/lists")
+def lists_page():
+    _, config, db = _state()
+    from .dashboard import daemon_status
+    files, missing = lists.sources(config)
+    return render_template("lists.html", status=daemon_status(db, config), files=files, missing=missing,
+                           categories=config.catalog.categories, version=_version())
+
+
+@bp.route("/lists/update", methods=["POST"])
+def lists_update():
+    """Start `filterd lists update` in the background; the daemon picks the result up."""
+    import subprocess
+    import sys
+    app_state, config, db = _state()
+    log_path = config.data_dir / "lists" / "update.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:
+        subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config", str(app_state.config_path)],
+                         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    audit(db, g.get("actor", "web UI"), "lists update", "started")
+    flash("Updating the lists: this page shows the result when it is done.", "ok")
+    return redirect(url_for("pages.lists_page"))
+
+
+@bp.route("/requests")
+def requests_page():
+    return render_template("requests.html")
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+def settings():
+    app_state, config, db = _state()
+    new_token = None
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        action = request.form.get("action")
+        if action == "password":
+            problem = change_password(db, request.form.get("current", ""), request.form.get("new", ""),
+                                      request.form.get("confirm", ""))
+            if problem:
+                errors["password"] = problem
+            else:
+                from . import security
+                response = redirect(url_for("auth.login"))
+                security.end_session(db, response)
+                return response
+        elif action == "token":
+            name = request.form.get("name", "").strip()[:60]
+            if not name:
+                errors["token"] = "Give the token a name (e.g. home-assistant)."
+            else:
+                new_token = "fd_" + secrets.token_urlsafe(32)
+                db.execute("INSERT INTO api_tokens (name, token_hash, created) VALUES (?, ?, ?)",
+                           (name, token_hash(new_token), time.time()))
+                audit(db, g.get("actor", "web UI"), "api token", f"created {name}")
+        elif action == "revoke":
+            token_id = request.form.get("token_id", type=int)
+            db.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+            audit(db, g.get("actor", "web UI"), "api token", f"revoked #{token_id}")
+            flash("Token revoked.", "ok")
+            return redirect(url_for("pages.settings"))
+    tokens = db.execute("SELECT id, name, created, last_used FROM api_tokens ORDER BY id").fetchall()
+    failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
+    trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
+    return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
+                           failures=failures, trail=trail)
+
+
+@bp.route("/setup/wizard", methods=["GET", "POST"])
+def wizard():
+    """After the password: time zone, a first child's profile from a preset, that child's devices."""
+    _, config, db = _state()
+    from .devices import device_rows
+    if request.method == "POST":
+        child = request.form.get("child", "").strip().lower()
+        preset = request.form.get("preset", "child")
+        timezone = request.form.get("timezone", config.timezone).strip()
+        picked = request.form.getlist("device")
+        unknown_profile = request.form.get("default_profile")
+
+        def change(document):
+            document["timezone"] = timezone
+            if child:
+                document.setdefault("profiles", {})[child] = {"preset": preset}
+                devices = document.setdefault("devices", [])
+                for i, ip in enumerate(picked):
+                    devices.append({"name": f"{child}-device-{i + 1}", "ip": ip, "profile": child})
+            if unknown_profile and unknown_profile in (document.get("profiles") or {}):
+                document["default_profile"] = unknown_profile
+        try:
+            services.edit_config(db, request.form.get("version"), change, "first-run wizard")
+            flash("All set. Name the devices on the Devices page any time.", "ok")
+            return redirect(url_for("dashboard.index"))
+        except services.ActionError as exc:
+            flash(str(exc), "error")
+    return render_template("wizard.html", config=config, presets=PRESETS, version=_version(),
+                           seen=[d for d in device_rows(config, db) if not d["known"]])

@@ -1,0 +1,245 @@
+"""The checks in front of every request: Host, authentication, CSRF, and the response headers.
+
+Children on the same Wi-Fi will try: a foreign Host header gets the block page (also the
+DNS-rebinding defence); every admin route and method is closed unless listed in OPEN; a
+state-changing request needs the session's CSRF token (form field or X-CSRF-Token header) and
+a same-origin Origin, or an API bearer token.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from flask import abort, current_app, g, redirect, request, url_for
+
+SESSION_COOKIE = "filterd_session"
+SECURE_SESSION_COOKIE = "__Host-filterd_session"
+LOGIN_CSRF_COOKIE = "filterd_login_csrf"
+IDLE_EXPIRY_S = 7 * 86400
+ABSOLUTE_EXPIRY_S = 30 * 86400
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+# Endpoints anyone may reach on an admin host name.
+OPEN = {"auth.login", "auth.setup", "static"}
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                               "object-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- host names
+
+
+def host_of(header: str) -> str:
+    """The host part of a Host header, without port or IPv6 brackets, lowercased."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def admin_hosts(config) -> set[str]:
+    web = config.rules.web
+    hosts = set(web.hostnames)
+    for address in (web.host, web.address, web.address6):
+        if address:
+            hosts.add(address.lower())
+    try:
+        if ipaddress.ip_address(web.host).is_loopback or web.host in ("0.0.0.0", "::"):  # nosec B104
+            hosts.update({"localhost", "127.0.0.1", "::1"})
+    except ValueError:
+        pass
+    return hosts
+
+
+def is_admin_host() -> bool:
+    return host_of(request.headers.get("Host", "")) in current_app.extensions["filterd"].admin_hosts()
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass
+class Session:
+    id_hash: str
+    csrf_token: str
+    created: float
+
+
+def _cookie_name() -> str:
+    return SECURE_SESSION_COOKIE if request.is_secure else SESSION_COOKIE
+
+
+def load_session(db) -> Session | None:
+    token = request.cookies.get(_cookie_name())
+    if not token or len(token) > 200:
+        return None
+    row = db.execute("SELECT id_hash, csrf_token, created, last_seen FROM sessions WHERE id_hash = ?",
+                     (token_hash(token),)).fetchone()
+    if row is None:
+        return None
+    now = time.time()
+    if now - row[3] > IDLE_EXPIRY_S or now - row[2] > ABSOLUTE_EXPIRY_S:
+        db.execute("DELETE FROM sessions WHERE id_hash = ?", (row[0],))
+        return None
+    if now - row[3] > 60:  # keep the idle clock without a write per request
+        db.execute("UPDATE sessions SET last_seen = ? WHERE id_hash = ?", (now, row[0]))
+    return Session(row[0], row[1], row[2])
+
+
+def start_session(db, response) -> None:
+    """A new session (a fresh ID: the login rotates it), set as an HttpOnly, SameSite cookie."""
+    token = secrets.token_urlsafe(32)
+    now = time.time()
+    db.execute("INSERT INTO sessions (id_hash, created, last_seen, csrf_token, peer, user_agent)"
+               " VALUES (?, ?, ?, ?, ?, ?)", (token_hash(token), now, now, secrets.token_urlsafe(32),
+                                             request.remote_addr, request.headers.get("User-Agent", "")[:200]))
+    response.set_cookie(_cookie_name(), token, max_age=ABSOLUTE_EXPIRY_S, httponly=True, samesite="Strict",
+                        secure=request.is_secure, path="/")
+
+
+def end_session(db, response) -> None:
+    token = request.cookies.get(_cookie_name())
+    if token:
+        db.execute("DELETE FROM sessions WHERE id_hash = ?", (token_hash(token),))
+    response.delete_cookie(_cookie_name(), path="/", secure=request.is_secure, samesite="Strict")
+
+
+def bearer_token(db) -> bool:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        return False
+    digest = token_hash(header[7:].strip())
+    row = db.execute("SELECT id FROM api_tokens WHERE token_hash = ?", (digest,)).fetchone()
+    if row is None:
+        return False
+    db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (time.time(), row[0]))
+    g.actor = f"api token #{row[0]}"
+    return True
+
+
+def flash(message: str, kind: str = "ok") -> None:
+    """A one-time message for the next page, kept in the server-side session."""
+    session = g.get("session")
+    if session is None:
+        return
+    db = current_app.extensions["filterd"].db()
+    row = db.execute("SELECT flash FROM sessions WHERE id_hash = ?", (session.id_hash,)).fetchone()
+    messages = json.loads(row[0]) if row and row[0] else []
+    messages.append([kind, message[:500]])
+    db.execute("UPDATE sessions SET flash = ? WHERE id_hash = ?", (json.dumps(messages[-5:]), session.id_hash))
+
+
+def take_flashes() -> list[tuple[str, str]]:
+    session = g.get("session")
+    if session is None:
+        return []
+    db = current_app.extensions["filterd"].db()
+    row = db.execute("SELECT flash FROM sessions WHERE id_hash = ?", (session.id_hash,)).fetchone()
+    if not row or not row[0]:
+        return []
+    db.execute("UPDATE sessions SET flash = NULL WHERE id_hash = ?", (session.id_hash,))
+    return [tuple(m) for m in json.loads(row[0])]
+
+
+# ---------------------------------------------------------------- CSRF
+
+
+def csrf_token() -> str:
+    """The token for the page being rendered: the session's, or the login form's cookie."""
+    session = g.get("session")
+    if session is not None:
+        return session.csrf_token
+    token = g.get("login_csrf")
+    if token is None:
+        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+        g.login_csrf = token
+    return token
+
+
+def origin_is_foreign() -> bool:
+    """A browser sends Origin on cross-site POSTs: refuse any that is not this very host."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    if origin == "null":
+        return True
+    return origin.split("://", 1)[-1].rstrip("/").lower() != request.headers.get("Host", "").lower()
+
+
+def check_csrf(expected: str | None) -> None:
+    """Abort with 400 unless the request carries the expected token and no foreign Origin."""
+    sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
+    if origin_is_foreign() or not expected or not sent or not hmac.compare_digest(sent, expected):
+        abort(400, description="This form has expired or did not come from this page. "
+                               "Reload the page and try again.")
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def gate():
+    """before_request: decide who may see what. Returns a response to stop the request."""
+    app_state = current_app.extensions["filterd"]
+    if request.endpoint == "static":
+        return None
+    if not is_admin_host():
+        g.blockpage = True
+        return current_app.view_functions["blockpage.page"]()
+    db = app_state.db()
+    g.session = load_session(db)
+    g.actor = "web UI"
+    endpoint = request.endpoint or ""
+    setup_done = app_state.admin_exists(db)
+    if endpoint == "static":
+        return None
+    if endpoint == "auth.setup" and not setup_done:
+        if request.method not in SAFE_METHODS:
+            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE))
+        return None
+    if not setup_done:
+        if endpoint.startswith("api."):
+            abort(401)
+        return redirect(url_for("auth.setup"))
+    if endpoint == "auth.login":
+        if request.method not in SAFE_METHODS:
+            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE))
+        return None
+    if g.session is None:
+        if endpoint.startswith("api.") and bearer_token(db):
+            return None  # token clients send no cookies: no CSRF to fear
+        if endpoint.startswith("api.") or request.method not in SAFE_METHODS:
+            abort(401)
+        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else "/"))
+    if request.method not in SAFE_METHODS:
+        check_csrf(g.session.csrf_token)
+    return None
+
+
+def add_headers(response):
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
+    response.headers.pop("Server", None)
+    token = g.get("login_csrf")
+    if token is not None and g.get("session") is None:
+        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+                            secure=request.is_secure, path="/")
+    return response

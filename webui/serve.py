@@ -1,0 +1,40 @@
+"""`filterd-webui --config PATH`: the web UI on `web.listen`, served by waitress."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from filterd.config import ConfigError, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="filterd-webui", description="filterd's web UI and block page.")
+    parser.add_argument("--config", default="config/filterd.yaml")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--threads", type=int, default=4)
+    args = parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("filterd-webui: config refused:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        return 2
+    from waitress import serve
+
+    from . import create_app
+    app = create_app(args.config)
+    web = config.rules.web
+    host = web.host
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("filterd.webui").info("web UI on http://%s:%d/ (also http://%s/ once DNS points here)",
+                                            shown, web.port, web.hostnames[0] if web.hostnames else shown)
+    # ident="" : no Server banner; no proxy headers are trusted, so the peer address is the socket's.
+    serve(app, host=host, port=web.port, threads=args.threads, ident="", clear_untrusted_proxy_headers=True,
+          max_request_body_size=2 * 2**20, channel_timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

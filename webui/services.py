@@ -1,0 +1,134 @@
+"""The actions parents take, shared by the pages and the JSON API so the two cannot drift.
+
+Each takes the current config and a DB connection, validates its input, changes state (the
+state DB for overrides, the config file through filterd.configfile for rules) and records the
+change in the audit trail.
+"""
+from __future__ import annotations
+
+import time
+
+from flask import current_app, g
+
+from filterd import configfile, overrides
+from filterd.state import audit
+
+
+class ActionError(ValueError):
+    """A parent's request that cannot be done; `field` names the form field at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+def _actor() -> str:
+    return g.get("actor", "web UI")
+
+
+def _minutes(value, field: str = "minutes", allow_none: bool = True) -> float | None:
+    if value in (None, ""):
+        if allow_none:
+            return None
+        raise ActionError("Say for how many minutes.", field)
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        raise ActionError("Minutes must be a number.", field) from None
+    if not 1 <= minutes <= 366 * 1440:
+        raise ActionError("Minutes must be between 1 and a year.", field)
+    return minutes * 60
+
+
+def pause(config, db, name: str, minutes=None) -> None:
+    try:
+        overrides.pause(db, config, name, _minutes(minutes), time.time(), _actor())
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "name") from None
+
+
+def resume(config, db, name: str) -> int:
+    try:
+        return overrides.resume(db, config, name, time.time(), _actor())
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "name") from None
+
+
+def allow(config, db, name: str, what: str, minutes=None) -> None:
+    try:
+        overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor())
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "domain") from None
+
+
+def bonus(config, db, name: str, minutes=None) -> None:
+    try:
+        overrides.bonus(db, config, name, _minutes(minutes), time.time(), _actor())
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "minutes") from None
+
+
+def edit_config(db, version: str | None, change, what: str):
+    """Apply a rules change to the config file (validated, atomic) and audit it."""
+    app_state = current_app.extensions["filterd"]
+    try:
+        config, new_version = configfile.edit(app_state.config_path, version, change)
+    except configfile.VersionConflict as exc:
+        raise ActionError(str(exc), "version") from None
+    except configfile.ConfigError as exc:
+        first = exc.problems[0] if exc.problems else str(exc)
+        raise ActionError(first, first.split(":", 1)[0]) from None
+    audit(db, _actor(), "config", what)
+    return config, new_version
+
+
+def set_device(db, version: str | None, name: str, profile: str, ip: str | None = None,
+               mac: str | None = None, old_name: str | None = None):
+    """Name a device and give it a profile (adding it when new)."""
+    def change(document):
+        devices = document.setdefault("devices", [])
+        entry = None
+        for item in devices:
+            if str(item.get("name", "")).lower() == (old_name or name).lower():
+                entry = item
+        if entry is None:
+            entry = {"name": name}
+            if mac:
+                entry["mac"] = mac
+            elif ip:
+                entry["ip"] = ip
+            else:
+                raise ActionError("A new device needs its IP or MAC address.", "ip")
+            devices.append(entry)
+        entry["name"] = name
+        entry["profile"] = profile
+    return edit_config(db, version, change, f"device {name} → profile {profile}")
+
+
+def set_profile_list(db, version: str | None, profile: str, key: str, values: list[str]):
+    """Replace one list setting of a profile (block_categories, block_services, allow, block)."""
+    if key not in ("block_categories", "block_services", "allow", "block"):
+        raise ActionError(f"{key} cannot be changed here", key)
+
+    def change(document):
+        profiles = document.get("profiles") or {}
+        if profile not in profiles:
+            raise ActionError(f"There is no profile named {profile}.", "profile")
+        if profiles[profile] is None:
+            profiles[profile] = {}
+        profiles[profile][key] = list(values)
+    return edit_config(db, version, change, f"profile {profile}: {key} = {', '.join(values) or 'none'}")
+
+
+def add_to_profile(db, profile: str, key: str, domain: str):
+    """One-tap allow/block of a domain from the log: appended to the profile's list."""
+    def change(document):
+        profiles = document.get("profiles") or {}
+        if profile not in profiles:
+            raise ActionError(f"There is no profile named {profile}.", "profile")
+        if profiles[profile] is None:
+            profiles[profile] = {}
+        items = profiles[profile].setdefault(key, [])
+        if domain not in items:
+            items.append(domain)
+    return edit_config(db, None, change, f"profile {profile}: {key} += {domain}")
