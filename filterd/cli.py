@@ -57,7 +57,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 2
     try:
         qtype = getattr(QTYPE, args.type.upper())
-    except AttributeError:
+    except Exception:  # dnslib raises its own DNSError for an unknown type
         print(f"filterd: {args.type!r} is not a record type (A, AAAA, MX, TXT, HTTPS…)", file=sys.stderr)
         return 2
     tz = ZoneInfo(config.timezone)
@@ -78,6 +78,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             return 2
         device_name, profile = device.name, device.profile
     elif args.client:
+        import ipaddress
+        try:
+            ipaddress.ip_address(args.client)
+        except ValueError:
+            print(f"filterd: --client {args.client!r} is not an IP address", file=sys.stderr)
+            return 2
         identity = clients.identify(args.client)
         device_name, profile = identity.device, identity.profile
     else:

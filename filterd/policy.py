@@ -5,11 +5,12 @@ UI's "why?" and block page, so all three give the same answer for the same input
 
 Precedence, strongest first (README "How a decision is made"):
   1. csam (protected, every profile, nothing overrides it)
-  2. the filter's own host names (the web UI stays reachable, even at bedtime)
-  3. the profile's allow list and temporary allows
+  2. the filter's own host names (the web UI stays reachable, even at bedtime), then the
+     bypass canaries (always NXDOMAIN for protected profiles, even when paused)
+  3. the profile's allow list and temporary allows (SafeSearch still applies to what they allow)
   4. pauses, then schedules (unless bonus time lifts them)
   5. the profile's own block list (domains and *wildcard* patterns)
-  6. bypass protection, categories, services and lists
+  6. categories, services and lists
   7. SafeSearch rewrites
   8. allow
 """
@@ -166,7 +167,9 @@ def _window(schedule: Schedule, now: datetime.datetime) -> datetime.datetime | N
             end = datetime.datetime.combine(end_day, _clock(schedule.end), tzinfo=tz)
         # Compare instants, not wall times: on DST days the same tzinfo would compare naively.
         if start.timestamp() <= now.timestamp() < end.timestamp():
-            return end
+            # An end inside the spring-forward gap (01:30 that night) is really an hour later:
+            # say the time on the clock when it actually ends.
+            return datetime.datetime.fromtimestamp(end.timestamp(), tz)
     return None
 
 
@@ -208,17 +211,30 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
     if name in policy.filter_hosts:
         return made(LOCAL, "filter_host", f"{name} is this filter's own web page")
 
-    # 3. Allowed by the parents, permanently or for now.
+    # Bypass canaries come first of the parents' rules: a block-page address instead of
+    # NXDOMAIN (at bedtime, say) would tell Firefox its own DNS over HTTPS is welcome.
+    if profile.bypass_protection and name in BYPASS_CANARIES:
+        return made(NXDOMAIN, "bypass", f"bypass protection: {BYPASS_CANARIES[name]} is turned off here",
+                    matched=name, ede=EDE_BLOCKED)
+
+    # 3. Allowed by the parents, permanently or for now — SafeSearch and YouTube's restricted
+    # mode still apply: allowing YouTube for an hour does not mean unrestricted YouTube.
+    target = compiled.safesearch.get(name)
     allowed = _first(names, compiled.allow)
     if allowed:
+        if target:
+            return made(REWRITE, "safesearch", f"allowed by the {profile.name} profile's allow list ({allowed}); "
+                        f"SafeSearch: answered with {target}", target=target, matched=allowed)
         return made(ALLOW, "allow_list", f"allowed by the {profile.name} profile's allow list ({allowed})",
                     matched=allowed)
     for override in _active(overrides, "allow", device, profile.name, epoch):
         value = override.value or ""
         if value in names or value in policy.services_of(names):
-            return made(ALLOW, "temporary_allow",
-                        f"allowed for now ({value}){_until_text(override.until, policy.tz)}",
-                        matched=value, until=_moment(override.until, policy.tz))
+            reason = f"allowed for now ({value}){_until_text(override.until, policy.tz)}"
+            if target:
+                return made(REWRITE, "safesearch", f"{reason}; SafeSearch: answered with {target}",
+                            target=target, matched=value, until=_moment(override.until, policy.tz))
+            return made(ALLOW, "temporary_allow", reason, matched=value, until=_moment(override.until, policy.tz))
 
     # 4. Pauses, then schedules (bonus time lifts schedules, not pauses).
     pauses = _active(overrides, "pause", device, profile.name, epoch)
@@ -252,10 +268,7 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
         return made(BLOCK, "profile_block", f"blocked by the {profile.name} profile's block list ({blocked})",
                     matched=blocked, ede=EDE_FILTERED)
 
-    # 6. Bypass protection, categories and lists, services.
-    if profile.bypass_protection and name in BYPASS_CANARIES:
-        return made(NXDOMAIN, "bypass", f"bypass protection: {BYPASS_CANARIES[name]} is turned off here",
-                    matched=name, ede=EDE_BLOCKED)
+    # 6. Categories and lists, services.
     if mask & compiled.category_mask:
         match = policy.index.match(name)
         hit = next(h for h in match.hits if h.list.bit in _bits(mask & compiled.category_mask))
@@ -277,7 +290,6 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
         if unsafe:
             return made(BLOCK, "safesearch", f"SafeSearch: {unsafe} has no safe mode, so it is blocked",
                         matched=unsafe, ede=EDE_FILTERED)
-    target = compiled.safesearch.get(name)
     if target:
         return made(REWRITE, "safesearch", f"SafeSearch: answered with {target}", target=target, matched=name)
     return made(ALLOW, "default", "allowed: no rule blocks it")

@@ -53,7 +53,9 @@ class Verdict:
     def reply(self, query: wire.Query) -> bytes:
         stored = self.with_opt if query.has_opt else self.plain
         data = query.data
-        return data[:2] + stored[2:12] + data[12:query.qend] + stored[self.qend:]
+        if not query.rd:   # RD is copied from each client's own query (RFC 1035)
+            return data[:2] + bytes([stored[2] & 0xFE]) + stored[3:12] + data[12:query.qend] + stored[self.qend:]
+        return data[:2] + bytes([stored[2] | 0x01]) + stored[3:12] + data[12:query.qend] + stored[self.qend:]
 
 log = logging.getLogger("filterd.resolver")
 

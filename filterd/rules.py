@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from .domains import normalise_domain
+from .index import MAX_LISTS as MAX_INDEX_LISTS
 from .presets import PRESETS
 from .querylog import LOG_MODES
 
@@ -93,11 +94,12 @@ class Rules:
     default_profile: str
 
 
-def _time(text, path: str, check) -> int | None:
+def _time(text, path: str, check, end: bool = False) -> int | None:
     if isinstance(text, int) and not isinstance(text, bool):
         text = f"{text // 60:02d}:{text % 60:02d}"  # YAML 1.1 reads 21:00 as sexagesimal 1260
-    if not isinstance(text, str) or not _TIME(text.strip()):
-        check.error(path, f'"{text}" is not a time (write HH:MM, e.g. "21:00")')
+    if not isinstance(text, str) or not _TIME(text.strip()) or (text.strip() == "24:00" and not end):
+        check.error(path, f'"{text}" is not a time (write HH:MM, e.g. "21:00"'
+                    + (', or "24:00" for midnight)' if end else ")"))
         return None
     hours, minutes = text.strip().split(":")
     return int(hours) * 60 + int(minutes)
@@ -168,7 +170,7 @@ def _parse_web(data, check) -> WebConfig:
     return WebConfig(host, port, addresses.get("address"), addresses.get("address6"), tuple(hostnames), https)
 
 
-def _parse_lists(data, check, categories) -> tuple[ListSource, ...]:
+def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, ...]:
     if data is None:
         return ()
     if not isinstance(data, list):
@@ -185,6 +187,8 @@ def _parse_lists(data, check, categories) -> tuple[ListSource, ...]:
             continue
         if list_id in seen:
             check.error(f"{path}.id", f'"{list_id}" is used by another list')
+        if list_id.startswith("seed-"):
+            check.error(f"{path}.id", f'"{list_id}": ids starting with "seed-" are kept for the shipped seed lists')
         seen.add(list_id)
         url, file_path = item.get("url"), item.get("path")
         if (url is None) == (file_path is None):
@@ -195,7 +199,7 @@ def _parse_lists(data, check, categories) -> tuple[ListSource, ...]:
         if file_path is not None and not isinstance(file_path, str):
             check.error(f"{path}.path", f"{_show(file_path)} must be a file path")
         category = item.get("category")
-        if category not in categories:
+        if not isinstance(category, str) or category not in categories:
             check.error(f"{path}.category", f"{_show(category)} is not a category "
                         f"({', '.join(sorted(categories))})")
         fmt = item.get("format")
@@ -205,6 +209,9 @@ def _parse_lists(data, check, categories) -> tuple[ListSource, ...]:
             check.error(f"{path}.format", "csam lists are only accepted hashed (format: sha256), "
                         "so their domains are never stored in clear")
         out.append(ListSource(list_id, str(category), url, file_path, fmt))
+    if len(out) > max_lists:
+        check.error("lists", f"{len(out)} lists: at most {max_lists} fit beside the "
+                    f"{MAX_INDEX_LISTS - max_lists} seed lists (merge some into one file)")
     return tuple(out)
 
 
@@ -224,7 +231,7 @@ def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | N
         else:
             check.error(day_path, f'"{text}" is not a day (mon … sun, weekdays, weekends, daily)')
     start = _time(item.get("start"), f"{path}.start", check)
-    end = _time(item.get("end"), f"{path}.end", check)
+    end = _time(item.get("end"), f"{path}.end", check, end=True)
     if start is not None and end is not None and start == end:
         check.error(f"{path}.end", "is the same as start: a window needs a length")
     block = item.get("block", "all")
@@ -252,7 +259,7 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
     preset_name = data.get("preset")
     preset: dict = {}
     if preset_name is not None:
-        if preset_name not in PRESETS:
+        if not isinstance(preset_name, str) or preset_name not in PRESETS:
             check.error(f"{path}.preset", f"{_show(preset_name)} must be one of {', '.join(PRESETS)}")
         else:
             preset = PRESETS[preset_name]
@@ -289,7 +296,7 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
             schedules.append(schedule)
     return Profile(
         name=name,
-        preset=preset_name if preset_name in PRESETS else None,
+        preset=preset_name if isinstance(preset_name, str) and preset_name in PRESETS else None,
         block_categories=_names(check, merged, "block_categories", path, categories, "category"),
         block_services=_names(check, merged, "block_services", path, services, "service"),
         allow=_domains(check, merged, "allow", path),
@@ -321,7 +328,7 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
             check.error(f"{path}.name", f'"{name}" names another device too')
         names.add(name.lower())
         profile = item.get("profile")
-        if profile not in profiles:
+        if not isinstance(profile, str) or profile not in profiles:
             check.error(f"{path}.profile", f"{_show(profile)} is not a profile ({', '.join(profiles)})")
         keys = [k for k in ("ip", "mac", "cidr") if item.get(k) is not None]
         if len(keys) != 1:
@@ -350,7 +357,8 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
 def parse_rules(data: dict, check, categories, services) -> Rules:
     """The rules sections of a config; problems go to `check`."""
     web = _parse_web(data.get("web"), check)
-    lists = _parse_lists(data.get("lists"), check, categories)
+    seeds = sum(1 for c in categories.values() if getattr(c, "seed", None))
+    lists = _parse_lists(data.get("lists"), check, categories, MAX_INDEX_LISTS - seeds)
     raw_profiles = data.get("profiles")
     profiles: dict[str, Profile] = {}
     if raw_profiles is None:
@@ -364,7 +372,7 @@ def parse_rules(data: dict, check, categories, services) -> Rules:
                 continue
             profiles[name] = parse_profile(name, body, check, categories, services)
     default = data.get("default_profile", "default" if "default" in profiles else next(iter(profiles), None))
-    if default not in profiles and profiles:
+    if (not isinstance(default, str) or default not in profiles) and profiles:
         check.error("default_profile", f"{_show(default)} is not a profile ({', '.join(profiles)})")
     devices = _parse_devices(data.get("devices"), check, profiles)
     return Rules(web, lists, profiles, devices, str(default))

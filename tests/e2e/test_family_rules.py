@@ -117,6 +117,14 @@ def answered(daemon, name: str, source: str) -> bool:
     return reply.header.rcode == RCODE.NOERROR and addresses(reply) == [name_address(name)] and ede(reply) is None
 
 
+def restricted(daemon, name: str, source: str, target: str = "restrict.youtube.com") -> bool:
+    """Answered through SafeSearch: a CNAME to the safe host, then that host's address."""
+    reply = ask(daemon, name, source)
+    cnames = [str(rr.rdata).rstrip(".") for rr in reply.rr if rr.rtype == QTYPE.CNAME]
+    return reply.header.rcode == RCODE.NOERROR and cnames == [target] and \
+        addresses(reply) == [name_address(target)]
+
+
 def blocked(daemon, name: str, source: str) -> tuple[int, str] | None:
     """(EDE code, text) when the block page's address came back with an EDE, else None."""
     reply = ask(daemon, name, source)
@@ -190,7 +198,8 @@ def test_allowing_youtube_for_the_tablet_leaves_the_laptop_blocked(daemon):
         assert blocked(daemon, name, TABLET) == youtube
     assert ok(filterd(daemon, "allow", "youtube", "--device", "tablet", "--for", "1h")).startswith(
         "allowed youtube for tablet until ")
-    wait_until(lambda: answered(daemon, "www.youtube.com", TABLET), timeout=PICKUP_S,
+    # Allowed, but still in the profile's restricted mode (youtube: strict from the child preset).
+    wait_until(lambda: restricted(daemon, "www.youtube.com", TABLET), timeout=PICKUP_S,
                message="YouTube allowed on the tablet")
     assert answered(daemon, "i.ytimg.com", TABLET)
     for name in ("www.youtube.com", "i.ytimg.com"):
@@ -223,7 +232,7 @@ def test_a_pause_ends_by_itself_when_its_time_is_up(daemon, db):
 def test_a_temporary_allow_ends_by_itself_when_its_until_passes(daemon, db):
     name = "www.youtube.com"
     ok(filterd(daemon, "allow", "youtube", "--device", "tablet", "--for", "1h"))
-    wait_until(lambda: answered(daemon, name, TABLET), timeout=PICKUP_S, message="YouTube allowed on the tablet")
+    wait_until(lambda: restricted(daemon, name, TABLET), timeout=PICKUP_S, message="YouTube allowed on the tablet")
     db.execute("UPDATE overrides SET until = ? WHERE kind = 'allow' AND ended IS NULL", (time.time() + 1.5,))
     wait_until(lambda: blocked(daemon, name, TABLET) == (15, "blocked: youtube"), timeout=PICKUP_S + 2,
                message="the allow to run out")

@@ -1,0 +1,106 @@
+"""Who asked: source IP → device (exact IP, then MAC from the neighbour table, then network) → profile."""
+from __future__ import annotations
+
+import pytest
+
+from filterd.clients import ClientMap, Identity, parse_arp_table, read_neighbours
+from filterd.config import parse_config, read_yaml
+
+CONFIG = """
+timezone: Europe/London
+dns: {upstreams: ["udp://127.0.0.1:53"]}
+profiles:
+  kids: {}
+  teens: {}
+  guests: {}
+  adults: {}
+  lab: {}
+devices:
+  - {name: alice-tablet, ip: 192.168.1.23, profile: kids}
+  - {name: bob-phone, mac: "AA-BB-CC-DD-EE-FF", profile: teens}
+  - {name: guest-wifi, cidr: 192.168.50.0/24, profile: guests}
+  - {name: guest-printer, cidr: 192.168.50.7/32, profile: lab}
+  - {name: house, cidr: 192.168.0.0/16, profile: kids}
+  - {name: dad-v6, ip: "2001:DB8::10", profile: adults}
+  - {name: lab-v6, cidr: "2001:db8:1::/48", profile: lab}
+default_profile: adults
+"""
+
+
+@pytest.fixture(scope="module")
+def clients() -> ClientMap:
+    data, lines = read_yaml(CONFIG)
+    return ClientMap(parse_config(data, lines).rules)
+
+
+@pytest.mark.parametrize("ip, mac, device, profile", [
+    ("192.168.1.23", None, "alice-tablet", "kids"),                   # exact IP
+    ("192.168.1.23", "aa:bb:cc:dd:ee:ff", "alice-tablet", "kids"),    # exact IP beats MAC
+    ("192.168.50.20", "aa:bb:cc:dd:ee:ff", "bob-phone", "teens"),     # MAC beats CIDR
+    ("192.168.1.77", "aa:bb:cc:dd:ee:ff", "bob-phone", "teens"),      # MAC, config written with dashes
+    ("192.168.50.20", "11:22:33:44:55:66", "guest-wifi", "guests"),   # unknown MAC → CIDR
+    ("192.168.50.20", None, "guest-wifi", "guests"),                  # the /24 beats the /16
+    ("192.168.50.7", None, "guest-printer", "lab"),                   # the /32 beats the /24
+    ("192.168.7.7", None, "house", "kids"),                           # only the /16
+    ("10.0.0.5", None, None, "adults"),                               # unknown → default_profile
+    ("2001:db8::10", None, "dad-v6", "adults"),                       # IPv6, config written upper case
+    ("2001:db8:1::99", None, "lab-v6", "lab"),
+    ("2001:db8:2::1", None, None, "adults"),
+    ("fe80::1%eth0", None, None, "adults"),                            # scoped link-local: no crash
+    ("not an address", None, None, "adults"),
+])
+def test_identify(clients, ip, mac, device, profile):
+    assert clients.identify(ip, mac) == Identity(device, profile, mac)
+
+
+def test_devices_are_found_by_name_whatever_the_case(clients):
+    assert clients.by_name["alice-tablet"].ip == "192.168.1.23"
+    assert "Alice-Tablet".lower() in clients.by_name
+
+
+def test_without_devices_everyone_gets_the_default_profile():
+    data, lines = read_yaml('dns: {upstreams: ["udp://127.0.0.1:53"]}\nprofiles: {family: {}}\n')
+    clients = ClientMap(parse_config(data, lines).rules)
+    assert clients.identify("192.168.1.23", "aa:bb:cc:dd:ee:ff") == \
+        Identity(None, "family", "aa:bb:cc:dd:ee:ff")
+
+
+# A /proc/net/arp as a Raspberry Pi on a home network shows it: complete entries (flags 0x2),
+# a permanent one (0x6), an incomplete one (0x0, zero MAC) and a failed one (0x0, stale MAC).
+ARP_TABLE = """\
+IP address       HW type     Flags       HW address            Mask     Device
+192.168.1.1      0x1         0x2         d8:07:b6:12:34:56     *        eth0
+192.168.1.23     0x1         0x2         AA:BB:CC:DD:EE:FF     *        wlan0
+192.168.1.40     0x1         0x6         02:42:ac:11:00:02     *        eth0
+192.168.1.66     0x1         0x0         00:00:00:00:00:00     *        eth0
+192.168.1.67     0x1         0x0         3c:22:fb:00:00:01     *        wlan0
+192.168.50.9     0x1         0x2         11:22:33:44:55:66     *        wlan0
+"""
+
+
+def test_parse_arp_table_keeps_complete_entries_with_lowercase_macs():
+    assert parse_arp_table(ARP_TABLE) == {
+        "192.168.1.1": "d8:07:b6:12:34:56",
+        "192.168.1.23": "aa:bb:cc:dd:ee:ff",
+        "192.168.1.40": "02:42:ac:11:00:02",
+        "192.168.50.9": "11:22:33:44:55:66",
+    }
+
+
+def test_parse_arp_table_of_an_empty_table_or_garbage():
+    assert parse_arp_table("IP address       HW type     Flags       HW address            Mask     Device\n") == {}
+    assert parse_arp_table("") == {}
+    assert parse_arp_table("header\nshort line\n\n") == {}
+
+
+def test_read_neighbours_from_a_file_and_a_missing_one(tmp_path):
+    path = tmp_path / "arp"
+    path.write_text(ARP_TABLE)
+    assert read_neighbours(str(path))["192.168.1.23"] == "aa:bb:cc:dd:ee:ff"
+    assert read_neighbours(str(tmp_path / "missing")) == {}
+
+
+def test_a_device_known_by_mac_is_found_through_the_neighbour_table(clients):
+    neighbours = parse_arp_table(ARP_TABLE.replace("192.168.1.23 ", "192.168.1.77 "))
+    ip = "192.168.1.77"
+    assert clients.identify(ip, neighbours.get(ip)).device == "bob-phone"
