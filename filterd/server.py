@@ -206,10 +206,11 @@ def build_policy(config: Config, compile_if_missing: bool = True) -> Policy:
 class Worker:
     """One process's DNS service: its sockets, its Resolver, its background tasks."""
 
-    def __init__(self, config: Config, index: int = 0):
+    def __init__(self, config: Config, index: int = 0, policy: Policy | None = None):
         self.config = config
         self.index = index
-        self.resolver = Resolver(config, build_policy(config, compile_if_missing=index == 0))
+        # A policy built before fork is shared: its index is one mmap, inherited by every worker.
+        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
         self.lists_signature = lists.current_signature_path(config)
         self.db = state.connect(state.db_path(config.data_dir))
         self.db_version = None
@@ -397,11 +398,11 @@ def _install_uvloop() -> str:
     return "uvloop"
 
 
-def _run_worker(config: Config, index: int) -> None:
+def _run_worker(config: Config, index: int, policy: Policy | None = None) -> None:
     loop_name = _install_uvloop()
     if index == 0:
         log.debug("event loop: %s", loop_name)
-    asyncio.run(Worker(config, index).serve())
+    asyncio.run(Worker(config, index, policy).serve())
 
 
 def run(config: Config) -> int:
@@ -418,14 +419,14 @@ def run(config: Config) -> int:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
     # Compile the lists once, before any worker starts, so every worker just maps the file.
-    build_policy(config)
+    policy = build_policy(config)
     if workers == 1:
-        _run_worker(config, 0)
+        _run_worker(config, 0, policy)
         return 0
-    return _supervise(config, workers)
+    return _supervise(config, workers, policy)
 
 
-def _supervise(config: Config, workers: int) -> int:
+def _supervise(config: Config, workers: int, policy: Policy) -> int:
     """Fork the workers, restart any that dies, stop them all on SIGTERM within 2 s."""
     children: dict[int, int] = {}
 
@@ -435,7 +436,7 @@ def _supervise(config: Config, workers: int) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
             try:
-                _run_worker(config, index)
+                _run_worker(config, index, policy)
                 code = 0
             except BaseException:
                 log.exception("worker %d crashed", index)
