@@ -8,6 +8,7 @@ transaction. Worker 0 also enforces retention (`log.retention_days`, `log.rollup
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -60,6 +61,7 @@ class QueryLog:
         self.clock = clock
         self.pending: list[tuple] = []
         self.limit = settings.queue_size
+        self.wake_at = min(5_000, max(1, settings.queue_size // 2))   # flush early when this full
         self.dropped = 0
         self.written = 0
         self.neighbours: dict[str, str] = {}
@@ -67,6 +69,12 @@ class QueryLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_retention = 0.0
+
+    def configure(self, settings: LogConfig) -> None:
+        """A reloaded config's log settings (mode and retention are read at each use)."""
+        self.settings = settings
+        self.limit = settings.queue_size
+        self.wake_at = min(5_000, max(1, settings.queue_size // 2))
 
     # ------------------------------------------------ hot path
 
@@ -76,7 +84,7 @@ class QueryLog:
         pending = self.pending
         if len(pending) < self.limit:
             pending.append(event)
-            if len(pending) == 5_000:
+            if len(pending) == self.wake_at:
                 self._wake.set()
         else:
             self.dropped += 1
@@ -112,25 +120,35 @@ class QueryLog:
         batch, self.pending = self.pending, []
         if not batch:
             return 0
-        rows, rollups, seen = rows_from_events(batch, self.neighbours)
+        rows, rollups, seen, names = rows_from_events(batch, self.neighbours)
+        # One statement per table over a JSON array: executemany would release and retake the
+        # GIL for every row, and with the DNS thread busy each retake waits out a switch interval.
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category,"
-                " rcode, latency_ms, profile) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            conn.executemany(
-                "INSERT INTO rollups (hour, device, category, queries, blocked) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (hour, device, category) DO UPDATE SET queries = queries + excluded.queries,"
-                " blocked = blocked + excluded.blocked",
-                [(hour, device, category, counts[0], counts[1])
-                 for (hour, device, category), counts in rollups.items()])
-            conn.executemany(
-                "INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (client) DO UPDATE SET"
-                " mac = coalesce(excluded.mac, mac), device = excluded.device,"
+            conn.execute(
+                "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
+                " latency_ms, profile) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
+                " value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 FROM json_each(?)",
+                (json.dumps(rows),))
+            conn.execute(
+                "INSERT INTO rollups (hour, device, category, queries, blocked) SELECT value->>0, value->>1,"
+                " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true ON CONFLICT (hour, device, category)"
+                " DO UPDATE SET queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
+                (json.dumps([(hour, device, category, counts[0], counts[1])
+                             for (hour, device, category), counts in rollups.items()]),))
+            conn.execute(
+                "INSERT INTO name_rollups (hour, device, blocked, name, queries) SELECT value->>0, value->>1,"
+                " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true"
+                " ON CONFLICT (hour, device, blocked, name) DO UPDATE SET queries = queries + excluded.queries",
+                (json.dumps([(hour, device, blocked, name, count)
+                             for (hour, device, blocked, name), count in names.items()]),))
+            conn.execute(
+                "INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries) SELECT value->>0,"
+                " value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE true"
+                " ON CONFLICT (client) DO UPDATE SET mac = coalesce(excluded.mac, mac), device = excluded.device,"
                 " last_seen = max(last_seen, excluded.last_seen), queries = queries + excluded.queries",
-                [(client, mac, device, first, last, count)
-                 for client, (mac, device, first, last, count) in seen.items()])
+                (json.dumps([(client, mac, device, first, last, count)
+                             for client, (mac, device, first, last, count) in seen.items()]),))
             conn.execute("COMMIT")
         except Exception as exc:  # disk full, DB locked for too long: count, keep serving
             try:
@@ -157,8 +175,10 @@ class QueryLog:
                 if deleted < DELETE_CHUNK:
                     break
             conn.execute("DELETE FROM rollups WHERE hour < ?", (hour_cutoff,))
+            conn.execute("DELETE FROM name_rollups WHERE hour < ?", (int(cutoff // 3600),))
             conn.execute("DELETE FROM overrides WHERE (ended IS NOT NULL AND ended < ?)"
                          " OR (until IS NOT NULL AND until < ?)", (cutoff, cutoff))
+            conn.execute("PRAGMA optimize")   # keeps the planner's statistics fresh as the log grows
         except Exception as exc:
             log.warning("query log: retention failed: %s", exc)
 
@@ -171,6 +191,7 @@ def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
     """
     rows = []
     rollups: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    names: dict[tuple, int] = defaultdict(int)
     seen: dict[str, list] = {}
     for ts, client, device, profile, key, qtype, decision, rcode, latency, mode in events:
         if mode == "off":
@@ -180,13 +201,16 @@ def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
         reason = decision.reason if name is not None or decision.rule == "csam" else decision.rule
         rows.append((ts, device, client, name, qtype, decision.action, decision.rule, reason,
                      decision.category, rcode, latency, profile))
-        counts = rollups[(int(ts // 3600), device or client, decision.category or "")]
+        hour = int(ts // 3600)
+        counts = rollups[(hour, device or client, decision.category or "")]
         counts[0] += 1
         counts[1] += blocked
+        if name is not None and decision.action != "local":   # the filter's own names are no "top site"
+            names[(hour, device or client, int(blocked), name)] += 1
         entry = seen.get(client)
         if entry is None:
             seen[client] = [neighbours.get(client), device, ts, ts, 1]
         else:
             entry[3] = ts
             entry[4] += 1
-    return rows, rollups, seen
+    return rows, rollups, seen, names

@@ -127,7 +127,9 @@ class Resolver:
                 return self.resolve(query, client, wall, limit, decision)
             reply = None
             if entry.cnames and decision.rule == "default":
-                reply = self.cname_verdict(client, entry.cnames, query, wall)
+                cloaked = self.cname_verdict(client, entry.cnames, query, wall)
+                if cloaked is not None:
+                    reply, decision = cloaked
             if reply is None:
                 self.counters["cache_hits"] += 1
                 reply = entry.reply(query, now, limit)
@@ -168,7 +170,7 @@ class Resolver:
         return verdict
 
     def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
-                      wall: float) -> bytes | None:
+                      wall: float) -> tuple[bytes, Decision] | None:
         """CNAME cloaking: an allowed name whose answer points at a blocked one is blocked."""
         for target in cnames:
             memo_key = ("cname", target, query.qtype)
@@ -185,7 +187,7 @@ class Resolver:
                                    decision.service, decision.schedule, decision.matched, None,
                                    decision.until, decision.ede, decision.valid_until)
                 self.counters["blocked"] += 1
-                return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web)
+                return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web), cloaked
         return None
 
     def rewrite(self, query: wire.Query, decision: Decision, client: Client, wall: float, limit: int):
@@ -207,7 +209,7 @@ class Resolver:
                       decision: Decision, key: bytes | None = None) -> bytes | None:
         """The slow path: ask upstream once for all identical queries in flight, then log."""
         started = time.monotonic()
-        reply = await self._resolve(query, client.ip, limit, client, decision, key)
+        reply, decision = await self._resolve(query, client.ip, limit, client, decision, key)
         if self.querylog is not None and client.log_mode != "off" and reply is not None:
             self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
                                   decision, reply[3] & 0x0F, round((time.monotonic() - started) * 1000, 2),
@@ -215,7 +217,8 @@ class Resolver:
         return reply
 
     async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
-                       decision: Decision, key: bytes | None) -> bytes:
+                       decision: Decision, key: bytes | None) -> tuple[bytes, Decision]:
+        """The reply, and the decision it carries out (a CNAME to a blocked name changes it)."""
         key = key or query.key
         target = decision.target if decision.action == REWRITE else None
         waiting = self.inflight.get(key)
@@ -225,7 +228,7 @@ class Resolver:
             if self.pending >= self.config.dns.max_pending or \
                     self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
                 self.counters["overloaded"] += 1
-                return wire.error_reply(query, wire.SERVFAIL)
+                return wire.error_reply(query, wire.SERVFAIL), decision
             future = asyncio.get_running_loop().create_future()
             self.inflight[key] = future
             self.pending += 1
@@ -249,13 +252,13 @@ class Resolver:
             stale = self.cache.get(key)
             if stale is not None and time.monotonic() < stale.stale_until:
                 self.counters["stale"] += 1
-                return stale.stale_reply(query, limit)
-            return wire.error_reply(query, wire.SERVFAIL)
+                return stale.stale_reply(query, limit), decision
+            return wire.error_reply(query, wire.SERVFAIL), decision
         if decision.rule == "default" and entry.cnames:
-            blocked = self.cname_verdict(client, entry.cnames, query, time.time())
-            if blocked is not None:
-                return blocked
-        return entry.reply(query, time.monotonic(), limit)
+            cloaked = self.cname_verdict(client, entry.cnames, query, time.time())
+            if cloaked is not None:
+                return cloaked
+        return entry.reply(query, time.monotonic(), limit), decision
 
     async def _fetch(self, query: wire.Query, target: str | None, key: bytes) -> CachedAnswer | None:
         """One upstream exchange → a cache entry (stored when cacheable), None if all failed.

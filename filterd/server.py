@@ -377,7 +377,7 @@ class Worker:
         self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
         self.resolver.neighbours = old.neighbours
         self.resolver.querylog = self.querylog
-        self.querylog.settings = config.log
+        self.querylog.configure(config.log)
         self.config = config
         self.lists_signature = lists.current_signature_path(config)
         old.close()

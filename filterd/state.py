@@ -127,6 +127,26 @@ MIGRATIONS: list[str] = [
         last_used REAL
     );
     """,
+    # 3: indexes that return a device's or a decision's rows newest first without sorting
+    # (every index ends with the rowid), and per-name hourly counts for "top sites".
+    """
+    DROP INDEX queries_device_ts;
+    DROP INDEX queries_action_ts;
+    CREATE INDEX queries_device ON queries (device);
+    CREATE INDEX queries_action ON queries (action);
+    CREATE INDEX queries_unnamed_client ON queries (client) WHERE device IS NULL;
+    CREATE INDEX queries_category ON queries (category) WHERE category IS NOT NULL;
+
+    CREATE TABLE name_rollups (
+        hour INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        blocked INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        queries INTEGER NOT NULL,
+        PRIMARY KEY (hour, device, blocked, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX name_rollups_blocked_hour ON name_rollups (blocked, hour);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -151,12 +171,37 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    if not readonly:
-        conn.execute("PRAGMA journal_mode = WAL")
-        # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
-        conn.execute("PRAGMA synchronous = NORMAL")
-        migrate(conn)
+    try:
+        if not readonly:
+            _switch_to_wal(conn)
+            # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            migrate(conn)
+        else:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise StateError(f"{path}: still locked by another process after {BUSY_TIMEOUT_MS / 1000:.0f} s") from None
+        raise StateError(f"{path}: cannot be used as the state DB ({exc}); move it aside "
+                         "(the daemon starts a new one) or restore a backup") from None
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """WAL mode; the switch does not wait on busy_timeout, so a fresh DB opened by several
+    processes at once (workers, web UI) retries here instead of failing."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from flask import Flask, g
+from flask.json.provider import DefaultJSONProvider
 
 from filterd import state
 from filterd.config import Config, load_config
@@ -82,6 +83,16 @@ class AppState:
         return self._admin_exists
 
 
+class HtmlSafeJSONProvider(DefaultJSONProvider):
+    """JSON with <, >, & and ' written as \\u escapes: a query name such as
+    <script>…</script> never appears raw in any response, even if one is misread as HTML."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        text = super().dumps(obj, **kwargs)
+        return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+                .replace("'", "\\u0027"))
+
+
 def _datetimeformat(ts: float, tz=None, fmt: str = "%H:%M") -> str:
     import datetime
     return datetime.datetime.fromtimestamp(ts, tz).strftime(fmt)
@@ -89,6 +100,7 @@ def _datetimeformat(ts: float, tz=None, fmt: str = "%H:%M") -> str:
 
 def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app = Flask(__name__)
+    app.json = HtmlSafeJSONProvider(app)
     app.config.update(TESTING=testing, MAX_CONTENT_LENGTH=2 * 2**20, SESSION_COOKIE_HTTPONLY=True)
     app.extensions["filterd"] = AppState(Path(config_path))
     app.jinja_env.autoescape = True

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from filterd import history, overrides
+from filterd.state import audit
 
 from . import services
 from .dashboard import daemon_status
@@ -23,20 +24,30 @@ def _state():
     return app_state.config(), app_state.db()
 
 
+class NotFound(services.ActionError):
+    """The device or profile in the URL does not exist (404)."""
+
+
 def _body() -> dict:
-    data = request.get_json(silent=True)
-    return data if isinstance(data, dict) else {}
+    """The request's JSON object; an empty body is {} (e.g. a pause with no minutes)."""
+    if not request.get_data(cache=True).strip():
+        return {}
+    data = request.get_json(force=True, silent=True)
+    if not isinstance(data, dict):
+        raise services.ActionError("the body must be a JSON object, e.g. {\"minutes\": 30}", None)
+    return data
 
 
 @bp.errorhandler(services.ActionError)
 def action_error(exc: services.ActionError):
-    return jsonify({"error": str(exc), "field": exc.field}), 409 if exc.field == "version" else 400
+    status = 404 if isinstance(exc, NotFound) else 409 if exc.field == "version" else 400
+    return jsonify({"error": str(exc), "field": exc.field}), status
 
 
 def _device_name(config, name: str) -> str:
     device = next((d for d in config.rules.devices if d.name.lower() == name.lower()), None)
     if device is None:
-        raise services.ActionError(f"no device named {name}", "name")
+        raise NotFound(f"no device named {name}", "name")
     return device.name
 
 
@@ -121,6 +132,8 @@ def put_profile(name):
     unknown = set(body) - allowed - {"version"}
     if unknown:
         return jsonify({"error": f"unknown keys: {', '.join(sorted(unknown))}", "field": sorted(unknown)[0]}), 400
+    if not allowed & set(body):
+        return jsonify({"error": f"nothing to change: send some of {', '.join(sorted(allowed))}", "field": None}), 400
 
     def change(document):
         profiles = document.setdefault("profiles", {})
@@ -155,4 +168,5 @@ def lists_update():
     subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config",
                       str(current_app.extensions["filterd"].config_path)], stdin=subprocess.DEVNULL,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    audit(db, g.get("actor", "web UI"), "lists update", "started")
     return jsonify({"ok": True, "started": True}), 202

@@ -7,7 +7,6 @@ attempt gets 429 with Retry-After, the delay doubling each time — a correct pa
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, make_response, redirect, render_template, request, url_for
 
@@ -21,6 +20,7 @@ bp = Blueprint("auth", __name__)
 FREE_ATTEMPTS = 5
 FIRST_DELAY_S = 30
 MAX_DELAY_S = 3600
+FORGET_AFTER_S = 86400     # failures older than a day (and no delay running) are forgotten
 
 
 def _db():
@@ -37,27 +37,44 @@ def throttle_wait(db, keys: list[str], now: float) -> float:
     return wait
 
 
-def record_failure(db, keys: list[str], now: float) -> None:
+def count_attempt(db, keys: list[str], now: float) -> None:
+    """Count an attempt as a failure before the (slow) password check, so parallel attempts
+    cannot all slip through before the first failure is recorded; a success clears it."""
     for key in keys:
-        row = db.execute("SELECT failures FROM login_throttle WHERE key = ?", (key,)).fetchone()
-        failures = (row[0] if row else 0) + 1
+        row = db.execute("SELECT failures, blocked_until, last_failure FROM login_throttle WHERE key = ?",
+                         (key,)).fetchone()
+        failures = row[0] if row and (now - row[2] < FORGET_AFTER_S or row[1] > now) else 0
+        failures += 1
         delay = 0 if failures < FREE_ATTEMPTS else min(FIRST_DELAY_S * 2 ** (failures - FREE_ATTEMPTS), MAX_DELAY_S)
         db.execute("INSERT INTO login_throttle (key, failures, blocked_until, last_failure) VALUES (?, ?, ?, ?)"
                    " ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,"
                    " blocked_until = excluded.blocked_until, last_failure = excluded.last_failure",
                    (key, failures, now + delay, now))
+
+
+def check_and_count(db, keys: list[str], now: float) -> float:
+    """In one transaction: the wait still to run (0: go ahead, and the attempt is counted)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        wait = throttle_wait(db, keys, now)
+        if wait <= 0:
+            count_attempt(db, keys, now)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return wait
+
+
+def record_failure(db, now: float) -> None:
+    """The failed attempt, for the list on the Settings page."""
     db.execute("INSERT INTO login_failures (ts, peer, user_agent) VALUES (?, ?, ?)",
                (now, request.remote_addr, request.headers.get("User-Agent", "")[:200]))
 
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: no open redirect through ?next=."""
-    if not target:
-        return url_for("dashboard.index")
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("dashboard.index")
-    return target
+    return security.safe_redirect_target(target, url_for("dashboard.index"))
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -69,7 +86,7 @@ def login():
     if request.method == "POST":
         now = time.time()
         keys = [f"peer:{request.remote_addr}", "account:admin"]
-        wait = throttle_wait(db, keys, now)
+        wait = check_and_count(db, keys, now)
         if wait > 0:
             error = f"Too many wrong passwords. Try again in {int(wait) + 1} seconds."
             status, headers = 429, {"Retry-After": str(int(wait) + 1)}
@@ -82,7 +99,7 @@ def login():
                 security.start_session(db, response)
                 audit(db, "web UI", "login", f"from {request.remote_addr}")
                 return response
-            record_failure(db, keys, now)
+            record_failure(db, now)
             error = "Wrong password."
             status = 401
             wait = throttle_wait(db, keys, now)
@@ -128,10 +145,20 @@ def logout():
 
 
 def change_password(db, current: str, new: str, confirm: str) -> str | None:
-    """Settings: change the password; every other session ends. Returns an error or None."""
+    """Settings: change the password; every other session ends. Returns an error or None.
+
+    The current password is checked under the same throttle as the login form: a session left
+    open on a shared tablet must not be a way to guess the password at full speed."""
+    now = time.time()
+    keys = [f"peer:{request.remote_addr}", "account:admin"]
+    wait = check_and_count(db, keys, now)
+    if wait > 0:
+        return f"Too many wrong passwords. Try again in {int(wait) + 1} seconds."
     row = db.execute("SELECT password_hash FROM admin WHERE id = 1").fetchone()
     if row is None or not verify_password(current, row[0]):
+        record_failure(db, now)
         return "The current password is wrong."
+    db.execute("DELETE FROM login_throttle WHERE key IN (?, ?)", keys)
     problem = password_problem(new, confirm)
     if problem:
         return problem

@@ -10,7 +10,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from filterd import history, overrides
 
 from . import services
-from .security import flash
+from .security import flash, safe_redirect_target
 
 bp = Blueprint("devices", __name__)
 
@@ -109,7 +109,7 @@ def _action(name: str, do) -> object:
         flash(message, "ok")
     except services.ActionError as exc:
         flash(str(exc), "error")
-    return redirect(request.form.get("back") or url_for("devices.detail", name=name))
+    return redirect(safe_redirect_target(request.form.get("back"), url_for("devices.detail", name=name)))
 
 
 @bp.route("/devices/<name>/pause", methods=["POST"])

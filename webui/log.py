@@ -11,7 +11,7 @@ from filterd import history, overrides, policy
 from filterd.domains import normalise_domain
 
 from . import services
-from .security import flash
+from .security import flash, safe_redirect_target
 
 bp = Blueprint("log", __name__)
 
@@ -84,4 +84,4 @@ def rule():
                   "The filter applies it within a second.", "ok")
         except services.ActionError as exc:
             flash(str(exc), "error")
-    return redirect(request.form.get("back") or url_for("log.index"))
+    return redirect(safe_redirect_target(request.form.get("back"), url_for("log.index")))

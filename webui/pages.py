@@ -63,8 +63,9 @@ def profile(name: str):
     errors: dict[str, str] = {}
     if request.method == "POST":
         form = request.form
-        categories = [c for c in form.getlist("category") if c in config.catalog.categories]
-        chosen_services = [s for s in form.getlist("service") if s in config.catalog.services]
+        # Unknown ids are not dropped quietly: the config check names them beside their field.
+        categories = [c.strip() for c in form.getlist("category") if c.strip()]
+        chosen_services = [s.strip() for s in form.getlist("service") if s.strip()]
         allow = [line.strip() for line in form.get("allow", "").splitlines() if line.strip()]
         block = [line.strip() for line in form.get("block", "").splitlines() if line.strip()]
         schedules = _schedules_from_form(form)
@@ -85,17 +86,24 @@ def profile(name: str):
             flash(f"Saved {name}. The filter applies it within a second.", "ok")
             return redirect(url_for("pages.profile", name=name))
         except services.ActionError as exc:
-            errors[_field_of(exc.field)] = str(exc)
+            errors[_field_of(exc.field, name)] = str(exc)
     return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
                            version=_version(), errors=errors, days=DAYS, form=request.form if errors else None)
 
 
-def _field_of(path: str | None) -> str:
-    """profiles.kids.schedules[0].start → schedules; profiles.kids.allow[2] → allow."""
+# The profile editor's fields that show their own error; any other goes on top of the form.
+PROFILE_FIELDS = ("version", "block_categories", "allow", "block", "schedules")
+
+
+def _field_of(path: str | None, profile: str) -> str:
+    """profiles.kids.schedules[0].start → schedules; profiles.kids.allow[2] → allow (the
+    profile's name may hold dots itself: profiles.kids.v2.allow[0] → allow)."""
     if not path:
         return "form"
-    parts = path.split(".")
-    return parts[2].split("[")[0] if len(parts) > 2 else parts[-1]
+    prefix = f"profiles.{profile}."
+    rest = path[len(prefix):] if path.startswith(prefix) else path
+    field = rest.split(".")[0].split("[")[0]
+    return field if field in PROFILE_FIELDS else "form"
 
 
 def _schedules_from_form(form) -> list[dict]:
@@ -170,9 +178,13 @@ def settings():
                 audit(db, g.get("actor", "web UI"), "api token", f"created {name}")
         elif action == "revoke":
             token_id = request.form.get("token_id", type=int)
-            db.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
-            audit(db, g.get("actor", "web UI"), "api token", f"revoked #{token_id}")
-            flash("Token revoked.", "ok")
+            row = db.execute("SELECT name FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                flash("There is no such token (revoked already?).", "error")
+            else:
+                db.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+                audit(db, g.get("actor", "web UI"), "api token", f"revoked {row[0]} (#{token_id})")
+                flash(f"Token {row[0]} revoked.", "ok")
             return redirect(url_for("pages.settings"))
     tokens = db.execute("SELECT id, name, created, last_used FROM api_tokens ORDER BY id").fetchall()
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
@@ -196,7 +208,11 @@ def wizard():
         def change(document):
             document["timezone"] = timezone
             if child:
-                document.setdefault("profiles", {})[child] = {"preset": preset}
+                profiles = document.setdefault("profiles", {})
+                if child in profiles:   # never replace a profile (and its rules) from the wizard
+                    raise services.ActionError(f"A profile named {child} exists already: "
+                                               "choose another name, or edit it on the Profiles page.", "child")
+                profiles[child] = {"preset": preset}
                 devices = document.setdefault("devices", [])
                 for i, ip in enumerate(picked):
                     devices.append({"name": f"{child}-device-{i + 1}", "ip": ip, "profile": child})

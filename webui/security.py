@@ -14,12 +14,14 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from flask import abort, current_app, g, redirect, request, url_for
 
 SESSION_COOKIE = "filterd_session"
 SECURE_SESSION_COOKIE = "__Host-filterd_session"
 LOGIN_CSRF_COOKIE = "filterd_login_csrf"
+SECURE_LOGIN_CSRF_COOKIE = "__Host-filterd_login_csrf"
 IDLE_EXPIRY_S = 7 * 86400
 ABSOLUTE_EXPIRY_S = 30 * 86400
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -46,12 +48,20 @@ def token_hash(token: str) -> str:
 
 
 def host_of(header: str) -> str:
-    """The host part of a Host header, without port or IPv6 brackets, lowercased."""
+    """The host part of a Host header, without port or IPv6 brackets, lowercased.
+
+    A malformed header (a port that is not a number, text after the brackets) gives "", which
+    is never an admin host name."""
     host = header.strip().lower()
     if host.startswith("["):
-        return host[1:].split("]", 1)[0]
+        inside, _, rest = host[1:].partition("]")
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return ""
+        return inside
     if host.count(":") == 1:
-        host = host.split(":", 1)[0]
+        host, port = host.split(":", 1)
+        if not port.isdigit():
+            return ""
     return host.rstrip(".")
 
 
@@ -87,6 +97,10 @@ def _cookie_name() -> str:
     return SECURE_SESSION_COOKIE if request.is_secure else SESSION_COOKIE
 
 
+def login_cookie_name() -> str:
+    return SECURE_LOGIN_CSRF_COOKIE if request.is_secure else LOGIN_CSRF_COOKIE
+
+
 def load_session(db) -> Session | None:
     token = request.cookies.get(_cookie_name())
     if not token or len(token) > 200:
@@ -108,6 +122,8 @@ def start_session(db, response) -> None:
     """A new session (a fresh ID: the login rotates it), set as an HttpOnly, SameSite cookie."""
     token = secrets.token_urlsafe(32)
     now = time.time()
+    # Expired sessions of earlier logins would otherwise stay in the table for ever.
+    db.execute("DELETE FROM sessions WHERE last_seen < ? OR created < ?", (now - IDLE_EXPIRY_S, now - ABSOLUTE_EXPIRY_S))
     db.execute("INSERT INTO sessions (id_hash, created, last_seen, csrf_token, peer, user_agent)"
                " VALUES (?, ?, ?, ?, ?, ?)", (token_hash(token), now, now, secrets.token_urlsafe(32),
                                              request.remote_addr, request.headers.get("User-Agent", "")[:200]))
@@ -126,12 +142,14 @@ def bearer_token(db) -> bool:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
-    digest = token_hash(header[7:].strip())
-    row = db.execute("SELECT id FROM api_tokens WHERE token_hash = ?", (digest,)).fetchone()
+    token = header[7:].strip()
+    if not token or len(token) > 200:
+        return False
+    row = db.execute("SELECT id, name FROM api_tokens WHERE token_hash = ?", (token_hash(token),)).fetchone()
     if row is None:
         return False
     db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (time.time(), row[0]))
-    g.actor = f"api token #{row[0]}"
+    g.actor = f"API token {row[1]} (#{row[0]})"
     return True
 
 
@@ -169,19 +187,32 @@ def csrf_token() -> str:
         return session.csrf_token
     token = g.get("login_csrf")
     if token is None:
-        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+        token = request.cookies.get(login_cookie_name()) or secrets.token_urlsafe(32)
         g.login_csrf = token
     return token
 
 
 def origin_is_foreign() -> bool:
-    """A browser sends Origin on cross-site POSTs: refuse any that is not this very host."""
+    """A browser sends Origin on cross-site POSTs (and Sec-Fetch-Site): refuse any request
+    that says it comes from anywhere but this very origin (scheme, host and port)."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin").lower() not in ("same-origin", "none"):
+        return True
     origin = request.headers.get("Origin")
     if origin is None:
         return False
-    if origin == "null":
-        return True
-    return origin.split("://", 1)[-1].rstrip("/").lower() != request.headers.get("Host", "").lower()
+    return origin.rstrip("/").lower() != f"{request.scheme}://{request.headers.get('Host', '')}".lower()
+
+
+def safe_redirect_target(target: str | None, default: str) -> str:
+    """Only a path on this site (no open redirect through ?next= or a form's back field)."""
+    if not target or len(target) > 2000:
+        return default
+    if any(ord(c) < 0x21 or c in "\\\x7f" for c in target):   # control characters, spaces, backslashes
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
 
 
 def check_csrf(expected: str | None) -> None:
@@ -212,22 +243,24 @@ def gate():
         return None
     if endpoint == "auth.setup" and not setup_done:
         if request.method not in SAFE_METHODS:
-            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE))
+            check_csrf(request.cookies.get(login_cookie_name()))
         return None
     if not setup_done:
-        if endpoint.startswith("api."):
+        if request.path.startswith("/api/"):
             abort(401)
         return redirect(url_for("auth.setup"))
     if endpoint == "auth.login":
         if request.method not in SAFE_METHODS:
-            check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE))
+            # A logged-in page carries the session's token; the login form the cookie's.
+            check_csrf(g.session.csrf_token if g.session is not None else request.cookies.get(login_cookie_name()))
         return None
     if g.session is None:
-        if endpoint.startswith("api.") and bearer_token(db):
-            return None  # token clients send no cookies: no CSRF to fear
-        if endpoint.startswith("api.") or request.method not in SAFE_METHODS:
+        if request.path.startswith("/api/"):
+            if bearer_token(db):
+                return None  # token clients send no cookies: no CSRF to fear
             abort(401)
-        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else "/"))
+        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else "/"),
+                        303 if request.method not in SAFE_METHODS else 302)
     if request.method not in SAFE_METHODS:
         check_csrf(g.session.csrf_token)
     return None
@@ -240,6 +273,6 @@ def add_headers(response):
     response.headers.pop("Server", None)
     token = g.get("login_csrf")
     if token is not None and g.get("session") is None:
-        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+        response.set_cookie(login_cookie_name(), token, httponly=True, samesite="Strict",
                             secure=request.is_secure, path="/")
     return response

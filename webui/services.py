@@ -6,6 +6,7 @@ change in the audit trail.
 """
 from __future__ import annotations
 
+import re
 import time
 
 from flask import current_app, g
@@ -77,7 +78,8 @@ def edit_config(db, version: str | None, change, what: str):
         raise ActionError(str(exc), "version") from None
     except configfile.ConfigError as exc:
         first = exc.problems[0] if exc.problems else str(exc)
-        raise ActionError(first, first.split(":", 1)[0]) from None
+        # "(line N)" would point into the text that was refused, not into the file: left out.
+        raise ActionError(re.sub(r" \(line \d+\)$", "", first), first.split(":", 1)[0]) from None
     audit(db, _actor(), "config", what)
     return config, new_version
 
@@ -91,6 +93,11 @@ def set_device(db, version: str | None, name: str, profile: str, ip: str | None 
         for item in devices:
             if str(item.get("name", "")).lower() == (old_name or name).lower():
                 entry = item
+        if entry is not None and not old_name:
+            # Naming a new device after one that exists would silently take over that device.
+            raise ActionError(f"A device named {name} exists already: choose another name.", "name")
+        if old_name and entry is None:
+            raise ActionError(f"There is no device named {old_name} (renamed meanwhile?).", "name")
         if entry is None:
             entry = {"name": name}
             if mac:

@@ -1,0 +1,505 @@
+"""The parents' pages: the routes, every form's validation, safe config edits, and escaping of
+everything that comes from the network (query names, hostnames, User-Agents, paths)."""
+from __future__ import annotations
+
+import re
+import time
+from html.parser import HTMLParser
+
+import pytest
+from webui_fixtures import (PASSWORD, XSS_PAYLOADS, admin, env, insert_query, is_block_page,  # noqa: F401
+                            location_path, login, page_csrf, version_from)
+
+from filterd import configfile
+
+PAGES = ("/", "/devices", "/devices/kids-tablet", "/profiles", "/profiles/kids", "/log", "/lists", "/requests",
+         "/settings", "/setup/wizard")
+
+
+
+class InlineCode(HTMLParser):
+    """Finds what a strict CSP would refuse: inline <script>, <style>, style= and on*= attributes."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.problems: list[str] = []
+        self.in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        names = {name.lower() for name, _ in attrs}
+        if tag == "script":
+            self.in_script = True
+            if "src" not in names:
+                self.problems.append("inline <script>")
+        if tag == "style":
+            self.problems.append("<style> element")
+        if "style" in names:
+            self.problems.append(f"style= on <{tag}>")
+        self.problems += [f"{name}= on <{tag}>" for name in names if name.startswith("on")]
+        self.problems += [f"javascript: URL on <{tag}>" for name, value in attrs
+                          if value and value.strip().lower().startswith("javascript:")]
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self.in_script = False
+
+    def handle_data(self, data):
+        if self.in_script and data.strip():
+            self.problems.append("code inside <script>")
+
+
+def inline_code(html: str) -> list[str]:
+    parser = InlineCode()
+    parser.feed(html)
+    parser.close()
+    return parser.problems
+
+
+def fill_network_data(env) -> None:
+    """Rows a child can influence: query names, client hostnames, user agents of failed logins."""
+    now = time.time()
+    for payload in XSS_PAYLOADS:
+        insert_query(env, payload, ts=now)
+        insert_query(env, f"www.{payload}.com", action="allow", category=None, ts=now)
+        insert_query(env, payload, device=None, client="192.168.1.60", ts=now)
+        insert_query(env, "example.com", device=payload, client="192.168.1.62", ts=now)
+    env.execute("INSERT INTO clients_seen (client, mac, device, hostname, first_seen, last_seen, queries)"
+                " VALUES ('192.168.1.60', 'a2:bb:cc:dd:ee:ff', NULL, ?, ?, ?, 3)", (XSS_PAYLOADS[0], now, now))
+    env.execute("INSERT INTO clients_seen (client, mac, device, hostname, first_seen, last_seen, queries)"
+                " VALUES ('192.168.1.61', NULL, NULL, ?, ?, ?, 3)", (XSS_PAYLOADS[1], now, now))
+    env.execute("INSERT INTO rollups (hour, device, category, queries, blocked) VALUES (?, ?, 'adult', 5, 2)",
+                (int(now // 3600), XSS_PAYLOADS[0]))
+    env.execute("INSERT INTO login_failures (ts, peer, user_agent) VALUES (?, '192.168.1.60', ?)", (now, XSS_PAYLOADS[1]))
+
+
+def assert_no_raw_payload(body: str, where: str) -> None:
+    for payload in XSS_PAYLOADS:
+        assert payload not in body, where
+    assert "<script>alert" not in body and "<img src=x" not in body, where
+
+
+# ---------------------------------------------------------------- the routes
+
+
+def test_every_page_answers_a_logged_in_parent(admin):
+    for path in PAGES:
+        response = admin.get(path)
+        assert response.status_code == 200, path
+        assert response.mimetype == "text/html"
+
+
+def test_unknown_device_or_profile_is_404(admin):
+    assert admin.get("/devices/nobody").status_code == 404
+    assert admin.get("/profiles/nobody").status_code == 404
+
+
+def test_pages_have_no_inline_script_style_or_event_handlers(env, admin):
+    fill_network_data(env)
+    responses = {path: admin.get(path) for path in PAGES}
+    responses["/log?q=x"] = admin.get("/log?q=x")
+    responses["why"] = admin.get("/log/why?name=example.com&device=kids-tablet")
+    responses["404"] = admin.get("/no/such/page")
+    responses["login"] = env.client().get("/login")
+    responses["block page"] = env.client().get("/", headers={"Host": "tiktok.com"})
+    for where, response in responses.items():
+        assert response.mimetype == "text/html", where
+        assert inline_code(response.get_data(as_text=True)) == [], where
+
+
+# ---------------------------------------------------------------- escaping
+
+
+def test_network_data_is_escaped_on_every_page(env, admin):
+    fill_network_data(env)
+    for path in PAGES + ("/log?decision=blocked", "/log?device=192.168.1.60", "/api/queries", "/api/devices",
+                         "/api/status"):
+        response = admin.get(path)
+        assert response.status_code == 200, path
+        assert_no_raw_payload(response.get_data(as_text=True), path)
+    log = admin.get("/log").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in log
+    assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in log
+    devices = admin.get("/devices").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in devices
+
+
+@pytest.mark.parametrize("payload", XSS_PAYLOADS)
+def test_reflected_parameters_are_escaped(env, admin, payload):
+    from urllib.parse import quote
+    for path in (f"/log?q={quote(payload)}", f"/log?device={quote(payload)}&category={quote(payload)}",
+                 f"/log/why?name=example.com&device={quote(payload)}", f"/{quote(payload)}",
+                 f"/devices/{quote(payload)}", f"/profiles/{quote(payload)}", f"/api/queries?q={quote(payload)}"):
+        assert_no_raw_payload(admin.get(path).get_data(as_text=True), path)
+
+
+def test_404_page_escapes_the_path(admin):
+    response = admin.get("/<script>alert(1)</script>")
+    assert response.status_code == 404
+    body = response.get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;" in body
+
+
+def test_flash_messages_escape_what_was_sent(env, admin):
+    token = page_csrf(admin)
+    for payload in XSS_PAYLOADS:
+        admin.post("/devices/kids-tablet/allow", data={"csrf_token": token, "what": payload, "minutes": "60"})
+        assert_no_raw_payload(admin.get("/devices/kids-tablet").get_data(as_text=True), "flash")
+
+
+def test_block_page_escapes_the_host_header(env):
+    client = env.client()
+    for payload in XSS_PAYLOADS + ("<svg onload=alert(1)>.com",):
+        response = client.get("/", headers={"Host": payload})
+        assert is_block_page(response)
+        body = response.get_data(as_text=True)
+        assert payload not in body and "<svg onload" not in body
+
+
+def test_profile_form_echo_is_escaped(env, admin):
+    form = profile_form(admin)
+    form["allow"] = "</textarea><script>alert(1)</script>"
+    body = admin.post("/profiles/kids", data=form).get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in body
+
+
+# ---------------------------------------------------------------- the profile editor
+
+
+def profile_form(admin, profile: str = "kids") -> dict:
+    """The form as the page renders it: the profile's current choices."""
+    page = admin.get(f"/profiles/{profile}").get_data(as_text=True)
+    form: dict = {"csrf_token": page_csrf(admin), "version": version_from(page),
+                  "category": re.findall(r'name="category" value="([^"]+)" checked', page),
+                  "service": re.findall(r'name="service" value="([^"]+)" checked', page),
+                  "safesearch": "on", "youtube": "strict", "allow": "khanacademy.org", "block": "",
+                  "schedule_count": "1", "schedule-0-name": "bedtime", "schedule-0-start": "21:00",
+                  "schedule-0-end": "07:00", "schedule-0-block": "all"}
+    for day in ("sun", "mon", "tue", "wed", "thu"):
+        form[f"schedule-0-{day}"] = "on"
+    return form
+
+
+def section(html: str, heading: str) -> str:
+    """The HTML of the card whose <h2> mentions `heading` (up to the next <h2> or </section>)."""
+    match = re.search(r"<h2[^>]*>[^<]*" + re.escape(heading), html, re.I)
+    assert match, f"no <h2> about {heading}"
+    ends = [i for i in (html.find("</section>", match.end()), html.find("<h2", match.end())) if i >= 0]
+    return html[match.start():min(ends) if ends else len(html)]
+
+
+def test_profile_edit_is_saved_keeping_comments(env, admin):
+    form = profile_form(admin)
+    form["allow"] = "khanacademy.org\nwikipedia.org"
+    form["schedule-1-name"] = "homework"
+    form["schedule-1-start"] = "16:00"
+    form["schedule-1-end"] = "18:00"
+    form["schedule-1-mon"] = "on"
+    form["schedule-1-block"] = "games, youtube"
+    response = admin.post("/profiles/kids", data=form)
+    assert response.status_code == 302
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    kids = config.rules.profiles["kids"]
+    assert kids.allow == ("khanacademy.org", "wikipedia.org")
+    assert [s.name for s in kids.schedules] == ["bedtime", "homework"]
+    text = env.config_text()
+    for comment in ("# The house's rules", "# where we live", "# The web UI", "# Emma and Noah", "# Devices, by address"):
+        assert comment in text
+    assert (env.folder / "filterd.yaml.bak").exists()
+    assert ("web UI", "config", "profile kids edited") in env.audit()
+
+
+@pytest.mark.parametrize("change, field_heading, message", [
+    ({"schedule-0-start": "25:00"}, "Schedules", "is not a time"),
+    ({"schedule-0-end": "7pm"}, "Schedules", "is not a time"),
+    ({"schedule-0-block": "games, nonsense"}, "Schedules", "nonsense"),
+    ({"category": ["adult", "nonsense"]}, "categories", "nonsense"),
+])
+def test_profile_errors_show_beside_their_field_and_nothing_is_written(env, admin, change, field_heading, message):
+    before = env.config_text()
+    form = profile_form(admin)
+    form.update(change)
+    response = admin.post("/profiles/kids", data=form)
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    card = section(body, field_heading)
+    assert 'class="error"' in card and message in card
+    assert env.config_text() == before
+    assert not (env.folder / "filterd.yaml.bak").exists()
+
+
+def test_profile_domain_error_shows_beside_the_allow_list(env, admin):
+    before = env.config_text()
+    form = profile_form(admin)
+    form["allow"] = "khanacademy.org\nnot a domain"
+    body = admin.post("/profiles/kids", data=form).get_data(as_text=True)
+    card = section(body, "allowed")
+    assert 'class="error"' in card and "not a domain" in card
+    assert env.config_text() == before
+
+
+def test_profile_with_a_dotted_name_shows_its_errors(env, admin):
+    configfile.edit(env.config_path, None, lambda doc: doc["profiles"].__setitem__("kids.v2", {"preset": "teen"}))
+    before = env.config_text()
+    form = profile_form(admin, "kids.v2")
+    form["schedule-0-start"] = "99:99"
+    body = admin.post("/profiles/kids.v2", data=form).get_data(as_text=True)
+    assert 'class="error"' in section(body, "Schedules")
+    assert env.config_text() == before
+
+
+def test_profile_edit_from_an_outdated_page_is_refused(env, admin):
+    form = profile_form(admin)
+    hand_edited = env.config_text().replace("allow: [khanacademy.org]", "allow: [khanacademy.org, scratch.mit.edu]")
+    env.config_path.write_text(hand_edited)
+    form["allow"] = "tiktok.com"
+    response = admin.post("/profiles/kids", data=form)
+    assert response.status_code == 200
+    assert "changed meanwhile" in response.get_data(as_text=True)
+    assert env.config_text() == hand_edited
+    # The reloaded page carries the new version, and then the edit goes through.
+    form = profile_form(admin)
+    form["allow"] = "tiktok.com"
+    assert admin.post("/profiles/kids", data=form).status_code == 302
+
+
+def test_new_profile_from_a_preset(env, admin):
+    page = admin.get("/profiles").get_data(as_text=True)
+    response = admin.post("/profiles", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                             "name": "emma", "preset": "young_child"})
+    assert response.status_code == 302 and location_path(response) == "/profiles/emma"
+    assert "emma:" in env.config_text()
+
+
+@pytest.mark.parametrize("name", ["kids", "Bad Name!", ""])
+def test_new_profile_refuses_a_bad_or_taken_name(env, admin, name):
+    before = env.config_text()
+    page = admin.get("/profiles").get_data(as_text=True)
+    response = admin.post("/profiles", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                             "name": name, "preset": "teen"}, follow_redirects=True)
+    assert 'class="flash error"' in response.get_data(as_text=True)
+    assert env.config_text() == before
+
+
+# ---------------------------------------------------------------- devices
+
+
+def seen_client(env, ip: str = "192.168.1.70", hostname: str | None = "emma-ipad") -> None:
+    now = time.time()
+    env.execute("INSERT INTO clients_seen (client, mac, device, hostname, first_seen, last_seen, queries)"
+                " VALUES (?, NULL, NULL, ?, ?, ?, 1)", (ip, hostname, now, now))
+
+
+def assign(admin, **fields):
+    page = admin.get("/devices").get_data(as_text=True)
+    data = {"csrf_token": page_csrf(admin), "version": version_from(page), "old_name": "", "mac": "", **fields}
+    return admin.post("/devices/assign", data=data, follow_redirects=True)
+
+
+def test_naming_a_new_device(env, admin):
+    seen_client(env)
+    assert "emma-ipad" in admin.get("/devices").get_data(as_text=True)
+    response = assign(admin, name="emma-ipad", profile="kids", ip="192.168.1.70")
+    assert 'class="flash ok"' in response.get_data(as_text=True)
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert [(d.name, d.ip, d.profile) for d in config.rules.devices][-1] == ("emma-ipad", "192.168.1.70", "kids")
+    assert "# Devices, by address" in env.config_text()
+
+
+@pytest.mark.parametrize("name", ["<b>bad</b>", "", "-starts-with-dash", "x" * 80])
+def test_naming_a_device_refuses_a_bad_name(env, admin, name):
+    seen_client(env)
+    before = env.config_text()
+    response = assign(admin, name=name, profile="kids", ip="192.168.1.70")
+    body = response.get_data(as_text=True)
+    assert 'class="flash error"' in body
+    assert "<b>bad</b>" not in body
+    assert env.config_text() == before
+
+
+def test_naming_a_device_after_an_existing_one_is_refused(env, admin):
+    before = env.config_text()
+    response = assign(admin, name="kids-tablet", profile="adults", ip="192.168.1.70")
+    assert "exists already" in response.get_data(as_text=True)
+    assert env.config_text() == before
+
+
+def test_naming_a_device_with_an_unknown_profile_is_refused(env, admin):
+    before = env.config_text()
+    response = assign(admin, name="emma-ipad", profile="nobody", ip="192.168.1.70")
+    assert 'class="flash error"' in response.get_data(as_text=True)
+    assert env.config_text() == before
+
+
+def test_renaming_a_device_and_changing_its_profile(env, admin):
+    response = assign(admin, name="Kids Tablet", profile="adults", old_name="kids-tablet", ip="192.168.1.23")
+    assert 'class="flash ok"' in response.get_data(as_text=True)
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert ("Kids Tablet", "192.168.1.23", "adults") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+    assert "kids-tablet" not in env.config_text()
+
+
+def test_device_naming_from_an_outdated_page_is_refused(env, admin):
+    page = admin.get("/devices").get_data(as_text=True)
+    version = version_from(page)
+    hand_edited = env.config_text() + "# edited by hand\n"
+    env.config_path.write_text(hand_edited)
+    response = admin.post("/devices/assign", data={"csrf_token": page_csrf(admin), "version": version,
+                                                   "name": "emma", "profile": "kids", "ip": "192.168.1.70"},
+                          follow_redirects=True)
+    assert "changed meanwhile" in response.get_data(as_text=True)
+    assert env.config_text() == hand_edited
+
+
+def test_pause_resume_bonus_and_allow_from_the_device_page(env, admin):
+    token = page_csrf(admin)
+    assert admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"}).status_code == 302
+    assert "paused" in admin.get("/devices").get_data(as_text=True)
+    admin.post("/devices/kids-tablet/resume", data={"csrf_token": token})
+    admin.post("/devices/kids-tablet/bonus", data={"csrf_token": token, "minutes": "30"})
+    admin.post("/devices/kids-tablet/allow", data={"csrf_token": token, "what": "youtube", "minutes": "60"})
+    kinds = [row[0] for row in env.query("SELECT kind FROM overrides ORDER BY id")]
+    assert kinds == ["pause", "bonus", "allow"]
+    assert env.query("SELECT ended IS NOT NULL FROM overrides WHERE kind = 'pause'") == [(1,)]
+    assert [a[1] for a in env.audit() if a[0] == "web UI"] == ["pause", "resume", "bonus", "allow"]
+
+
+@pytest.mark.parametrize("minutes", ["abc", "0", "-5", "9999999"])
+def test_device_actions_refuse_bad_minutes(env, admin, minutes):
+    token = page_csrf(admin)
+    response = admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": minutes},
+                          follow_redirects=True)
+    assert 'class="flash error"' in response.get_data(as_text=True)
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]
+
+
+# ---------------------------------------------------------------- log
+
+
+def test_log_filters_and_one_tap_rules(env, admin):
+    insert_query(env, "pokerstars.com", category="gambling")
+    insert_query(env, "khanacademy.org", action="allow", category=None)
+    body = admin.get("/log?decision=blocked").get_data(as_text=True)
+    assert "pokerstars.com" in body and "khanacademy.org" not in body
+    body = admin.get("/log?q=khan").get_data(as_text=True)
+    assert "khanacademy.org" in body and "pokerstars.com" not in body
+    why = admin.get("/log/why?name=pokerstars.com&device=kids-tablet")
+    assert why.status_code == 200
+    assert admin.get("/log/why?name=not%20a%20name").status_code == 400
+    token = page_csrf(admin)
+    response = admin.post("/log/rule", data={"csrf_token": token, "name": "pokerstars.com", "action": "allow",
+                                             "profile": "kids"})
+    assert response.status_code == 302
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert "pokerstars.com" in config.rules.profiles["kids"].allow
+    before = env.config_text()
+    for data in ({"name": "not a domain", "action": "block", "profile": "kids"},
+                 {"name": "example.com", "action": "block", "profile": "nobody"}):
+        body = admin.post("/log/rule", data={"csrf_token": token, **data}, follow_redirects=True).get_data(as_text=True)
+        assert 'class="flash error"' in body
+    assert env.config_text() == before
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize("current, new, confirm, message", [
+    (PASSWORD, "short", "short", "at least 10"),
+    (PASSWORD, "long enough one", "long enough two", "differ"),
+    ("not the password", "long enough one", "long enough one", "current password is wrong"),
+])
+def test_password_change_errors_show_beside_the_form_and_change_nothing(env, admin, current, new, confirm, message):
+    stored = env.query("SELECT password_hash FROM admin")
+    token = page_csrf(admin)
+    response = admin.post("/settings", data={"csrf_token": token, "action": "password", "current": current,
+                                             "new": new, "confirm": confirm})
+    assert response.status_code == 200
+    assert message in section(response.get_data(as_text=True), "Password")
+    assert env.query("SELECT password_hash FROM admin") == stored
+    assert admin.get("/settings").status_code == 200      # still logged in
+
+
+def test_api_token_needs_a_name(env, admin):
+    token = page_csrf(admin)
+    response = admin.post("/settings", data={"csrf_token": token, "action": "token", "name": "  "})
+    assert "Give the token a name" in section(response.get_data(as_text=True), "API tokens")
+    assert env.query("SELECT count(*) FROM api_tokens") == [(0,)]
+
+
+def test_revoking_an_unknown_token_says_so(env, admin):
+    token = page_csrf(admin)
+    response = admin.post("/settings", data={"csrf_token": token, "action": "revoke", "token_id": "999"},
+                          follow_redirects=True)
+    assert 'class="flash error"' in response.get_data(as_text=True)
+
+
+def test_lists_update_starts_in_the_background(env, admin, monkeypatch):
+    import subprocess
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args))
+    response = admin.post("/lists/update", data={"csrf_token": page_csrf(admin)})
+    assert response.status_code == 302
+    assert started and started[0][-4:-1] == ["lists", "update", "--config"]
+    assert ("web UI", "lists update", "started") in env.audit()
+
+
+# ---------------------------------------------------------------- the wizard
+
+
+def test_wizard_creates_a_childs_profile_and_devices(env, admin):
+    seen_client(env, "192.168.1.70")
+    page = admin.get("/setup/wizard").get_data(as_text=True)
+    response = admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                                 "timezone": "Europe/Paris", "child": "emma", "preset": "young_child",
+                                                 "device": ["192.168.1.70"], "default_profile": "kids"})
+    assert response.status_code == 302 and location_path(response) == "/"
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert config.timezone == "Europe/Paris" and config.rules.default_profile == "kids"
+    assert config.rules.profiles["emma"].preset == "young_child"
+    assert ("emma-device-1", "192.168.1.70", "emma") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+
+
+def test_wizard_never_replaces_an_existing_profile(env, admin):
+    before = env.config_text()
+    page = admin.get("/setup/wizard").get_data(as_text=True)
+    response = admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                                 "timezone": "UTC", "child": "kids", "preset": "young_child"})
+    assert response.status_code == 200
+    assert "exists already" in response.get_data(as_text=True)
+    assert env.config_text() == before
+
+
+def test_wizard_refuses_an_unknown_time_zone(env, admin):
+    before = env.config_text()
+    page = admin.get("/setup/wizard").get_data(as_text=True)
+    response = admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                                 "timezone": "Mars/Olympus", "child": ""})
+    assert 'class="flash error"' in response.get_data(as_text=True)
+    assert env.config_text() == before
+
+
+def test_logged_out_parent_is_sent_to_login_and_back(env):
+    client = env.client()
+    response = client.get("/devices/kids-tablet")
+    assert location_path(response) == "/login"
+    response = login(client, next_path=response.headers["Location"].split("next=", 1)[1])
+    assert response.headers["Location"].endswith("/devices/kids-tablet")
+
+
+def test_the_inline_code_check_finds_what_it_looks_for():
+    assert inline_code('<p style="color: red">') == ["style= on <p>"]
+    assert inline_code("<script>alert(1)</script>") == ["inline <script>", "code inside <script>"]
+    assert inline_code('<img src=x onerror="alert(1)">') == ["onerror= on <img>"]
+    assert inline_code('<a href="javascript:alert(1)">') == ["javascript: URL on <a>"]
+    assert inline_code('<script src="/static/app.js"></script><p title="&#34; onerror=x">') == []
+
+
+def test_device_names_are_escaped(env, admin):
+    configfile.edit(env.config_path, None, lambda doc: doc["devices"].append(
+        {"name": "Emma's iPad", "ip": "192.168.1.71", "profile": "kids"}))
+    token = page_csrf(admin)
+    admin.post("/devices/Emma's iPad/pause", data={"csrf_token": token})
+    for path in ("/devices", "/devices/Emma's%20iPad", "/profiles", "/log", "/settings"):
+        body = admin.get(path).get_data(as_text=True)
+        assert "Emma's iPad" not in body, path
+    assert "Emma&#39;s iPad" in admin.get("/devices").get_data(as_text=True)
