@@ -5,7 +5,7 @@ import ipaddress
 import struct
 
 from . import wire
-from .policy import BLOCK, LOCAL, NXDOMAIN, Decision
+from .policy import LOCAL, NXDOMAIN, Decision
 
 BLOCKED_TTL = 10   # short, so a parent's "allow" reaches the child's device quickly
 LOCAL_TTL = 300

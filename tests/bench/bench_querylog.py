@@ -2,21 +2,18 @@
 """Benchmark of the query log (a script, not a test): writing rate, and dashboard reads at 10M rows.
 
     .venv/bin/python tests/bench/bench_querylog.py [--seconds 10] [--rows 10000000] [--skip-writer]
-                                                     [--skip-reads] [--try-fixes] [--regenerate]
+                                                     [--skip-reads] [--regenerate]
 
 1. Writing: synthetic events (8 devices, realistic names, decisions built as policy.Decision)
    fed to a QueryLog. Measured as the writer alone (flush() in this thread, batches of 5,000:
    its ceiling, CPU split into Python preparation and SQLite), then as in the daemon: the real
    hot path (Resolver.answer with a real policy, which calls record) in one thread — paced at
    2,000 and 20,000 queries/s, and flat out — while the writer thread runs with its own
-   cadence: rows/s, drops, the writer's and the loop's CPU. The flat-out run is repeated with
-   a candidate writer (JsonBatchQueryLog: one INSERT ... SELECT FROM json_each(?) per table).
+   cadence: rows/s, drops, the writer's and the loop's CPU.
 2. Reading: a state.db with --rows rows over 30 days for 8 devices (+ a few unknown clients),
    with matching rollups and clients_seen, generated once (~2 min) and cached in
    /tmp/filterd-bench/. Each history function a dashboard, devices or log page calls is
    timed (first call, then the median of 5), including worst cases (filters matching nothing).
-3. --try-fixes: proposed query rewrites on the schema as it is, then on a copy with the
-   proposed indexes (the cached DB is left untouched), plus the writer's and retention's cost.
 
 Figures only: nothing here asserts a time. Targets: >= 20,000 rows/s written, <= 100 ms a read.
 """
@@ -25,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -202,50 +198,6 @@ def bench_writer_alone(folder: Path, pool: list[tuple], seconds: float) -> dict:
             "sqlite_us_per_row": flush_cpu / written * 1e6 - prepare * 1e6}
 
 
-class JsonBatchQueryLog(QueryLog):
-    """Candidate fix: the same flush, but each table written by ONE statement over a JSON array
-    (`INSERT ... SELECT ... FROM json_each(?)`) instead of executemany. executemany releases and
-    re-takes the GIL around every row's sqlite3_step; with the DNS thread busy, every re-take
-    waits out the switch interval (5 ms): the writer crawls (the "convoy effect"). One statement
-    releases the GIL once for the whole batch."""
-
-    def flush(self, conn) -> int:
-        import json
-
-        batch, self.pending = self.pending, []
-        if not batch:
-            return 0
-        rows, rollups, seen = querylog.rows_from_events(batch, self.neighbours)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(
-                "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
-                " latency_ms, profile) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-                " value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 FROM json_each(?)",
-                (json.dumps(rows),))
-            conn.execute(
-                "INSERT INTO rollups (hour, device, category, queries, blocked) SELECT value->>0, value->>1,"
-                " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true ON CONFLICT (hour, device, category)"
-                " DO UPDATE SET queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
-                (json.dumps([(hour, device, category, counts[0], counts[1])
-                             for (hour, device, category), counts in rollups.items()]),))
-            conn.execute(
-                "INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries) SELECT value->>0,"
-                " value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE true"
-                " ON CONFLICT (client) DO UPDATE SET mac = coalesce(excluded.mac, mac), device = excluded.device,"
-                " last_seen = max(last_seen, excluded.last_seen), queries = queries + excluded.queries",
-                (json.dumps([(client, mac, device, first, last, count)
-                             for client, (mac, device, first, last, count) in seen.items()]),))
-            conn.execute("COMMIT")
-        except Exception:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self.dropped += len(batch)
-            return 0
-        self.written += len(rows)
-        return len(rows)
-
-
 def house_resolver(folder: Path, house: House, allowed: int = 4_000, blocked: int = 800):
     """A real Resolver for the house (child/teen/adult presets, 8 devices) with its answers ready:
     allowed names in its cache, blocked ones decided once (memoised, as after the first minute)."""
@@ -394,9 +346,13 @@ def generate_db(path: Path, rows: int, end: float, seed: int = 42) -> None:
                     SELECT CAST(ts / 3600 AS INTEGER), coalesce(device, client), coalesce(category, ''),
                            count(*), sum(action IN ('block', 'nxdomain'))
                     FROM queries GROUP BY 1, 2, 3""")
+    conn.execute("""INSERT INTO name_rollups (hour, device, blocked, name, queries)
+                    SELECT CAST(ts / 3600 AS INTEGER), coalesce(device, client), action IN ('block', 'nxdomain'),
+                           name, count(*)
+                    FROM queries WHERE name IS NOT NULL AND action != 'local' GROUP BY 1, 2, 3, 4""")
     conn.execute("""INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries)
                     SELECT client, NULL, max(device), min(ts), max(ts), count(*) FROM queries GROUP BY client""")
-    # No ANALYZE: state.py never runs it (nor PRAGMA optimize), so the daemon's DB has no sqlite_stat1.
+    # No ANALYZE here: the daemon runs PRAGMA optimize only hourly, so measure without statistics.
     conn.close()
     os.replace(tmp, path)
     print(f"  rollups, clients_seen done ({time.perf_counter() - began:.0f} s)", flush=True)
@@ -407,7 +363,13 @@ def big_db(rows: int, regenerate: bool) -> tuple[Path, float]:
     CACHE.mkdir(parents=True, exist_ok=True)
     path = CACHE / f"state-{rows}.db"
     if path.exists() and not regenerate:
-        conn = sqlite3.connect(path)
+        conn = state.connect(path)   # brings an older cached DB up to the current schema
+        if not conn.execute("SELECT 1 FROM name_rollups LIMIT 1").fetchone():
+            print("  adding per-name rollups to the cached DB...", flush=True)
+            conn.execute("""INSERT INTO name_rollups (hour, device, blocked, name, queries)
+                            SELECT CAST(ts / 3600 AS INTEGER), coalesce(device, client),
+                                   action IN ('block', 'nxdomain'), name, count(*)
+                            FROM queries WHERE name IS NOT NULL AND action != 'local' GROUP BY 1, 2, 3, 4""")
         end = conn.execute("SELECT max(ts) FROM queries").fetchone()[0]
         conn.close()
         print(f"reusing {path} ({path.stat().st_size / 2**30:.2f} GiB)")
@@ -496,191 +458,12 @@ def bench_reads(path: Path, now: float) -> list[tuple[str, float, float, int]]:
 ROW_COLUMNS = "id, ts, device, client, name, qtype, action, rule, reason, category, rcode, latency_ms, profile"
 
 
-def first_id_at(conn, moment: float) -> int:
-    """Proposed _first_id_since: the first row of the ts index at or after `moment` — one index
-    seek. (`SELECT min(id) ... WHERE ts >= ?` is answered by walking the table from id 1 — the
-    min() optimisation picks the rowid order — until a row is recent enough: 29 days of rows.)"""
-    row = conn.execute("SELECT id FROM queries WHERE ts >= ? ORDER BY ts LIMIT 1", (moment,)).fetchone()
-    return row[0] if row else conn.execute("SELECT coalesce(max(id), 0) + 1 FROM queries").fetchone()[0]
-
-
-def proposed_recent_queries(conn, filters: QueryFilter = QueryFilter(), limit: int = 50,
-                            before_id: int | None = None) -> list[history.QueryRow]:
-    """recent_queries with since/until turned into an id range (rows are appended in time order),
-    and the device filter as two branches (named device; unnamed client) that each read an index
-    in id order instead of one OR that no index serves."""
-    where, args = [], []
-    low = first_id_at(conn, filters.since) if filters.since is not None else None
-    high = first_id_at(conn, filters.until) if filters.until is not None else None
-    if before_id is not None:
-        high = before_id if high is None else min(high, before_id)
-    if low is not None:
-        where.append("id >= ?")
-        args.append(low)
-    if high is not None:
-        where.append("id < ?")
-        args.append(high)
-    if filters.action == "blocked":
-        where.append("action IN ('block', 'nxdomain')")
-    elif filters.action:
-        where.append("action = ?")
-        args.append(filters.action)
-    if filters.category:
-        where.append("category = ?")
-        args.append(filters.category)
-    if filters.text:
-        where.append("name LIKE ? ESCAPE '\\'")
-        args.append("%" + filters.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-    limit = max(1, min(limit, history.MAX_PAGE))
-    rest = "".join(" AND " + w for w in where)
-    if filters.device:
-        sql = (f"SELECT * FROM (SELECT {ROW_COLUMNS} FROM queries WHERE device = ?{rest} ORDER BY id DESC LIMIT ?)"
-               f" UNION ALL SELECT * FROM (SELECT {ROW_COLUMNS} FROM queries WHERE device IS NULL AND client = ?"
-               f"{rest} ORDER BY id DESC LIMIT ?) ORDER BY id DESC LIMIT ?")
-        args = [filters.device, *args, limit, filters.device, *args, limit, limit]
-    else:
-        sql = f"SELECT {ROW_COLUMNS} FROM queries" + (" WHERE " + " AND ".join(where) if where else "") + \
-              " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-    return [history.QueryRow(*row) for row in conn.execute(sql, args)]
-
-
-def proposed_top_domains(conn, since: float, blocked: bool, limit: int = 10, device: str | None = None,
-                         hint: str = "") -> list[tuple[str, int]]:
-    """top_domains with the id bound from first_id_at; `hint` = "NOT INDEXED" forces the plain
-    id-range scan (the planner otherwise walks queries_action_ts for ALL days of that action)."""
-    actions = "('block', 'nxdomain')" if blocked else "('allow', 'rewrite')"
-    sql = f"SELECT name, count(*) AS n FROM queries {hint} WHERE id >= ? AND action IN {actions} AND name IS NOT NULL"
-    args: list = [first_id_at(conn, since)]
-    if device:
-        sql += " AND (device = ? OR (device IS NULL AND client = ?))"
-        args += [device, device]
-    sql += " GROUP BY name ORDER BY n DESC LIMIT ?"
-    args.append(limit)
-    return conn.execute(sql, args).fetchall()
-
-
-# Proposed index set: SQLite ends every index with the rowid, so (device) is (device, id) and
-# serves "device = ? ORDER BY id DESC LIMIT n" without sorting, and "device = ? AND id >= ?"
-# as one range; likewise (action). They replace (device, ts) and (action, ts), which only
-# serve ts ranges that the id range makes unnecessary.
-PROPOSED_INDEXES = [
-    "CREATE INDEX queries_device ON queries (device)",
-    "CREATE INDEX queries_unnamed_client ON queries (client) WHERE device IS NULL",
-    "CREATE INDEX queries_action ON queries (action)",
-    "CREATE INDEX queries_category ON queries (category) WHERE category IS NOT NULL",
-]
-REPLACED_INDEXES = ["queries_device_ts", "queries_action_ts"]
-
-
-def fix_calls(conn, now: float) -> list[tuple[str, object]]:
-    day, week = now - DAY, now - 7 * DAY
-    return [
-        ("_first_id_since (today): current min(id)", lambda: history._first_id_since(conn, day)),
-        ("first_id_at (today): ORDER BY ts LIMIT 1", lambda: first_id_at(conn, day)),
-        ("top_domains blocked 24h", lambda: proposed_top_domains(conn, day, True)),
-        ("top_domains allowed 24h", lambda: proposed_top_domains(conn, day, False)),
-        ("top_domains allowed 24h NOT INDEXED", lambda: proposed_top_domains(conn, day, False, hint="NOT INDEXED")),
-        ("top_domains blocked 24h device", lambda: proposed_top_domains(conn, day, True, device="tablet")),
-        ("top_domains allowed 24h device", lambda: proposed_top_domains(conn, day, False, device="tablet")),
-        ("top_domains blocked 7d", lambda: proposed_top_domains(conn, week, True)),
-        ("recent a day, a week ago (id range)", lambda: proposed_recent_queries(
-            conn, QueryFilter(since=now - 8 * DAY, until=week))),
-        ("recent last hour (id range)", lambda: proposed_recent_queries(conn, QueryFilter(since=now - 3600))),
-        ("recent device=tablet", lambda: proposed_recent_queries(conn, QueryFilter(device="tablet"))),
-        ("recent device=unknown IP", lambda: proposed_recent_queries(conn, QueryFilter(device=UNKNOWN_CLIENTS[-1]))),
-        ("recent device=not seen lately", lambda: proposed_recent_queries(conn, QueryFilter(device=ABSENT_DEVICE))),
-        ("recent device=not seen, 24h", lambda: proposed_recent_queries(
-            conn, QueryFilter(device=ABSENT_DEVICE, since=day))),
-        ("recent device+blocked", lambda: proposed_recent_queries(
-            conn, QueryFilter(device="parent-laptop", action="blocked"))),
-        ("recent action=blocked", lambda: proposed_recent_queries(conn, QueryFilter(action="blocked"))),
-        ("recent action=nxdomain", lambda: proposed_recent_queries(conn, QueryFilter(action="nxdomain"))),
-        ("recent category=csam (none)", lambda: proposed_recent_queries(conn, QueryFilter(category="csam"))),
-        ("recent category=csam (none), 24h", lambda: proposed_recent_queries(
-            conn, QueryFilter(category="csam", since=day))),
-        ("recent text=no match, 24h", lambda: proposed_recent_queries(conn, QueryFilter(text="zzqx", since=day))),
-        ("recent text=no match, 7d", lambda: proposed_recent_queries(conn, QueryFilter(text="zzqx", since=week))),
-    ]
-
-
-def run_calls(calls, prefix: str = "") -> list[tuple[str, float, float, int]]:
-    results = []
-    for label, call in calls:
-        first, median, result = timed(call)
-        results.append((prefix + label, first, median, len(result) if isinstance(result, list) else 1))
-    return results
-
-
-def bench_fixes(path: Path, now: float) -> list[tuple[str, float, float, int]]:
-    """The proposed queries on the schema as it is, then on a copy with the proposed indexes."""
-    conn = state.connect(path, readonly=True)
-    results = run_calls(fix_calls(conn, now), "now: ")
-    conn.close()
-
-    copy = CACHE / "state-fixes.db"
-    print(f"\n(copying the DB to {copy} to try the proposed indexes; the cached DB is left as it is)", flush=True)
-    shutil.copyfile(path, copy)
-    conn = state.connect(copy)
-    results.append(writer_cost(conn, copy, "now: writer, flush 50k rows into the 10M DB"))
-    began = time.perf_counter()
-    for name in REPLACED_INDEXES:
-        conn.execute(f"DROP INDEX {name}")
-    for sql in PROPOSED_INDEXES:
-        conn.execute(sql)
-    print(f"  proposed indexes built in {time.perf_counter() - began:.0f} s", flush=True)
-    results += run_calls(fix_calls(conn, now), "idx: ")
-    results += run_calls([
-        ("history.recent_queries device=tablet", lambda: history.recent_queries(conn, QueryFilter(device="tablet"))),
-        ("history.recent_queries category=csam", lambda: history.recent_queries(conn, QueryFilter(category="csam"))),
-        ("history.recent_queries action=nxdomain", lambda: history.recent_queries(
-            conn, QueryFilter(action="nxdomain"))),
-        ("history.top_domains allowed 24h", lambda: history.top_domains(conn, now - DAY, blocked=False)),
-    ], "idx: ")
-    results.append(writer_cost(conn, copy, "idx: writer, flush 50k rows into the 10M DB"))
-    # worker 0's hourly retention pass when a day falls out of a 29-day window (~1/30 of the rows)
-    retention = QueryLog(copy, LogConfig(retention_days=29), clock=lambda: now)
-    before = conn.execute("SELECT count(*) FROM queries").fetchone()[0]
-    started = time.perf_counter()
-    retention.enforce_retention(conn)
-    took = (time.perf_counter() - started) * 1000
-    deleted = before - conn.execute("SELECT count(*) FROM queries").fetchone()[0]
-    results.append((f"idx: retention, delete a day: all / per 20k chunk", took,
-                    took / max(1, deleted / querylog.DELETE_CHUNK), deleted))
-    conn.close()
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{copy}{suffix}").unlink(missing_ok=True)
-    return results
-
-
-def writer_cost(conn, path: Path, label: str) -> tuple[str, float, float, int]:
-    """ms per 1,000 rows flushed (first column: ms for all 50,000), after a first 50,000 to warm up."""
-    pool = event_pool(House(), 50_000)
-    log = QueryLog(path, LogConfig())
-    ts = time.time()
-    total = 0.0
-    for _ in range(2):
-        started = time.perf_counter()
-        for offset in range(0, len(pool), 5_000):
-            for j, (client, device, profile, key, qtype, decision, rcode, latency, mode) in \
-                    enumerate(pool[offset:offset + 5_000]):
-                log.record((ts, client, device, profile, key, qtype, decision, rcode, latency, mode))
-                ts += 0.001
-            log.flush(conn)
-        total = (time.perf_counter() - started) * 1000
-    return label, total, total / 50, len(pool)   # (all 50k ms, ms per 1,000 rows, rows)
-
-
-# ---------------------------------------------------------------- main
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each writing run lasts")
     parser.add_argument("--rows", type=int, default=10_000_000, help="rows in the big state.db")
     parser.add_argument("--skip-writer", action="store_true")
     parser.add_argument("--skip-reads", action="store_true")
-    parser.add_argument("--try-fixes", action="store_true", help="also time candidate indexes and rewrites")
     parser.add_argument("--regenerate", action="store_true", help="rebuild the cached big DB")
     args = parser.parse_args()
     print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
@@ -696,10 +479,6 @@ def main() -> int:
                 ("loop at 20,000 q/s", bench_writer_as_in_daemon(Path(folder), house, args.seconds, 20_000)),
                 ("loop flat out (saturated, a flood)", bench_writer_as_in_daemon(
                     Path(folder), house, args.seconds / 2, None)),
-                ("  same, JSON-batch writer (candidate)", bench_writer_as_in_daemon(
-                    Path(folder), house, args.seconds / 2, None, JsonBatchQueryLog)),
-                ("  20,000 q/s, JSON-batch writer (candidate)", bench_writer_as_in_daemon(
-                    Path(folder), house, args.seconds / 2, 20_000, JsonBatchQueryLog)),
             ]
         print("\n1. query log writing (target >= 20,000 rows/s)")
         print(f"  writer alone, flush() of 5,000-event batches in one thread: {alone['rows_per_s']:,.0f} rows/s;"
@@ -718,9 +497,6 @@ def main() -> int:
         path, now = big_db(args.rows, args.regenerate)
         print_reads(bench_reads(path, now), f"2. dashboard reads over {args.rows:,} rows "
                                             f"(target <= {TARGET_READ_MS:.0f} ms; warm page cache)")
-        if args.try_fixes:
-            print_reads(bench_fixes(path, now), "3. proposed queries, on the schema as it is (now:) and with the proposed"
-                        " indexes (idx:)\n  (writer rows: first = ms for 50,000 rows, median = ms per 1,000 rows)")
     return 0
 
 
