@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
@@ -42,7 +43,7 @@ def create_profile():
     preset = request.form.get("preset", "")
 
     def change(document):
-        profiles = document.setdefault("profiles", {})
+        profiles = _profiles_of(document)
         if name in profiles:
             raise services.ActionError(f"A profile named {name} exists already.", "name")
         profiles[name] = {"preset": preset} if preset else {}
@@ -93,6 +94,17 @@ def profile(name: str):
 
 # The profile editor's fields that show their own error; any other goes on top of the form.
 PROFILE_FIELDS = ("version", "block_categories", "allow", "block", "schedules")
+
+
+def _profiles_of(document) -> dict:
+    """The document's profiles, created so that a first child's profile does not become the
+    rules of every unnamed device: the implicit `default` profile is written out and kept."""
+    if not document.get("profiles"):
+        document["profiles"] = {"default": {}}
+        document.setdefault("default_profile", "default")
+    elif "default_profile" not in document:
+        document["default_profile"] = next(iter(document["profiles"]))
+    return document["profiles"]
 
 
 def _field_of(path: str | None, profile: str) -> str:
@@ -190,7 +202,7 @@ def settings():
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
     return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
-                           failures=failures, trail=trail)
+                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone))
 
 
 @bp.route("/setup/wizard", methods=["GET", "POST"])
@@ -208,7 +220,7 @@ def wizard():
         def change(document):
             document["timezone"] = timezone
             if child:
-                profiles = document.setdefault("profiles", {})
+                profiles = _profiles_of(document)
                 if child in profiles:   # never replace a profile (and its rules) from the wizard
                     raise services.ActionError(f"A profile named {child} exists already: "
                                                "choose another name, or edit it on the Profiles page.", "child")
