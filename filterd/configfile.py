@@ -30,6 +30,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from .config import Config, ConfigError, parse_config, read_yaml
+from .files import fsync_directory
 
 
 class VersionConflict(Exception):
@@ -266,11 +267,7 @@ def write_atomically(path: Path, text: str) -> None:
                 staged.write_bytes(path.read_bytes())
             os.replace(staged, backup)
         os.replace(temp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(directory)
     except BaseException:
         try:
             os.unlink(temp)

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TextIO
 from urllib.parse import urljoin, urlsplit
 
+from .files import fsync_directory
+
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
@@ -213,7 +215,7 @@ def _fetch_locked(
                 raise _Failure(f"got a web page instead of a list from {current}", 200)
             fetched_at = datetime.now(timezone.utc)
             os.replace(part, target)
-            _fsync_dir(store)  # the list is on disk before the sidecar that describes it
+            fsync_directory(store)  # the list is on disk before the sidecar that describes it
             _save_meta(store / f"{list_id}.meta.json", {
                 "url": url, "final_url": current, "etag": response.getheader("ETag"),
                 "last_modified": response.getheader("Last-Modified"),
@@ -497,24 +499,10 @@ def _save_meta(path: Path, meta: dict[str, object]) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(part, path)
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
     except OSError as exc:
         log.warning("cannot write %s: %s (the next update downloads the list in full)", path, exc)
         part.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename survive a power cut (a Pi gets unplugged)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _looks_like_web_page(path: Path) -> bool:

@@ -46,6 +46,8 @@ from typing import Any
 
 from filterd.domains import ParsedList
 
+from .files import fsync_directory
+
 __all__ = [
     "MAX_LISTS",
     "CorruptIndexError",
@@ -320,22 +322,8 @@ def _write_atomically(path: Path, tables: tuple[tuple[array, array], ...], meta:
         except FileNotFoundError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return size
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (a power cut must not bring the old index back)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- looking up
