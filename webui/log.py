@@ -64,6 +64,7 @@ def why():
     device = request.args.get("device") or None
     decision = explain(config, name, device, request.args.get("qtype", 1, type=int))
     return render_template("why.html", name=name, device=device, decision=decision, tz=ZoneInfo(config.timezone),
+                           categories=config.catalog.categories, services=config.catalog.services,
                            profile=next((d.profile for d in config.rules.devices if d.name == device),
                                         config.rules.default_profile))
 
