@@ -51,6 +51,48 @@ def parse_log_config(data, check) -> LogConfig:
     )
 
 
+class CpuBudget:
+    """Keeps the writer off a saturated DNS thread: a flood is answered, not logged.
+
+    After each flush the writer asks how long to rest. While the DNS thread and the writer
+    together use less than `busy` of a core there is no rest: at a house's load every query
+    is logged. Past it (a flood, or a Pi's one busy core) the writer takes at most `share` of
+    the time; the queue then fills and the excess is counted as dropped.
+    """
+
+    def __init__(self, dns_cpu=None, share: float = 0.08, busy: float = 0.85, clock=time.monotonic):
+        self.dns_cpu = dns_cpu or _thread_cpu_reader(threading.main_thread())
+        self.share = share
+        self.busy = busy
+        self.clock = clock
+        self.last_wall = clock()
+        self.last_dns = self.dns_cpu()
+        self.own_since = 0.0
+
+    def rest_after(self, own_cpu_s: float) -> float:
+        """Seconds to rest after a flush that took `own_cpu_s` of the writer's CPU."""
+        now, dns = self.clock(), self.dns_cpu()
+        elapsed = now - self.last_wall
+        self.own_since += own_cpu_s
+        if elapsed < 0.2:   # too short a window to judge: decide at the next flush
+            return 0.0
+        load = (dns - self.last_dns + self.own_since) / elapsed
+        self.last_wall, self.last_dns, self.own_since = now, dns, 0.0
+        if load < self.busy:
+            return 0.0
+        return min(own_cpu_s * (1 / self.share - 1), 5.0)
+
+
+def _thread_cpu_reader(thread: threading.Thread):
+    """CPU seconds used so far by `thread` (Linux: its CPU clock); 0 where unsupported."""
+    try:
+        clock_id = time.pthread_getcpuclockid(thread.ident)
+        time.clock_gettime(clock_id)
+    except (AttributeError, OSError, TypeError):
+        return lambda: 0.0
+    return lambda: time.clock_gettime(clock_id)
+
+
 class QueryLog:
     """One worker's log queue and its writer thread."""
 
@@ -104,11 +146,16 @@ class QueryLog:
 
     def _run(self) -> None:
         conn = state.connect(self.db_file)
+        budget = CpuBudget()
         try:
             while not self._stop.is_set():
                 self._wake.wait(FLUSH_INTERVAL_S)
                 self._wake.clear()
+                started = time.thread_time()
                 self.flush(conn)
+                rest = budget.rest_after(time.thread_time() - started)
+                if rest:
+                    self._stop.wait(rest)
                 if self.retention and self.clock() - self._last_retention >= RETENTION_INTERVAL_S:
                     self.enforce_retention(conn)
             self.flush(conn)

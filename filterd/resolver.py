@@ -22,7 +22,9 @@ from .policy import ALLOW, REWRITE, Decision, Override, Policy, decide
 from .replies import decision_reply, rewrite_reply
 from .upstream import UpstreamError, UpstreamPool
 
-MEMO_LIMIT = 20_000     # decisions remembered per client before the memo starts over
+MEMO_LIMIT = 20_000
+_monotonic = time.monotonic
+_time = time.time     # decisions remembered per client before the memo starts over
 
 
 class Client:
@@ -74,6 +76,7 @@ class Resolver:
         self.neighbours: dict[str, str] = {}
         self.querylog = None        # querylog.QueryLog, set by the worker
         self.access = AccessList(dns.allow_networks)
+        self.access_verdicts = self.access.verdicts
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
         self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
         self.pool = UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
@@ -88,10 +91,13 @@ class Resolver:
         `limit` is the transport's size limit: 65535 for TCP, and for UDP 0, meaning the
         query's own (512, or its EDNS buffer size up to 1232).
         """
-        if not self.access.allows(ip):
+        allowed = self.access_verdicts.get(ip)   # memoised per source address
+        if allowed is None:
+            allowed = self.access.allows(ip)
+        if not allowed:
             self.counters["refused"] += 1
             return _refused(data)
-        now = time.monotonic()
+        now = _monotonic()
         if self.limiter is not None and not self.limiter.allow(ip, now):
             return None
         try:
@@ -109,13 +115,12 @@ class Resolver:
         client = self.clients.get(ip)
         if client is None:
             client = self.identify(ip)
-        wall = time.time()
+        wall = _time()
         verdict = client.memo.get(query.key)
         if verdict is None or wall >= verdict.valid_until:
             verdict = self.judge(client, query, wall)
         decision = verdict.decision
         if verdict.plain is not None:
-            self.counters["blocked" if decision.blocked else "local"] += 1
             reply = verdict.reply(query)
         elif query.qtype == wire.TYPE_ANY:
             reply = wire.rfc8482_reply(query)
@@ -131,7 +136,6 @@ class Resolver:
                 if cloaked is not None:
                     reply, decision = cloaked
             if reply is None:
-                self.counters["cache_hits"] += 1
                 reply = entry.reply(query, now, limit)
         if self.querylog is not None and client.log_mode != "off":
             self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,

@@ -30,6 +30,10 @@ PLAIN_UDP_SIZE = 512
 MAX_NAME_WIRE = 255
 
 
+_HEADER = struct.Struct(">HHHHH")       # flags and the four counts, after the ID
+_TYPE_CLASS = struct.Struct(">HH")
+
+
 class WireError(Exception):
     """A query we cannot serve; `rcode` is what to answer (None: drop it silently)."""
 
@@ -132,12 +136,12 @@ def parse_query(data: bytes) -> Query:
     """
     if len(data) < 12:
         raise WireError(None, "shorter than a header")
-    flags_hi = data[2]
-    if flags_hi & 0x80:
+    flags, qdcount, ancount, nscount, additional = _HEADER.unpack_from(data, 2)
+    if flags & 0x8000:
         raise WireError(None, "a response, not a query")
-    if flags_hi & 0x78:
+    if flags & 0x7800:
         raise WireError(NOTIMP, "opcode other than QUERY")
-    if data[4] or data[5] != 1:
+    if qdcount != 1:
         raise WireError(FORMERR, "question count is not 1")
     # The question name: uncompressed labels only (nothing precedes it to point to).
     i = 12
@@ -149,20 +153,25 @@ def parse_query(data: bytes) -> Query:
                 raise WireError(FORMERR, "compressed or oversized label in question")
             i += length + 1
             length = data[i]
-        if i - 11 > MAX_NAME_WIRE:
+        if i > 266:   # 12 + 255 - 1: the name's wire form is at most 255 bytes
             raise WireError(FORMERR, "name over 255 bytes")
         qend = i + 5
         if qend > end:
             raise WireError(FORMERR, "question cut short")
-        qtype = (data[i + 1] << 8) | data[i + 2]
-        qclass = (data[i + 3] << 8) | data[i + 4]
+        qtype, qclass = _TYPE_CLASS.unpack_from(data, i + 1)
         has_opt = False
         udp_size = PLAIN_UDP_SIZE
         do = False
         version = 0
-        other_records = ((data[6] << 8) | data[7]) + ((data[8] << 8) | data[9])
-        additional = (data[10] << 8) | data[11]
-        if other_records or additional:
+        other_records = ancount + nscount
+        if not other_records and additional == 1 and end == qend + 11 + ((data[qend + 9] << 8) | data[qend + 10]) \
+                and data[qend] == 0 and data[qend + 1] == 0 and data[qend + 2] == TYPE_OPT:
+            # The usual shape: the question, then one OPT record and nothing else.
+            has_opt = True
+            udp_size = max(PLAIN_UDP_SIZE, min((data[qend + 3] << 8) | data[qend + 4], OUR_UDP_SIZE))
+            version = data[qend + 6]
+            do = data[qend + 7] >= 0x80
+        elif other_records or additional:
             j = qend
             for n in range(other_records + additional):
                 start = j
@@ -185,7 +194,7 @@ def parse_query(data: bytes) -> Query:
         raise WireError(FORMERR, "packet cut short") from None
     question = data[12:i].lower() + data[i:qend]  # names are case-insensitive, types are not
     return Query(data, qend, question + b"D" if do else question, qtype, qclass, has_opt,
-                 udp_size, do, bool(flags_hi & 0x01), version)
+                 udp_size, do, flags & 0x0100 != 0, version)
 
 
 # ---------------------------------------------------------------- building replies

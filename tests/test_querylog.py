@@ -423,3 +423,43 @@ def test_log_mode_off_may_be_written_unquoted():
 
 def test_a_profile_log_off_may_be_written_unquoted():
     assert config_from("profiles:\n  adults: {preset: adult, log: off}\n").rules.profiles["adults"].log == "off"
+
+
+# ---------------------------------------------------------------- CPU budget
+
+
+class FakeClocks:
+    def __init__(self):
+        self.wall = 100.0
+        self.dns = 50.0
+
+
+def test_the_writer_never_rests_while_the_dns_thread_has_time_to_spare():
+    from filterd.querylog import CpuBudget
+    clocks = FakeClocks()
+    budget = CpuBudget(dns_cpu=lambda: clocks.dns, clock=lambda: clocks.wall)
+    for _ in range(5):          # a busy house: DNS thread 30 % of a core, the writer 30 %
+        clocks.wall += 1.0
+        clocks.dns += 0.3
+        assert budget.rest_after(0.3) == 0.0
+
+
+def test_a_saturated_dns_thread_makes_the_writer_keep_to_its_share():
+    from filterd.querylog import CpuBudget
+    clocks = FakeClocks()
+    budget = CpuBudget(dns_cpu=lambda: clocks.dns, share=0.1, clock=lambda: clocks.wall)
+    clocks.wall += 1.0
+    clocks.dns += 0.8           # a flood: DNS 80 %, and the writer's 20 % fills the core
+    rest = budget.rest_after(0.2)
+    assert rest == pytest.approx(0.2 * 9)   # 0.2 s of work, then rest: 10 % of the time
+    clocks.wall += 0.05         # too short a window to judge: no rest, no verdict yet
+    assert budget.rest_after(0.01) == 0.0
+
+
+def test_the_writers_rest_is_bounded_so_it_still_flushes():
+    from filterd.querylog import CpuBudget
+    clocks = FakeClocks()
+    budget = CpuBudget(dns_cpu=lambda: clocks.dns, share=0.01, clock=lambda: clocks.wall)
+    clocks.wall += 2.0
+    clocks.dns += 1.9
+    assert budget.rest_after(1.0) == 5.0
