@@ -23,6 +23,7 @@ log = logging.getLogger("filterd.querylog")
 
 LOG_MODES = ("full", "anonymous", "off")
 FLUSH_INTERVAL_S = 1.0
+MAX_BATCH = 5_000         # events per transaction: bounds the writer's memory and its GIL slices
 RETENTION_INTERVAL_S = 3600.0
 DELETE_CHUNK = 20_000
 
@@ -32,7 +33,7 @@ class LogConfig:
     mode: str = "full"
     retention_days: int = 30
     rollup_days: int = 365
-    queue_size: int = 100_000
+    queue_size: int = 20_000
 
 
 def parse_log_config(data, check) -> LogConfig:
@@ -47,7 +48,7 @@ def parse_log_config(data, check) -> LogConfig:
         mode=mode,
         retention_days=check.integer(data, "retention_days", "log", 30, 1, 3650),
         rollup_days=check.integer(data, "rollup_days", "log", 365, 1, 3650),
-        queue_size=check.integer(data, "queue_size", "log", 100_000, 100, 10_000_000),
+        queue_size=check.integer(data, "queue_size", "log", 20_000, 100, 10_000_000),
     )
 
 
@@ -60,7 +61,7 @@ class CpuBudget:
     the time; the queue then fills and the excess is counted as dropped.
     """
 
-    def __init__(self, dns_cpu=None, share: float = 0.08, busy: float = 0.85, clock=time.monotonic):
+    def __init__(self, dns_cpu=None, share: float = 0.05, busy: float = 0.85, clock=time.monotonic):
         self.dns_cpu = dns_cpu or _thread_cpu_reader(threading.main_thread())
         self.share = share
         self.busy = busy
@@ -151,20 +152,27 @@ class QueryLog:
             while not self._stop.is_set():
                 self._wake.wait(FLUSH_INTERVAL_S)
                 self._wake.clear()
-                started = time.thread_time()
-                self.flush(conn)
-                rest = budget.rest_after(time.thread_time() - started)
-                if rest:
-                    self._stop.wait(rest)
+                while True:
+                    started = time.thread_time()
+                    self.flush(conn)
+                    rest = budget.rest_after(time.thread_time() - started)
+                    if rest:
+                        self._stop.wait(rest)
+                    if len(self.pending) < MAX_BATCH or self._stop.is_set():
+                        break
                 if self.retention and self.clock() - self._last_retention >= RETENTION_INTERVAL_S:
                     self.enforce_retention(conn)
-            self.flush(conn)
+            while self.pending and self.flush(conn):
+                pass
         finally:
             conn.close()
 
     def flush(self, conn) -> int:
-        """Write the queued events in one transaction; returns how many rows were written."""
-        batch, self.pending = self.pending, []
+        """Write up to MAX_BATCH queued events in one transaction; returns the rows written."""
+        pending = self.pending
+        batch = pending[:MAX_BATCH]
+        # Only this thread removes from the front; the DNS thread only appends at the end.
+        del pending[:len(batch)]
         if not batch:
             return 0
         rows, rollups, seen, names = rows_from_events(batch, self.neighbours)
@@ -186,7 +194,7 @@ class QueryLog:
             conn.execute(
                 "INSERT INTO name_rollups (hour, device, blocked, name, queries) SELECT value->>0, value->>1,"
                 " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true"
-                " ON CONFLICT (hour, device, blocked, name) DO UPDATE SET queries = queries + excluded.queries",
+                " ON CONFLICT (blocked, hour, device, name) DO UPDATE SET queries = queries + excluded.queries",
                 (json.dumps([(hour, device, blocked, name, count)
                              for (hour, device, blocked, name), count in names.items()]),))
             conn.execute(
@@ -222,7 +230,7 @@ class QueryLog:
                 if deleted < DELETE_CHUNK:
                     break
             conn.execute("DELETE FROM rollups WHERE hour < ?", (hour_cutoff,))
-            conn.execute("DELETE FROM name_rollups WHERE hour < ?", (int(cutoff // 3600),))
+            conn.execute("DELETE FROM name_rollups WHERE blocked IN (0, 1) AND hour < ?", (int(cutoff // 3600),))
             conn.execute("DELETE FROM overrides WHERE (ended IS NOT NULL AND ended < ?)"
                          " OR (until IS NOT NULL AND until < ?)", (cutoff, cutoff))
             conn.execute("PRAGMA optimize")   # keeps the planner's statistics fresh as the log grows

@@ -395,7 +395,7 @@ def config_from(text: str):
 
 
 def test_the_log_section_defaults():
-    assert config_from("").log == LogConfig(mode="full", retention_days=30, rollup_days=365, queue_size=100_000)
+    assert config_from("").log == LogConfig(mode="full", retention_days=30, rollup_days=365, queue_size=20_000)
 
 
 def test_the_log_section_is_read_and_checked():
