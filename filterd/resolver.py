@@ -1,7 +1,8 @@
 """One query's way through the daemon, as a plain sequence of steps.
 
-access check → rate limit → parse → local answers (ANY, errors) → client → policy (memoised)
-→ block/rewrite, or cache → upstream (coalesced, stale on failure) → CNAME targets checked.
+access check → rate limit → parse (errors answered here) → client → policy (memoised) → the
+daemon's own answer (block, filter host, ANY) or SafeSearch rewrite, or cache → upstream
+(coalesced, stale on failure) → CNAME targets checked → query log.
 `Resolver.answer` returns the reply bytes at once when it can (the hot path: no task, no
 await), None to drop, or a coroutine for the slow path.
 """
@@ -22,9 +23,9 @@ from .policy import ALLOW, REWRITE, Decision, Override, Policy, decide
 from .replies import decision_reply, rewrite_reply
 from .upstream import UpstreamError, UpstreamPool
 
-MEMO_LIMIT = 20_000
+MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
 _monotonic = time.monotonic
-_time = time.time     # decisions remembered per client before the memo starts over
+_time = time.time
 
 
 class Client:
