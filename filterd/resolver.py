@@ -24,14 +24,16 @@ from .replies import decision_reply, rewrite_reply
 from .upstream import UpstreamError, UpstreamPool
 
 MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
+RECENT_LIMIT = 20_000  # replies remembered per client within one second
 _monotonic = time.monotonic
 _time = time.time
 
 
 class Client:
-    """A source address as the policy sees it, with its memo of recent decisions."""
+    """A source address as the policy sees it, with its memo of recent decisions and the
+    replies it was sent during the current second (keyed by the query's bytes after the ID)."""
 
-    __slots__ = ("ip", "device", "profile", "memo", "log_mode")
+    __slots__ = ("ip", "device", "profile", "memo", "log_mode", "recent", "recent_second")
 
     def __init__(self, ip: str, device: str | None, profile: str, log_mode: str):
         self.ip = ip
@@ -39,6 +41,13 @@ class Client:
         self.profile = profile
         self.memo: dict = {}
         self.log_mode = log_mode    # full | anonymous | off
+        self.recent: dict = {}
+        self.recent_second = -1
+
+    def forget(self) -> None:
+        """Drop remembered decisions and replies (the rules or overrides changed)."""
+        self.memo.clear()
+        self.recent.clear()
 
 
 class Verdict:
@@ -101,6 +110,22 @@ class Resolver:
         now = _monotonic()
         if self.limiter is not None and not self.limiter.allow(ip, now):
             return None
+        client = self.clients.get(ip)
+        udp = not limit
+        if udp and client is not None:
+            # The same bytes (after the ID) from the same client within the same second get the
+            # same reply: its TTLs are rendered per second and decisions hold at least that long.
+            second = int(now)
+            if client.recent_second == second:
+                hit = client.recent.get(data[2:])
+                if hit is not None:
+                    if self.querylog is not None and client.log_mode != "off":
+                        self.querylog.record((_time(), ip, client.device, client.profile, hit[1], hit[2],
+                                              hit[3], hit[0][1] & 0x0F, None, client.log_mode))
+                    return data[:2] + hit[0]
+            else:
+                client.recent.clear()
+                client.recent_second = second
         try:
             query = wire.parse_query(data)
         except wire.WireError as exc:
@@ -113,7 +138,6 @@ class Resolver:
             return wire.error_reply(query, wire.BADVERS)
         if query.qclass != wire.CLASS_IN:
             return wire.error_reply(query, wire.REFUSED)
-        client = self.clients.get(ip)
         if client is None:
             client = self.identify(ip)
         wall = _time()
@@ -141,6 +165,8 @@ class Resolver:
         if self.querylog is not None and client.log_mode != "off":
             self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,
                                   decision, reply[3] & 0x0F, None, client.log_mode))
+        if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
+            client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
         return reply
 
     # ------------------------------------------------ policy

@@ -324,7 +324,7 @@ class Worker:
         if active != self.resolver.overrides:
             self.resolver.overrides = active
             for client in self.resolver.clients.values():
-                client.memo.clear()
+                client.forget()
 
     def _write_status(self) -> None:
         try:

@@ -1,0 +1,84 @@
+"""The resolver's per-second reply memo: same bytes, same second → same reply, still logged,
+and a change of rules or overrides is never hidden by it."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from dnslib import RR, DNSRecord
+
+from filterd import wire
+from filterd.cache import entry_from_response
+from filterd.config import parse_config, read_yaml
+from filterd.policy import Override
+from filterd.resolver import Resolver
+from filterd.server import build_policy
+
+
+class RecordingLog:
+    def __init__(self):
+        self.events = []
+
+    def record(self, event):
+        self.events.append(event)
+
+
+@pytest.fixture
+def resolver(tmp_path):
+    config = parse_config(*read_yaml(yaml.safe_dump({
+        "data_dir": str(tmp_path / "var"),
+        "dns": {"upstreams": ["udp://127.0.0.1:9"], "rate_limit": 0},
+        "web": {"address": "192.168.1.2"},
+        "profiles": {"kids": {"preset": "child"}},
+        "devices": [{"name": "tablet", "ip": "127.0.0.1", "profile": "kids"}],
+    })))
+    resolver = Resolver(config, build_policy(config))
+    resolver.querylog = RecordingLog()
+    return resolver
+
+
+def query(name: str, msg_id: int) -> bytes:
+    q = DNSRecord.question(name)
+    q.header.id = msg_id
+    return bytes(q.pack())
+
+
+def cache_answer(resolver, name: str) -> None:
+    q = DNSRecord.question(name)
+    a = q.reply()
+    a.add_answer(*RR.fromZone(f"{name}. 300 IN A 192.0.2.7"))
+    entry, _ = entry_from_response(bytes(a.pack()), time.monotonic(), False, 0, 86400, 3600, 86400)
+    resolver.cache.put(wire.parse_query(bytes(q.pack())).key, entry)
+
+
+def test_a_repeated_query_gets_the_same_reply_with_its_own_id_and_is_logged_each_time(resolver):
+    cache_answer(resolver, "example.org")
+    first = resolver.answer(query("example.org", 1), "127.0.0.1", 0)
+    second = resolver.answer(query("example.org", 2), "127.0.0.1", 0)
+    assert first[:2] == b"\x00\x01" and second[:2] == b"\x00\x02"
+    assert first[2:] == second[2:]
+    assert str(DNSRecord.parse(second).rr[0].rdata) == "192.0.2.7"
+    assert [e[4] for e in resolver.querylog.events] == [wire.parse_query(query("example.org", 1)).key] * 2
+
+
+def test_a_pause_applies_at_once_even_to_a_query_repeated_within_the_second(resolver):
+    cache_answer(resolver, "example.org")
+    assert str(DNSRecord.parse(resolver.answer(query("example.org", 1), "127.0.0.1", 0)).rr[0].rdata) == "192.0.2.7"
+    resolver.overrides = (Override("pause", "device", "tablet"),)
+    for client in resolver.clients.values():    # what the worker does when overrides change
+        client.forget()
+    reply = DNSRecord.parse(resolver.answer(query("example.org", 3), "127.0.0.1", 0))
+    assert str(reply.rr[0].rdata) == "192.168.1.2"
+    assert resolver.querylog.events[-1][6].rule == "pause"
+
+
+def test_tcp_replies_are_not_remembered_for_udp(resolver):
+    # A TCP reply carries no truncation limit: it must never be replayed to a UDP client.
+    cache_answer(resolver, "example.org")
+    for msg_id in (1, 2):
+        resolver.answer(query("example.org", msg_id), "127.0.0.1", 65535)
+    assert resolver.clients["127.0.0.1"].recent == {}
+    resolver.answer(query("example.org", 3), "127.0.0.1", 0)
+    resolver.answer(query("example.org", 4), "127.0.0.1", 0)
+    assert len(resolver.clients["127.0.0.1"].recent) == 1
