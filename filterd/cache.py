@@ -35,19 +35,23 @@ class CachedAnswer:
         self.cnames = cnames    # names the answer's CNAME chain points to (for the policy's check)
         self.rendered_second = -1
         self.plain = answer
-        self.with_opt = answer
+        self.with_opt: bytes | None = None   # made when a client with EDNS first asks
 
-    def _render(self, ttl_of) -> tuple[bytes, bytes]:
+    def _render(self, ttl_of) -> bytes:
         patched = bytearray(self.answer)
         for offset, ttl in zip(self.offsets, self.ttls):
             struct.pack_into(">I", patched, offset, ttl_of(ttl))
-        plain = bytes(patched)
-        patched[10:12] = struct.pack(">H", ((patched[10] << 8) | patched[11]) + 1)
-        return plain, bytes(patched) + wire.opt_record(self.do)
+        return bytes(patched)
+
+    def _add_opt(self, plain: bytes) -> bytes:
+        """The same answer with our OPT record appended (additional count + 1)."""
+        arcount = ((plain[10] << 8) | plain[11]) + 1
+        return plain[:10] + struct.pack(">H", arcount) + plain[12:] + wire.opt_record(self.do)
 
     def render(self, elapsed: int) -> None:
         """Refresh the TTLs for the whole seconds the entry has aged (they count down)."""
-        self.plain, self.with_opt = self._render(lambda ttl: ttl - elapsed if ttl > elapsed else 0)
+        self.plain = self._render(lambda ttl: ttl - elapsed if ttl > elapsed else 0)
+        self.with_opt = None
         self.rendered_second = elapsed
 
     def reply(self, query: wire.Query, now: float, limit: int) -> bytes:
@@ -55,12 +59,16 @@ class CachedAnswer:
         elapsed = int(now - self.stored_at)
         if self.rendered_second != elapsed:
             self.render(elapsed)
-        return _splice(query, self.with_opt if query.has_opt else self.plain, limit)
+        if not query.has_opt:
+            return _splice(query, self.plain, limit)
+        if self.with_opt is None:
+            self.with_opt = self._add_opt(self.plain)
+        return _splice(query, self.with_opt, limit)
 
     def stale_reply(self, query: wire.Query, limit: int) -> bytes:
         """The expired answer with every TTL set to 30 s (RFC 8767 §4)."""
-        plain, with_opt = self._render(lambda ttl: STALE_TTL)
-        return _splice(query, with_opt if query.has_opt else plain, limit)
+        plain = self._render(lambda ttl: STALE_TTL)
+        return _splice(query, self._add_opt(plain) if query.has_opt else plain, limit)
 
 
 def _splice(query: wire.Query, stored: bytes, limit: int) -> bytes:
