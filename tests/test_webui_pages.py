@@ -503,3 +503,53 @@ def test_device_names_are_escaped(env, admin):
         body = admin.get(path).get_data(as_text=True)
         assert "Emma's iPad" not in body, path
     assert "Emma&#39;s iPad" in admin.get("/devices").get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- settings: the filter's own settings
+
+
+def filter_form(admin, **changes) -> dict:
+    page = admin.get("/settings").get_data(as_text=True)
+    form = {"csrf_token": page_csrf(admin), "action": "filter", "version": version_from(page),
+            "upstreams": "udp://9.9.9.9\ntls://dns.quad9.net", "block_mode": "null", "timezone": "Europe/Paris",
+            "log_mode": "anonymous", "retention_days": "14", "hostnames": "filter.home\nfiltre.maison"}
+    form.update(changes)
+    return form
+
+
+def test_settings_change_upstreams_block_mode_time_zone_log_and_host_names(env, admin):
+    response = admin.post("/settings", data=filter_form(admin))
+    assert response.status_code == 302
+    config = env.new_app().extensions["filterd"].config()
+    assert [u.url for u in config.dns.upstreams] == ["udp://9.9.9.9", "tls://dns.quad9.net"]
+    assert config.dns.block_mode == "null"
+    assert config.timezone == "Europe/Paris"
+    assert (config.log.mode, config.log.retention_days) == ("anonymous", 14)
+    assert config.rules.web.hostnames == ("filter.home", "filtre.maison")
+    assert ("web UI", "config", "filter settings changed") in env.audit()
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("upstreams", "ftp://9.9.9.9", "udp://"),
+    ("timezone", "Mars/Olympus", "time zone"),
+    ("retention_days", "a month", "whole number"),
+    ("hostnames", "not a host!", "host name"),
+], ids=["upstream", "timezone", "retention", "hostname"])
+def test_a_bad_filter_setting_shows_beside_its_field_and_writes_nothing(env, admin, field, value, says):
+    before = env.config_text()
+    response = admin.post("/settings", data=filter_form(admin, **{field: value}))
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    error = re.search(rf'<p class="error" id="{field.split("_")[0]}[a-z_]*-error"[^>]*>([^<]*)</p>', page)
+    assert error and says in error.group(1)
+    assert value.split("\n")[0] in page      # what the parent typed is kept in the form
+    assert env.config_text() == before
+
+
+def test_filter_settings_based_on_an_old_version_are_refused(env, admin):
+    form = filter_form(admin)
+    env.config_path.write_text(env.config_text() + "\n# edited by hand meanwhile\n")
+    response = admin.post("/settings", data=form)
+    assert response.status_code == 200
+    assert "changed meanwhile" in response.get_data(as_text=True)
+    assert "Europe/Paris" not in env.config_text()

@@ -179,6 +179,12 @@ def settings():
                 response = redirect(url_for("auth.login"))
                 security.end_session(db, response)
                 return response
+        elif action == "filter":
+            problem = _save_filter_settings(db, request.form)
+            if problem is None:
+                flash("Saved. The filter applies it within a second.", "ok")
+                return redirect(url_for("pages.settings"))
+            errors[problem[0]] = problem[1]
         elif action == "token":
             name = request.form.get("name", "").strip()[:60]
             if not name:
@@ -202,7 +208,42 @@ def settings():
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
     return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
-                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone))
+                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=_version(),
+                           form=request.form if errors else None)
+
+
+# Settings form field → the config path its errors name (the first path segment that matches).
+FILTER_FIELDS = {"upstreams": "dns.upstreams", "block_mode": "dns.block_mode", "timezone": "timezone",
+                 "log_mode": "log.mode", "retention_days": "log.retention_days", "hostnames": "web.hostnames"}
+
+
+def _save_filter_settings(db, form) -> tuple[str, str] | None:
+    """Upstreams, block mode, time zone, log mode and retention, admin host names.
+
+    Goes through the same validation as `filterd check`; returns (field, message) when refused.
+    """
+    upstreams = [line.strip() for line in form.get("upstreams", "").splitlines() if line.strip()]
+    hostnames = [line.strip() for line in form.get("hostnames", "").splitlines() if line.strip()]
+    retention = form.get("retention_days", "").strip()
+    if not retention.isdigit():
+        return "retention_days", "Write a whole number of days."
+
+    def change(document):
+        dns = document.setdefault("dns", {})
+        dns["upstreams"] = upstreams
+        dns["block_mode"] = form.get("block_mode", "")
+        document["timezone"] = form.get("timezone", "").strip()
+        log = document.setdefault("log", {})
+        log["mode"] = form.get("log_mode", "")
+        log["retention_days"] = int(retention)
+        document.setdefault("web", {})["hostnames"] = hostnames
+    try:
+        services.edit_config(db, form.get("version"), change, "filter settings changed")
+    except services.ActionError as exc:
+        path = exc.field or ""
+        field = next((name for name, prefix in FILTER_FIELDS.items() if path.startswith(prefix)), "filter")
+        return field, str(exc)
+    return None
 
 
 @bp.route("/setup/wizard", methods=["GET", "POST"])
