@@ -92,8 +92,6 @@ class Config:
     rules: Any = None            # rules.Rules: web, lists, profiles, devices
     log: Any = None              # querylog.LogConfig
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
-    raw: dict = field(repr=False, compare=False, default_factory=dict)
-    """The plain data the file held, for sections a later module parses itself."""
 
 
 DEFAULT_ALLOW_NETWORKS = (
@@ -381,7 +379,7 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     if check.problems:
         raise ConfigError(check.problems)
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
-                  catalog=catalog, log=log_config, raw=data)
+                  catalog=catalog, log=log_config)
 
 
 def _load_catalog(folder: Any, check: Checker):

@@ -5,7 +5,6 @@ error naming its YAML path: `profiles.kids.schedules[0].start: "25:00" is not a 
 """
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -380,7 +379,3 @@ def parse_rules(data: dict, check, categories, services) -> Rules:
 
 def _show(value) -> str:
     return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
-def minutes_of_day(moment: datetime.datetime) -> int:
-    return moment.hour * 60 + moment.minute

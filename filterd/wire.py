@@ -274,7 +274,7 @@ def answer_layout(data: bytes) -> AnswerLayout:
     try:
         if data[4] != 0 or data[5] != 1:
             raise WireError(FORMERR, "answer does not have one question")
-        i = skip_name(data, 12) + 4
+        qend = i = skip_name(data, 12) + 4
         counts = struct.unpack_from(">HHH", data, 6)
         total = counts[0] + counts[1] + counts[2]
         offsets: list[int] = []
@@ -292,7 +292,7 @@ def answer_layout(data: bytes) -> AnswerLayout:
                 raise WireError(FORMERR, "record data cut short")
     except (IndexError, struct.error):
         raise WireError(FORMERR, "answer cut short") from None
-    return AnswerLayout(offsets, opt_start, opt_end, skip_name(data, 12) + 4)
+    return AnswerLayout(offsets, opt_start, opt_end, qend)
 
 
 def rcode_of(data: bytes) -> int:

@@ -4,12 +4,9 @@ Errors are `{"error": "…", "field": "…"}` with a 4xx status. See docs/api.md
 """
 from __future__ import annotations
 
-import time
+from flask import Blueprint, current_app, jsonify, request
 
-from flask import Blueprint, current_app, g, jsonify, request
-
-from filterd import history, overrides
-from filterd.state import audit
+from filterd import history
 
 from . import services
 from .dashboard import daemon_status
@@ -60,7 +57,7 @@ def status():
 @bp.get("/devices")
 def devices():
     config, db = _state()
-    paused = {o.subject: o.until for o in overrides.active(db, time.time()) if o.kind == "pause"}
+    paused = services.paused(db)
     rows = device_rows(config, db)
     for row in rows:
         row["paused"] = row["name"] in paused
@@ -162,11 +159,6 @@ def requests_list():
 
 @bp.post("/lists/update")
 def lists_update():
-    import subprocess
-    import sys
     config, db = _state()
-    subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config",
-                      str(current_app.extensions["filterd"].config_path)], stdin=subprocess.DEVNULL,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    audit(db, g.get("actor", "web UI"), "lists update", "started")
+    services.start_lists_update(config, db)
     return jsonify({"ok": True, "started": True}), 202

@@ -56,16 +56,9 @@ def index():
     config = app_state.config()
     db = app_state.db()
     return render_template("devices.html", devices=device_rows(config, db), profiles=list(config.rules.profiles),
-                           version=_version(), paused=_paused(db), default_profile=config.rules.default_profile)
+                           version=services.config_version(), paused=services.paused(db), default_profile=config.rules.default_profile)
 
 
-def _version() -> str:
-    from filterd import configfile
-    return configfile.read(current_app.extensions["filterd"].config_path)[1]
-
-
-def _paused(db) -> dict[str, float | None]:
-    return {o.subject: o.until for o in overrides.active(db, time.time()) if o.kind == "pause"}
 
 
 @bp.route("/devices/<name>")

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
-from filterd import configfile, lists
+from filterd import lists
 from filterd.presets import PRESETS
 from filterd.rules import DAYS
 from filterd.state import audit
@@ -24,15 +24,11 @@ def _state():
     return app_state, app_state.config(), app_state.db()
 
 
-def _version() -> str:
-    return configfile.read(current_app.extensions["filterd"].config_path)[1]
-
-
 @bp.route("/profiles")
 def profiles():
     _, config, _ = _state()
     return render_template("profiles.html", profiles=config.rules.profiles, presets=PRESETS,
-                           devices=config.rules.devices, version=_version())
+                           devices=config.rules.devices, version=services.config_version())
 
 
 @bp.route("/profiles", methods=["POST"])
@@ -89,7 +85,7 @@ def profile(name: str):
         except services.ActionError as exc:
             errors[_field_of(exc.field, name)] = str(exc)
     return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
-                           version=_version(), errors=errors, days=DAYS, form=request.form if errors else None)
+                           version=services.config_version(), errors=errors, days=DAYS, form=request.form if errors else None)
 
 
 # The profile editor's fields that show their own error; any other goes on top of the form.
@@ -138,21 +134,14 @@ def lists_page():
     from .dashboard import daemon_status
     files, missing = lists.sources(config)
     return render_template("lists.html", status=daemon_status(db, config), files=files, missing=missing,
-                           categories=config.catalog.categories, version=_version())
+                           categories=config.catalog.categories, version=services.config_version())
 
 
 @bp.route("/lists/update", methods=["POST"])
 def lists_update():
     """Start `filterd lists update` in the background; the daemon picks the result up."""
-    import subprocess
-    import sys
-    app_state, config, db = _state()
-    log_path = config.data_dir / "lists" / "update.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log_file:
-        subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config", str(app_state.config_path)],
-                         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    audit(db, g.get("actor", "web UI"), "lists update", "started")
+    _, config, db = _state()
+    services.start_lists_update(config, db)
     flash("Updating the lists: this page shows the result when it is done.", "ok")
     return redirect(url_for("pages.lists_page"))
 
@@ -208,7 +197,7 @@ def settings():
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
     return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
-                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=_version(),
+                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=services.config_version(),
                            form=request.form if errors else None)
 
 
@@ -277,5 +266,5 @@ def wizard():
             return redirect(url_for("dashboard.index"))
         except services.ActionError as exc:
             flash(str(exc), "error")
-    return render_template("wizard.html", config=config, presets=PRESETS, version=_version(),
+    return render_template("wizard.html", config=config, presets=PRESETS, version=services.config_version(),
                            seen=[d for d in device_rows(config, db) if not d["known"]])

@@ -139,3 +139,28 @@ def add_to_profile(db, profile: str, key: str, domain: str):
         if domain not in items:
             items.append(domain)
     return edit_config(db, None, change, f"profile {profile}: {key} += {domain}")
+
+
+def config_version() -> str:
+    """The config file's current version, which every edit form sends back."""
+    return configfile.read(current_app.extensions["filterd"].config_path)[1]
+
+
+def paused(db) -> dict[str, float | None]:
+    """Device and profile names paused right now → when the pause ends (None: until resumed)."""
+    return {o.subject: o.until for o in overrides.active(db, time.time()) if o.kind == "pause"}
+
+
+def start_lists_update(config, db) -> None:
+    """`filterd lists update` in the background (its output in data_dir/lists/update.log);
+    the daemon picks the compiled result up by itself."""
+    import subprocess
+    import sys
+
+    log_path = config.data_dir / "lists" / "update.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log_file:
+        subprocess.Popen([sys.executable, "-m", "filterd", "lists", "update", "--config",
+                          str(current_app.extensions["filterd"].config_path)],
+                         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    audit(db, _actor(), "lists update", "started")
