@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .dhcp import parse_dhcp_config
+from .notify import parse_notify_config
 from .querylog import parse_log_config
 from .rules import parse_rules
 
@@ -91,6 +93,8 @@ class Config:
     dns: DnsConfig
     rules: Any = None            # rules.Rules: web, lists, profiles, devices
     log: Any = None              # querylog.LogConfig
+    notify: Any = None           # notify.NotifyConfig: channels and which events go where
+    dhcp: Any = None             # dhcp.DhcpConfig: dnsmasq as the house's DHCP server (off by default)
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
 
 
@@ -350,7 +354,7 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
 
 
 TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",
-                  "default_profile", "log"}
+                  "default_profile", "log", "notify", "dhcp"}
 
 
 def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) -> Config:
@@ -376,10 +380,12 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     rules = parse_rules(data, check, catalog.categories if catalog else {},
                         catalog.services if catalog else {})
     log_config = parse_log_config(data.get("log"), check)
+    notify = parse_notify_config(data.get("notify"), check)
+    dhcp = parse_dhcp_config(data.get("dhcp"), check)
     if check.problems:
         raise ConfigError(check.problems)
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
-                  catalog=catalog, log=log_config)
+                  catalog=catalog, log=log_config, notify=notify, dhcp=dhcp)
 
 
 def _load_catalog(folder: Any, check: Checker):

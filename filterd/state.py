@@ -146,6 +146,49 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (blocked, hour, device, name)
     ) WITHOUT ROWID;    -- "top sites since …" reads one contiguous range of the table
     """,
+    # 4: children's access requests; notifications waiting to be sent (a restart loses none)
+    # and the marks that keep an alert to once per window or once per device.
+    """
+    CREATE TABLE access_requests (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        rule TEXT,
+        message TEXT NOT NULL DEFAULT '',
+        client TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        asks INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'approved', 'declined')),
+        decided REAL,
+        decided_by TEXT,
+        until REAL,
+        answer TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX access_requests_status ON access_requests (status, updated);
+    CREATE INDEX access_requests_device ON access_requests (device, domain, updated);
+
+    CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        event TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try REAL NOT NULL,
+        sent REAL,
+        given_up REAL,
+        last_error TEXT
+    );
+    CREATE INDEX notifications_due ON notifications (sent, given_up, next_try);
+
+    CREATE TABLE notify_marks (
+        key TEXT PRIMARY KEY,
+        ts REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
