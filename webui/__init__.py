@@ -108,8 +108,9 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.globals["take_flashes"] = security.take_flashes
     app.jinja_env.filters["datetimeformat"] = _datetimeformat
 
-    from . import api, auth, blockpage, dashboard, devices, log, pages
-    for module in (auth, blockpage, dashboard, devices, log, pages, api):
+    from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, requests
+    for module in (auth, blockpage, dashboard, devices, log, pages, requests, notifications, certificate,
+                   backup, api):
         app.register_blueprint(module.bp)
 
     app.before_request(security.gate)

@@ -146,11 +146,6 @@ def lists_update():
     return redirect(url_for("pages.lists_page"))
 
 
-@bp.route("/requests")
-def requests_page():
-    return render_template("requests.html")
-
-
 @bp.route("/settings", methods=["GET", "POST"])
 def settings():
     app_state, config, db = _state()

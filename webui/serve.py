@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import create_app
     app = create_app(args.config)
+    from .certificate import start_https
+    from .notifications import start_worker
+    start_worker(app, config)
+    start_https(app, config)
     web = config.rules.web
     host = web.host
     shown = f"[{host}]" if ":" in host else host
