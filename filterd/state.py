@@ -155,6 +155,7 @@ MIGRATIONS: list[str] = [
         domain TEXT NOT NULL,
         reason TEXT NOT NULL,
         rule TEXT,
+        unblocks TEXT NOT NULL,
         message TEXT NOT NULL DEFAULT '',
         client TEXT,
         created REAL NOT NULL,

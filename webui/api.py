@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from filterd import history
+from filterd import access_requests, history
 
+from . import requests as access_requests_page
 from . import services
 from .dashboard import daemon_status
 from .devices import device_rows
@@ -152,9 +153,59 @@ def queries():
     return jsonify([row.__dict__ for row in rows])
 
 
+def _request_json(config, item) -> dict:
+    described = access_requests_page.describe(config, item)
+    out = dict(item.__dict__)
+    out["unblocks_text"] = described["unblocks"]
+    out["applies_to"] = access_requests.subject_name(config, item)
+    return out
+
+
 @bp.get("/requests")
 def requests_list():
-    return jsonify([])
+    """Pending requests, newest first; ?status=answered for the last week's answers, all for both."""
+    import time
+
+    config, db = _state()
+    status = request.args.get("status", "pending")
+    if status not in ("pending", "answered", "all"):
+        raise services.ActionError("status must be pending, answered or all", "status")
+    pending, answered = access_requests_page.lists_for_page(config, db, time.time())
+    chosen = (pending if status != "answered" else []) + (answered if status != "pending" else [])
+    return jsonify([_request_json(config, item["request"]) for item in chosen])
+
+
+@bp.post("/requests/<int:request_id>/approve")
+def approve_request(request_id: int):
+    """{"minutes": 60} for a while, {"until": "tonight"} until midnight, {} for always."""
+    config, db = _state()
+    body = _body()
+    if "until" in body:
+        if body["until"] != "tonight":
+            raise services.ActionError('until must be "tonight" (or send minutes)', "until")
+        choice = "tonight"
+    elif body.get("minutes") is not None:
+        choice = str(body["minutes"])
+    else:
+        choice = "always"
+    item = _answer(config, db, request_id, choice, "")
+    return jsonify({"ok": True, "request": _request_json(config, item)})
+
+
+@bp.post("/requests/<int:request_id>/decline")
+def decline_request(request_id: int):
+    config, db = _state()
+    answer = _body().get("answer", "")
+    if not isinstance(answer, str):
+        raise services.ActionError("answer must be text", "answer")
+    item = _answer(config, db, request_id, None, answer)
+    return jsonify({"ok": True, "request": _request_json(config, item)})
+
+
+def _answer(config, db, request_id: int, choice, answer: str):
+    if access_requests.get(db, request_id) is None:
+        raise NotFound(f"no request {request_id}", "id")
+    return access_requests_page.answer(config, db, request_id, choice, answer)
 
 
 @bp.post("/lists/update")

@@ -1,24 +1,34 @@
-"""The page a child sees when a blocked name leads here: what, why, and when it opens again.
+"""The page a child sees when a blocked name leads here: what, why, when it opens, and "ask".
 
 Any Host that is not one of the filter's admin names gets this page, at any path and method.
 The reason comes from policy.decide for the device at the client's address (identified the
 same way the daemon does). It says nothing that helps a bypass: no list names, no settings.
+
+The "ask for access" form posts back to the same blocked name. It carries a token bound to the
+client's address, the site and the hour (HMAC with a key this process made), so another site
+cannot make a child's browser file requests; the page then redirects to itself (GET) and shows
+the outcome: sent, approved until…, or declined with the parent's word.
 """
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
+import logging
+import secrets
 import time
 from zoneinfo import ZoneInfo
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, current_app, redirect, render_template, request
 
-from filterd import overrides, policy
+from filterd import access_requests, overrides, policy
 from filterd.clients import ClientMap, read_neighbours
 from filterd.domains import normalise_domain
 
 from .security import host_of
 
 bp = Blueprint("blockpage", __name__)
+log = logging.getLogger("filterd.webui.blockpage")
 
 CHILD_REASONS = {
     "category": "This site is in a group of sites your family has blocked: {what}.",
@@ -31,16 +41,28 @@ CHILD_REASONS = {
     "csam": "This site is blocked.",
 }
 
+_TOKEN_KEY = secrets.token_bytes(32)   # per process: a restart only asks a child to reload
+
 
 def child_reason(config, decision: policy.Decision) -> str:
     what = ""
-    if decision.rule == "category" and decision.category in config.catalog.categories:
+    if decision.category in config.catalog.categories and decision.rule == "category":
         what = config.catalog.categories[decision.category].name.lower()
-    elif decision.rule == "service" and decision.service in config.catalog.services:
+    elif decision.service in config.catalog.services:
         what = config.catalog.services[decision.service].name
-    elif decision.rule == "schedule":
+    if decision.rule == "schedule":
         what = decision.schedule or "quiet time"
     return CHILD_REASONS.get(decision.rule, "This site is blocked on this network.").format(what=what)
+
+
+def ask_token(client: str, domain: str, hour: int) -> str:
+    message = f"{client}|{domain}|{hour}".encode()
+    return hmac.new(_TOKEN_KEY, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _token_valid(token: str, client: str, domain: str, now: float) -> bool:
+    hour = int(now // 3600)
+    return any(hmac.compare_digest(token, ask_token(client, domain, h)) for h in (hour, hour - 1))
 
 
 @bp.route("/__blocked__", endpoint="page")
@@ -50,14 +72,87 @@ def page():
     name = normalise_domain(host_of(request.headers.get("Host", ""))) or ""
     ip = request.remote_addr or ""
     identity = ClientMap(config.rules).identify(ip, read_neighbours().get(ip))
-    moment = datetime.datetime.now(ZoneInfo(config.timezone))
+    now = time.time()
+    tz = ZoneInfo(config.timezone)
+    db = app_state.db()
     try:
-        active = overrides.active(app_state.db(), time.time())
-    except Exception:
+        active = overrides.active(db, now)
+    except Exception:    # a state DB that cannot be read must not hide the block page
         active = ()
-    decision = policy.decide(app_state.policy(), identity.profile, name, 1, moment, identity.device, active) \
-        if name else None
+    decision = policy.decide(app_state.policy(), identity.profile, name, 1, datetime.datetime.now(tz),
+                             identity.device, active) if name else None
     protected = decision is not None and decision.rule == "csam"
-    return render_template("blockpage.html", name=None if protected else name, decision=decision,
-                           reason=child_reason(config, decision) if decision else "This page is not available.",
-                           protected=protected), 403 if decision and decision.blocked else 200
+    device = identity.device or ""
+    can_ask = bool(name) and decision is not None and decision.blocked and not protected
+
+    notice = None
+    if request.method == "POST" and can_ask:
+        notice = _ask(config, db, device, ip, name, decision, now)
+        if notice is None:
+            # Post/redirect/get: a reload shows the outcome instead of asking again.
+            return redirect(request.full_path if request.query_string else request.path, 303)
+
+    latest = access_requests.latest(db, device, ip, name) if name and not protected else None
+    status = _status(latest, now, tz)
+    return render_template(
+        "blockpage.html", name=None if protected else name, decision=decision, protected=protected,
+        reason=child_reason(config, decision) if decision else "This page is not available.",
+        until=decision.until.astimezone(tz).strftime("%H:%M") if decision and decision.until else None,
+        can_ask=can_ask and (status is None or status["kind"] not in ("pending", "cooldown")),
+        more_time=decision is not None and decision.rule in ("schedule", "pause"),
+        status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)),
+    ), 403 if decision and decision.blocked else 200
+
+
+def _ask(config, db, device: str, client: str, domain: str, decision, now: float) -> str | None:
+    """File the child's request; returns a message to show instead when it cannot be filed."""
+    if not _token_valid(request.form.get("token", ""), client, domain, now):
+        return "This page was open for a long time: please try again."
+    origin = request.headers.get("Origin")
+    if origin and host_of(origin.split("://", 1)[-1].split("/", 1)[0]) != domain:
+        return "Please ask from this page."
+    try:
+        filed, new = access_requests.submit(
+            db, device=device, domain=domain, decision=decision, reason=child_reason(config, decision),
+            message=request.form.get("message", ""), client=client, now=now)
+    except access_requests.RequestRefused as refused:
+        if refused.retry_at:
+            at = datetime.datetime.fromtimestamp(refused.retry_at, ZoneInfo(config.timezone))
+            return f"{refused} You can ask again at {at:%H:%M}."
+        return str(refused)
+    if new:
+        _notify(config, db, filed, now)
+    return None
+
+
+def _notify(config, db, filed, now: float) -> None:
+    from filterd import notify
+    payload = {"request_id": filed.id, "device": filed.device or f"unnamed device {filed.client}",
+               "domain": filed.domain, "reason": filed.reason, "message": filed.message, "asks": filed.asks}
+    try:
+        notify.enqueue(db, config.notify, "access_request", payload, now)
+    except Exception:   # the child's request is recorded; the dashboard shows it regardless
+        log.exception("could not queue the notification for request %d", filed.id)
+
+
+def _status(latest, now: float, tz) -> dict | None:
+    """What became of the child's last request for this site, in words for the child."""
+    if latest is None:
+        return None
+    def at(ts):
+        return datetime.datetime.fromtimestamp(ts, tz).strftime("%H:%M")
+    if latest.status == "pending":
+        return {"kind": "pending", "text": f"You asked at {at(latest.created)}. A parent will answer soon."}
+    if latest.status == "approved":
+        if latest.until is None:
+            return {"kind": "approved", "text": "A parent said yes."}
+        if latest.until > now:
+            return {"kind": "approved", "text": f"A parent said yes until {at(latest.until)}."}
+        return None   # an approval that ran out: the child may ask again
+    if latest.status == "declined":
+        answer = f": “{latest.answer}”" if latest.answer else "."
+        cooldown_end = (latest.decided or 0) + access_requests.DECLINE_COOLDOWN_S
+        if cooldown_end > now:
+            return {"kind": "cooldown", "text": f"A parent said no{answer} You can ask again at {at(cooldown_end)}."}
+        return {"kind": "declined", "text": f"A parent said no{answer}"}
+    return None

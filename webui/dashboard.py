@@ -52,8 +52,10 @@ def index():
     chart = charts.hourly(history.activity_by_hour(db, start_hour * 3600), start_hour, 24, tz)
     categories = [(config.catalog.categories[c].name if c in config.catalog.categories else c, n)
                   for c, n in history.blocks_by_category(db, since)]
+    from .requests import lists_for_page
+    pending, _ = lists_for_page(config, db, now)
     return render_template(
-        "dashboard.html", chart=chart, categories=charts.shares(categories),
+        "dashboard.html", pending=pending, back="dashboard", tz=tz, chart=chart, categories=charts.shares(categories),
         top_blocked=history.top_domains(db, since, blocked=True, limit=10),
         totals=history.totals(db, since), active=history.devices_active(db, now - 600),
         status=daemon_status(db, config), config_error=app_state.config_error)

@@ -1,12 +1,134 @@
-"""Children's access requests: the parents' /requests page (approve for a while, or decline)."""
+"""Children's access requests: the parents' /requests page, and the answer shared with the API.
+
+Approve for 15 minutes, an hour, until midnight (temporary overrides, applied by the daemon
+within a second), or always (the site goes into the profile's allow list, or a blocked service
+is unblocked for the profile, through the same validated config edit as the profile page). A
+decline may carry a word back, which the child sees on the block page.
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import time
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+
+from filterd import access_requests
+from filterd.access_requests import AccessRequest
+
+from . import services
+from .security import flash
 
 bp = Blueprint("requests", __name__)
+
+APPROVE_CHOICES = {"15": 15 * 60, "60": 3600, "tonight": None, "always": None}
+ANSWERED_SHOWN_S = 7 * 86400
+
+
+def _state():
+    app_state = current_app.extensions["filterd"]
+    return app_state.config(), app_state.db()
+
+
+def describe(config, item: AccessRequest) -> dict:
+    """What the parent needs to answer: who, what, why, and what approving lets through."""
+    device = item.device or f"unnamed device ({item.client})"
+    if item.more_time:
+        unblocks = "more time: lifts the schedule"
+    elif item.unblocks in config.catalog.services:
+        unblocks = f"the service {config.catalog.services[item.unblocks].name}"
+    else:
+        unblocks = item.unblocks
+    applies_to = access_requests.subject_name(config, item)
+    return {"request": item, "device": device, "unblocks": unblocks,
+            "applies_to": applies_to if applies_to != item.device else None,
+            "always_allowed": not item.more_time}
+
+
+def answer(config, db, request_id: int, choice: str | None, answer_text: str = "") -> AccessRequest:
+    """Approve (`choice`: minutes as text, "tonight" or "always") or, with choice None, decline."""
+    now = time.time()
+    actor = g.get("actor", "web UI")
+    try:
+        if choice is None:
+            return access_requests.decline(db, request_id, answer_text, now, actor)
+        if choice == "always":
+            item = access_requests.require_pending(db, request_id)
+            if item.more_time:
+                raise services.ActionError("More time can only be given for a while.", "for")
+            _always(config, db, item)
+            return access_requests.mark_approved(db, request_id, None, now, actor)
+        if choice == "tonight":
+            until = access_requests.tonight(now, config.timezone)
+        else:
+            try:
+                minutes = float(choice)
+            except ValueError:
+                raise services.ActionError("Choose how long: 15, 60, tonight or always.", "for") from None
+            if not 1 <= minutes <= 366 * 1440:
+                raise services.ActionError("Minutes must be between 1 and a year.", "minutes")
+            until = now + minutes * 60
+        return access_requests.approve(db, config, request_id, until, now, actor)
+    except access_requests.RequestError as exc:
+        raise services.ActionError(str(exc).capitalize() + ".", "request") from None
+
+
+def _always(config, db, item: AccessRequest) -> None:
+    """A permanent approval: the profile of that device lets the site (or service) through."""
+    name = access_requests.subject_name(config, item)
+    device = next((d for d in config.rules.devices if d.name == name), None)
+    profile = config.rules.profiles[device.profile if device else name]
+    if item.unblocks in config.catalog.services:
+        if item.unblocks in profile.block_services:
+            services.set_profile_list(db, None, profile.name, "block_services",
+                                      [s for s in profile.block_services if s != item.unblocks])
+        else:   # blocked by a category or a schedule's service list: allow its main domain
+            services.add_to_profile(db, profile.name, "allow", item.domain)
+    else:
+        services.add_to_profile(db, profile.name, "allow", item.unblocks)
+
+
+def lists_for_page(config, db, now: float) -> tuple[list[dict], list[dict]]:
+    pending = [describe(config, r) for r in access_requests.pending(db)]
+    answered = [describe(config, r) for r in access_requests.answered(db, now - ANSWERED_SHOWN_S)]
+    return pending, answered
 
 
 @bp.route("/requests")
 def page():
-    from flask import render_template
-    return render_template("requests.html")
+    config, db = _state()
+    pending, answered = lists_for_page(config, db, time.time())
+    return render_template("requests.html", pending=pending, answered=answered, back="requests",
+                           tz=ZoneInfo(config.timezone))
+
+
+@bp.route("/requests/<int:request_id>/approve", methods=["POST"])
+def approve(request_id: int):
+    return _answer(request_id, request.form.get("for", ""))
+
+
+@bp.route("/requests/<int:request_id>/decline", methods=["POST"])
+def decline(request_id: int):
+    return _answer(request_id, None)
+
+
+def _answer(request_id: int, choice: str | None):
+    config, db = _state()
+    try:
+        item = answer(config, db, request_id, choice, request.form.get("answer", ""))
+    except services.ActionError as exc:
+        flash(str(exc), "error")
+    else:
+        who = item.device or item.client
+        if item.status == "declined":
+            flash(f"Declined {item.domain} for {who}.", "ok")
+        elif item.until is None:
+            flash(f"{item.domain} is allowed for {who} from now on.", "ok")
+        else:
+            flash(f"Approved {item.domain} for {who} until {_clock(item.until, config.timezone)}.", "ok")
+    back = url_for("dashboard.index") if request.form.get("back") == "dashboard" else url_for("requests.page")
+    return redirect(back, 303)
+
+
+def _clock(ts: float, timezone: str) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ts, ZoneInfo(timezone)).strftime("%H:%M")

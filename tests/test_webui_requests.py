@@ -1,0 +1,265 @@
+"""The child's side (block page: why, when, "ask") and the parent's side (/requests, the home
+page's cards, the API) of access requests, through the Flask test client on real files."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from filterd import overrides
+from webui_fixtures import BASE_URL, Env, XSS_PAYLOADS, csrf_from, page_csrf
+
+CONFIG = """\
+# Our house
+timezone: UTC
+data_dir: {data_dir}
+dns:
+  listen: ["127.0.0.1:5353"]
+  upstreams: ["udp://127.0.0.1:1"]
+web:
+  listen: "127.0.0.1:8080"
+  address: 192.168.1.2
+  hostnames: [filter.home]
+profiles:
+  kids:   # Emma
+    preset: child
+    block: [games.example]
+  night:
+    preset: child
+    schedules:
+      - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59", block: all}}
+      - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "23:59", end: "00:00", block: all}}
+  adults:
+    preset: adult
+devices:
+  - {{name: kids-tablet, ip: 192.168.1.23, profile: kids}}
+  - {{name: dad-phone, ip: 192.168.1.24, profile: adults}}
+  - {{name: sleepy, ip: 192.168.1.25, profile: night}}
+default_profile: kids
+"""
+
+TABLET, DAD, SLEEPY, UNNAMED = "192.168.1.23", "192.168.1.24", "192.168.1.25", "192.168.1.77"
+
+
+@pytest.fixture
+def env(tmp_path) -> Env:
+    environment = Env(tmp_path, CONFIG.format(data_dir=tmp_path / "var"))
+    environment.set_password()
+    return environment
+
+
+@pytest.fixture
+def admin(env):
+    return env.logged_in()
+
+
+def child(env, peer: str = TABLET, host: str = "www.games.example"):
+    return env.client(peer=peer, base_url=f"http://{host}")
+
+
+def page(client, path: str = "/"):
+    response = client.get(path)
+    return response, response.get_data(as_text=True)
+
+
+def ask(client, message: str = "", path: str = "/"):
+    _, html = page(client, path)
+    token = re.search(r'name="token" value="([0-9a-f]+)"', html)
+    assert token, "no ask form on the block page"
+    return client.post(path, data={"token": token.group(1), "message": message})
+
+
+def pending_ids(env) -> list[int]:
+    return [row[0] for row in env.query("SELECT id FROM access_requests WHERE status = 'pending' ORDER BY id")]
+
+
+# ---------------------------------------------------------------- the child's block page
+
+
+def test_block_page_shows_the_site_the_devices_reason_and_an_ask_form(env):
+    response, html = page(child(env))
+    assert response.status_code == 403
+    assert "www.games.example" in html and "Your parents have blocked this site." in html
+    assert "Ask a parent for access" in html
+    # Nothing that helps a bypass: no list, profile or setting names.
+    assert "kids" not in html.lower() and "block list" not in html and "csrf-token" not in html
+
+
+def test_the_same_site_is_not_blocked_for_a_device_whose_profile_allows_it(env):
+    response, html = page(child(env, DAD))
+    assert response.status_code == 200 and "is not blocked" in html and "Ask a parent" not in html
+
+
+def test_at_bedtime_the_page_says_when_it_opens_and_offers_to_ask_for_more_time(env):
+    response, html = page(child(env, SLEEPY, "minecraft.net"))
+    assert response.status_code == 403
+    assert "bedtime" in html and "It opens again at" in html and "Ask for more time" in html
+
+
+def test_asking_files_one_request_and_the_reloaded_page_says_it_was_sent(env):
+    client = child(env)
+    response = ask(client, "for my homework project", path="/some/page?x=1")
+    assert response.status_code == 303 and response.headers["Location"].endswith("/some/page?x=1")
+    rows = env.query("SELECT device, domain, message, unblocks, status, client FROM access_requests")
+    assert rows == [("kids-tablet", "www.games.example", "for my homework project", "games.example", "pending",
+                     TABLET)]
+    _, html = page(client)
+    assert "You asked at" in html and "A parent will answer soon" in html
+    assert 'name="token"' not in html          # no second form while one request waits
+
+
+def test_asking_without_the_pages_token_files_nothing(env):
+    client = child(env)
+    response = client.post("/", data={"token": "0" * 32, "message": "hi"})
+    assert response.status_code == 403 and "try again" in response.get_data(as_text=True)
+    response = client.post("/", data={"message": "hi"})
+    assert response.status_code == 403
+    assert pending_ids(env) == []
+
+
+def test_a_token_from_another_device_or_site_does_not_work(env):
+    _, html = page(child(env))
+    token = re.search(r'name="token" value="([0-9a-f]+)"', html).group(1)
+    assert child(env, UNNAMED).post("/", data={"token": token}).status_code == 403
+    assert child(env, host="other.games.example").post("/", data={"token": token}).status_code == 403
+    assert pending_ids(env) == []
+
+
+def test_a_foreign_origin_cannot_file_a_request(env):
+    client = child(env)
+    _, html = page(client)
+    token = re.search(r'name="token" value="([0-9a-f]+)"', html).group(1)
+    response = client.post("/", data={"token": token}, headers={"Origin": "http://evil.example"})
+    assert response.status_code == 403 and pending_ids(env) == []
+
+
+def test_the_hourly_limit_is_explained_to_the_child(env):
+    client_for = lambda n: child(env, host=f"s{n}.games.example")  # noqa: E731
+    for n in range(10):
+        assert ask(client_for(n)).status_code == 303
+    response = ask(client_for(10))
+    assert response.status_code == 403
+    assert "a lot of sites this hour" in response.get_data(as_text=True)
+    assert len(pending_ids(env)) == 10
+
+
+def test_an_unnamed_device_can_ask_and_is_known_by_its_address(env):
+    assert ask(child(env, UNNAMED)).status_code == 303
+    assert env.query("SELECT device, client FROM access_requests") == [("", UNNAMED)]
+    _, html = page(child(env, "192.168.1.78"))
+    assert "Ask a parent for access" in html          # another unnamed device has not asked
+
+
+# ---------------------------------------------------------------- the parent's answers
+
+
+def test_requests_page_lists_pending_requests_with_the_childs_words_escaped(env, admin):
+    for payload in XSS_PAYLOADS:
+        ask(child(env, host=f"x{len(payload)}.games.example"), payload)
+    response, html = page(admin, "/requests")
+    assert response.status_code == 200
+    for payload in XSS_PAYLOADS:
+        assert payload not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "kids-tablet" in html and "x25.games.example" in html
+
+
+def test_approving_for_an_hour_from_the_home_page_opens_the_site_for_that_device_only(env, admin):
+    ask(child(env))
+    response, html = page(admin, "/")
+    assert "Waiting for your answer" in html and "www.games.example" in html
+    request_id = pending_ids(env)[0]
+    response = admin.post(f"/requests/{request_id}/approve",
+                          data={"csrf_token": csrf_from(html), "for": "60", "back": "dashboard"})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/")
+    assert env.query("SELECT status FROM access_requests") == [("approved",)]
+    active = overrides.active(env.db(), __import__("time").time())
+    assert [(o.kind, o.subject, o.value) for o in active] == [("allow", "kids-tablet", "games.example")]
+    # The child's reload: open now, and the answer.
+    response, text = page(child(env))
+    assert response.status_code == 200 and "is not blocked" in text and "A parent said yes until" in text
+    # Another device of the same profile is still blocked.
+    assert page(child(env, UNNAMED))[0].status_code == 403
+
+
+def test_approving_always_adds_the_domain_to_the_profiles_allow_list_keeping_comments(env, admin):
+    ask(child(env))
+    token = page_csrf(admin, "/requests")
+    admin.post(f"/requests/{pending_ids(env)[0]}/approve", data={"csrf_token": token, "for": "always"})
+    text = env.config_text()
+    assert "# Our house" in text and "# Emma" in text
+    assert re.search(r"allow:\s*\n?\s*-? ?\[?games\.example", text), text
+    assert env.query("SELECT status, until FROM access_requests") == [("approved", None)]
+    assert page(child(env))[0].status_code == 200
+
+
+def test_more_time_at_bedtime_is_bonus_time_and_cannot_be_always(env, admin):
+    ask(child(env, SLEEPY, "minecraft.net"))
+    request_id = pending_ids(env)[0]
+    token = page_csrf(admin, "/requests")
+    html = admin.get("/requests").get_data(as_text=True)
+    assert 'value="always"' not in html
+    admin.post(f"/requests/{request_id}/approve", data={"csrf_token": token, "for": "always"})
+    assert env.query("SELECT status FROM access_requests") == [("pending",)]
+    admin.post(f"/requests/{request_id}/approve", data={"csrf_token": token, "for": "15"})
+    kinds = [(o.kind, o.subject) for o in overrides.active(env.db(), __import__("time").time())]
+    assert kinds == [("bonus", "sleepy")]
+    assert page(child(env, SLEEPY, "minecraft.net"))[0].status_code == 200
+
+
+def test_declining_with_a_word_back_shows_it_to_the_child_who_must_wait_an_hour(env, admin):
+    ask(child(env))
+    token = page_csrf(admin, "/requests")
+    admin.post(f"/requests/{pending_ids(env)[0]}/decline",
+               data={"csrf_token": token, "answer": "ask me after homework"})
+    response, html = page(child(env))
+    assert response.status_code == 403
+    assert "A parent said no" in html and "ask me after homework" in html and "You can ask again at" in html
+    assert 'name="token"' not in html
+    answered = admin.get("/requests").get_data(as_text=True)
+    assert "declined" in answered and "ask me after homework" in answered
+
+
+def test_answers_need_a_session_and_the_csrf_token(env, admin):
+    ask(child(env))
+    request_id = pending_ids(env)[0]
+    anonymous = env.client()
+    response = anonymous.post(f"/requests/{request_id}/approve", data={"for": "60"})
+    assert response.status_code in (302, 303) and "/login" in response.headers["Location"]
+    assert admin.post(f"/requests/{request_id}/approve", data={"for": "60"}).status_code == 400
+    assert pending_ids(env) == [request_id]
+
+
+# ---------------------------------------------------------------- the API
+
+
+def test_api_lists_approves_and_declines_requests(env, admin):
+    ask(child(env))
+    ask(child(env, host="chess.games.example"))
+    token = page_csrf(admin, "/")
+    headers = {"X-CSRF-Token": token}
+    listed = admin.get("/api/requests").get_json()
+    assert [r["domain"] for r in listed] == ["chess.games.example", "www.games.example"]
+    assert listed[0]["device"] == "kids-tablet" and listed[0]["status"] == "pending"
+    first, second = listed[1]["id"], listed[0]["id"]
+    response = admin.post(f"/api/requests/{first}/approve", json={"minutes": 15}, headers=headers)
+    assert response.status_code == 200 and response.get_json()["request"]["status"] == "approved"
+    response = admin.post(f"/api/requests/{second}/decline", json={"answer": "not now"}, headers=headers)
+    assert response.get_json()["request"]["answer"] == "not now"
+    assert admin.get("/api/requests").get_json() == []
+    assert len(admin.get("/api/requests?status=answered").get_json()) == 2
+    again = admin.post(f"/api/requests/{first}/approve", json={}, headers=headers)
+    assert again.status_code == 400 and "already approved" in again.get_json()["error"]
+    assert admin.post("/api/requests/999/decline", json={}, headers=headers).status_code == 404
+    assert admin.get("/api/requests?status=nonsense").status_code == 400
+
+
+def test_api_requests_refuse_anonymous_callers(env):
+    assert env.client().get("/api/requests").status_code == 401
+    assert env.client().post("/api/requests/1/approve", json={}).status_code == 401
+
+
+def test_block_page_is_served_to_the_child_not_the_admin_ui(env):
+    response = child(env).get("/requests")
+    assert response.status_code == 403 and "Access requests" not in response.get_data(as_text=True)
+    assert BASE_URL.startswith("http://127.0.0.1")
