@@ -108,8 +108,8 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
     """File the child's request; returns a message to show instead when it cannot be filed."""
     if not _token_valid(request.form.get("token", ""), client, domain, now):
         return "This page was open for a long time: please try again."
-    origin = request.headers.get("Origin")
-    if origin and host_of(origin.split("://", 1)[-1].split("/", 1)[0]) != domain:
+    origin = request.headers.get("Origin")   # "null" from privacy-minded browsers: the token suffices
+    if origin and origin != "null" and host_of(origin.split("://", 1)[-1].split("/", 1)[0]) != domain:
         return "Please ask from this page."
     try:
         filed, new = access_requests.submit(
@@ -150,7 +150,7 @@ def _status(latest, now: float, tz) -> dict | None:
             return {"kind": "approved", "text": f"A parent said yes until {at(latest.until)}."}
         return None   # an approval that ran out: the child may ask again
     if latest.status == "declined":
-        answer = f": “{latest.answer}”" if latest.answer else "."
+        answer = f": “{latest.answer}”." if latest.answer else "."
         cooldown_end = (latest.decided or 0) + access_requests.DECLINE_COOLDOWN_S
         if cooldown_end > now:
             return {"kind": "cooldown", "text": f"A parent said no{answer} You can ask again at {at(cooldown_end)}."}
