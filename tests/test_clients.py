@@ -1,9 +1,11 @@
 """Who asked: source IP → device (exact IP, then MAC from the neighbour table, then network) → profile."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from filterd.clients import ClientMap, Identity, parse_arp_table, read_neighbours
+from filterd.clients import ClientMap, Identity, parse_arp_table, parse_neighbour_messages, read_neighbours
 from filterd.config import parse_config, read_yaml
 
 CONFIG = """
@@ -96,11 +98,61 @@ def test_parse_arp_table_of_an_empty_table_or_garbage():
 def test_read_neighbours_from_a_file_and_a_missing_one(tmp_path):
     path = tmp_path / "arp"
     path.write_text(ARP_TABLE)
-    assert read_neighbours(str(path))["192.168.1.23"] == "aa:bb:cc:dd:ee:ff"
-    assert read_neighbours(str(tmp_path / "missing")) == {}
+    assert read_neighbours(str(path), netlink=False)["192.168.1.23"] == "aa:bb:cc:dd:ee:ff"
+    assert read_neighbours(str(tmp_path / "missing"), netlink=False) == {}
 
 
 def test_a_device_known_by_mac_is_found_through_the_neighbour_table(clients):
     neighbours = parse_arp_table(ARP_TABLE.replace("192.168.1.23 ", "192.168.1.77 "))
     ip = "192.168.1.77"
     assert clients.identify(ip, neighbours.get(ip)).device == "bob-phone"
+
+
+NEIGHBOURS_IN_A_NAMESPACE = """
+set -e
+ip link set lo up
+ip link add fdtest0 type veth peer name fdtest1
+ip link set fdtest1 up
+ip link set fdtest0 address 02:00:00:00:00:01 up
+ip addr add 192.0.2.1/24 dev fdtest0
+ip -6 addr add 2001:db8::1/64 dev fdtest0 nodad
+ip neigh add 192.0.2.23 lladdr AA:BB:CC:DD:EE:01 dev fdtest0 nud permanent
+ip neigh add 192.0.2.24 dev fdtest0 nud incomplete 2>/dev/null || true
+ip -6 neigh add 2001:db8::23 lladdr aa:bb:cc:dd:ee:02 dev fdtest0 nud reachable
+ip -6 neigh add fe80::23 lladdr aa:bb:cc:dd:ee:03 dev fdtest0 nud stale
+exec "$PYTHON" -c 'import json; from filterd.clients import dump_neighbours; print(json.dumps(dump_neighbours()))'
+"""
+
+
+def test_the_neighbour_table_over_netlink_has_ipv4_and_ipv6_devices_in_a_private_namespace():
+    """A real kernel table: a veth interface with neighbours, in a network namespace of its own."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip to make a private network namespace")
+    result = subprocess.run(["unshare", "--net", "sh", "-c", NEIGHBOURS_IN_A_NAMESPACE],
+                            capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "PYTHON": sys.executable}, cwd=Path(__file__).parent.parent)
+    if result.returncode != 0 and "Operation not permitted" in result.stderr:
+        pytest.skip(f"cannot make a network namespace here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    assert table["192.0.2.23"] == "aa:bb:cc:dd:ee:01"
+    assert table["2001:db8::23"] == "aa:bb:cc:dd:ee:02"
+    assert table["fe80::23"] == table["fe80::23%fdtest0"] == "aa:bb:cc:dd:ee:03"
+    assert "192.0.2.24" not in table          # incomplete: no MAC to trust
+
+
+def test_a_truncated_or_refused_netlink_reply_is_not_misread():
+    import struct
+    header = struct.Struct("=IHHII")
+    table: dict[str, str] = {}
+    assert parse_neighbour_messages(header.pack(200, 28, 0, 1, 0) + b"\0" * 20, table) is True
+    assert table == {}
+    refused = header.pack(header.size + 4, 2, 0, 1, 0) + struct.pack("=i", -1)
+    with pytest.raises(OSError):
+        parse_neighbour_messages(refused, table)
