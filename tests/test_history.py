@@ -308,6 +308,15 @@ def test_stats_for_one_device_over_a_longer_span(capsys, stats_config, recent_ho
     assert "casino.example (1)" in out and "www.tiktok.com (1)" in out
 
 
+def test_stats_for_a_device_nobody_named_or_saw_says_so_instead_of_printing_zeros(capsys, stats_config,
+                                                                                   recent_house):
+    code, out, err = run_stats(capsys, "--config", str(stats_config), "--device", "fone")
+    assert code == 2 and out == ""
+    assert err.startswith("filterd: no device named or seen as 'fone'")
+    code, out, _ = run_stats(capsys, "--config", str(stats_config), "--device", "192.168.1.20")
+    assert code == 0                      # an address the daemon has seen is fine
+
+
 def test_stats_with_a_bad_since_says_how_to_write_it(capsys, stats_config, recent_house):
     code, out, err = run_stats(capsys, "--config", str(stats_config), "--since", "yesterday")
     assert code == 2
