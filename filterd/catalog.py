@@ -49,7 +49,7 @@ ESSENTIAL_DOMAINS = frozenset({
 # libyaml's parser where installed: the catalog is re-read on every config reload, on a Pi.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Every parent of an essential domain ("co.uk", "net"…) → one essential domain below it.
-_ESSENTIAL_BELOW = {".".join(e.split(".")[i:]): e for e in sorted(ESSENTIAL_DOMAINS)
+ESSENTIAL_PARENTS = {".".join(e.split(".")[i:]): e for e in sorted(ESSENTIAL_DOMAINS)
                     for i in range(1, e.count(".") + 1)}
 _CATEGORY_ID = re.compile(r"[a-z][a-z0-9_]{0,31}").fullmatch
 _SERVICE_ID = _CATEGORY_ID
@@ -314,7 +314,7 @@ def essential_conflict(name: str) -> str | None:
     if name in ESSENTIAL_DOMAINS:
         return (f'"{name}" is shared infrastructure a family\'s normal internet needs: '
                 "list the service's own host names under it instead")
-    essential = _ESSENTIAL_BELOW.get(name)
+    essential = ESSENTIAL_PARENTS.get(name)
     if essential:
         return f'"{name}" would also block {essential}, which a family\'s normal internet needs'
     return None

@@ -95,6 +95,19 @@ def test_compiled_index_holds_the_seeds_and_the_lists(tmp_path):
         assert index.match("example.org") is None
 
 
+def test_a_downloaded_list_cannot_block_what_every_device_needs(tmp_path, caplog):
+    listed = tmp_path / "doh.txt"
+    listed.write_text("bad-doh.test\napple-dns.net\ngoogleapis.com\ncom\nmask.apple-dns.net\n")
+    config = load_config(write_config(tmp_path, f"  - {{id: doh, path: {listed}, category: gambling}}"))
+    with DomainIndex.open(lists.ensure_compiled(config)) as index:
+        assert index.match("bad-doh.test").list_ids == ("doh",)
+        assert index.match("www.apple-dns.net") is None          # iCloud's servers sit behind it
+        assert index.match("storage.googleapis.com") is None
+        assert index.match("example.com") is None
+        assert index.match("mask.apple-dns.net").list_ids == ("doh",)   # a name below one is fine
+    assert "left out 3 entries" in caplog.text and "apple-dns.net" in caplog.text
+
+
 def test_a_changed_list_file_gives_a_new_index_with_its_names(tmp_path):
     listed = tmp_path / "mine.txt"
     listed.write_text("first.test\n")
