@@ -3,10 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config/filterd.yaml
-# Debian packages the tests drive: a real browser for the web UI, dnsmasq for DHCP later.
-TEST_DEBS := chromium chromium-driver
+# Debian packages the tests drive: a real browser for the web UI; dnsmasq and busybox's udhcpc
+# for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/.
+TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd
+# `make deb-test` also needs debootstrap (a minimal Debian 12 root; dpkg-deb builds the package).
+DEB_TEST_DEBS := debootstrap
+VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)
+DEB := build/filterd_$(VERSION)_all.deb
 
-.PHONY: run test bench venv debs clean
+.PHONY: run test bench venv debs deb deb-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +30,7 @@ run: venv
 	wait
 
 debs:
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_DEBS) $(EXTRA_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
@@ -34,6 +39,16 @@ debs:
 test: venv debs
 	$(VENV)/bin/bandit -q -r filterd webui -ll
 	$(PY) -m pytest -q
+
+# filterd_<version>_all.deb: depends on Debian 12's own python3-* libraries (packaging/debian/).
+deb:
+	packaging/debian/build.sh build
+
+# The package in a fresh Debian 12 root: apt install, filterd check, unit tests, one DNS
+# answer; install.sh in a second root. Needs root; the debootstrapped root is cached.
+deb-test: deb
+	@$(MAKE) --no-print-directory debs EXTRA_DEBS="$(DEB_TEST_DEBS)" TEST_DEBS=
+	timeout 1200 packaging/deb-test.sh $(DEB)
 
 bench: venv
 	$(PY) tests/bench/run_bench.py

@@ -75,6 +75,12 @@ def _row(row) -> AccessRequest:
     return AccessRequest(*row)
 
 
+def _select(conn: sqlite3.Connection, where: str, args: tuple) -> list[AccessRequest]:
+    """Requests matching `where` (SQL text from this module only; values always bound)."""
+    sql = f"SELECT {_COLUMNS} FROM access_requests WHERE {where}"   # nosec B608: constant text, bound values
+    return [_row(r) for r in conn.execute(sql, args)]
+
+
 def clean_text(text: str | None, limit: int) -> str:
     """One line of what a person typed: no control or direction-changing characters."""
     return " ".join(_CONTROL.sub(" ", text or "").split())[:limit]
@@ -101,25 +107,23 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
     who, subject = ("device = ?", device) if device else ("device = '' AND client = ?", client or "")
     conn.execute("BEGIN IMMEDIATE")
     try:
-        declined = conn.execute(
-            f"SELECT decided FROM access_requests WHERE {who} AND domain = ? AND status = 'declined' "
-            "AND decided > ? ORDER BY decided DESC LIMIT 1", (subject, domain, now - DECLINE_COOLDOWN_S)).fetchone()
+        declined = [r.decided for r in _select(
+            conn, f"{who} AND domain = ? AND status = 'declined' AND decided > ? ORDER BY decided DESC LIMIT 1",
+            (subject, domain, now - DECLINE_COOLDOWN_S))]
         if declined:
             raise RequestRefused("A parent said no to this site a moment ago.",
                                  retry_at=declined[0] + DECLINE_COOLDOWN_S)
-        pending = conn.execute(
-            f"SELECT {_COLUMNS} FROM access_requests WHERE {who} AND domain = ? AND status = 'pending' "
-            "ORDER BY id DESC LIMIT 1", (subject, domain)).fetchone()
+        pending = _select(conn, f"{who} AND domain = ? AND status = 'pending' ORDER BY id DESC LIMIT 1",
+                          (subject, domain))
         if pending:
             conn.execute("UPDATE access_requests SET asks = asks + 1, updated = ?, "
                          "message = CASE WHEN ? <> '' THEN ? ELSE message END, reason = ? WHERE id = ?",
-                         (now, message, message, reason, pending[0]))
+                         (now, message, message, reason, pending[0].id))
             conn.execute("COMMIT")
-            return get(conn, pending[0]), False
-        recent = conn.execute(f"SELECT count(*), min(created) FROM access_requests WHERE {who} AND created > ?",
-                              (subject, now - 3600)).fetchone()
-        if recent[0] >= MAX_PER_HOUR:
-            raise RequestRefused("You have asked for a lot of sites this hour.", retry_at=recent[1] + 3600)
+            return get(conn, pending[0].id), False
+        recent = sorted(r.created for r in _select(conn, f"{who} AND created > ?", (subject, now - 3600)))
+        if len(recent) >= MAX_PER_HOUR:
+            raise RequestRefused("You have asked for a lot of sites this hour.", retry_at=recent[0] + 3600)
         cursor = conn.execute(
             "INSERT INTO access_requests (device, domain, reason, rule, unblocks, message, client, created, updated) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -132,31 +136,26 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
 
 
 def get(conn: sqlite3.Connection, request_id: int) -> AccessRequest | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM access_requests WHERE id = ?", (request_id,)).fetchone()
-    return _row(row) if row else None
+    found = _select(conn, "id = ?", (request_id,))
+    return found[0] if found else None
 
 
 def latest(conn: sqlite3.Connection, device: str, client: str | None, domain: str) -> AccessRequest | None:
     """The newest request of this device (or unnamed client) for this site, for the block page."""
     if device:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM access_requests WHERE device = ? AND domain = ? "
-                           "ORDER BY id DESC LIMIT 1", (device, domain)).fetchone()
+        found = _select(conn, "device = ? AND domain = ? ORDER BY id DESC LIMIT 1", (device, domain))
     else:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM access_requests WHERE device = '' AND client = ? "
-                           "AND domain = ? ORDER BY id DESC LIMIT 1", (client or "", domain)).fetchone()
-    return _row(row) if row else None
+        found = _select(conn, "device = '' AND client = ? AND domain = ? ORDER BY id DESC LIMIT 1",
+                        (client or "", domain))
+    return found[0] if found else None
 
 
 def pending(conn: sqlite3.Connection, limit: int = 100) -> list[AccessRequest]:
-    return [_row(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM access_requests WHERE status = 'pending' ORDER BY updated DESC LIMIT ?",
-        (limit,))]
+    return _select(conn, "status = 'pending' ORDER BY updated DESC LIMIT ?", (limit,))
 
 
 def answered(conn: sqlite3.Connection, since: float, limit: int = 50) -> list[AccessRequest]:
-    return [_row(r) for r in conn.execute(
-        f"SELECT {_COLUMNS} FROM access_requests WHERE status <> 'pending' AND decided >= ? "
-        "ORDER BY decided DESC LIMIT ?", (since, limit))]
+    return _select(conn, "status <> 'pending' AND decided >= ? ORDER BY decided DESC LIMIT ?", (since, limit))
 
 
 def tonight(now: float, timezone: str) -> float:

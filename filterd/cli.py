@@ -215,6 +215,54 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """The config and the state worth keeping (overrides, devices seen, requests, audit) in one file."""
+    from . import backup, configfile, state
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    conn = state.connect(state.db_path(config.data_dir))
+    try:
+        data = backup.make_backup(configfile.read(config.path)[0], conn)
+    finally:
+        conn.close()
+    try:
+        with open(args.output, "xb") as out:     # never overwrite an older backup by mistake
+            out.write(data)
+    except OSError as exc:
+        print(f"filterd: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({len(data):,} bytes)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup file: validated in full before anything is replaced."""
+    from pathlib import Path
+
+    from . import backup, state
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    try:
+        restored = backup.read_backup(Path(args.file).read_bytes(), config.path, config.data_dir)
+    except OSError as exc:
+        print(f"filterd: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except backup.BackupError as exc:
+        print(f"filterd: not restored, nothing changed: {exc}", file=sys.stderr)
+        return 2
+    conn = state.connect(state.db_path(config.data_dir))
+    try:
+        backup.apply_backup(restored, config.path, conn, "CLI")
+    finally:
+        conn.close()
+    print(f"restored the {restored.summary()}")
+    return 0
+
+
 def cmd_lists_compile(args: argparse.Namespace) -> int:
     from . import lists
 
@@ -245,6 +293,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     conn = state.connect(path)
     since = time.time() - span
+    if args.device:
+        known = {d.name.lower(): d.name for d in config.rules.devices}
+        seen = conn.execute("SELECT 1 FROM clients_seen WHERE device = ? OR client = ? LIMIT 1",
+                            (args.device, args.device)).fetchone()
+        if args.device.lower() not in known and not seen:
+            conn.close()
+            names = ", ".join(sorted(known.values())) or "none named yet"
+            print(f"filterd: no device named or seen as {args.device!r} (devices: {names})", file=sys.stderr)
+            return 2
+        args.device = known.get(args.device.lower(), args.device)
     devices = [args.device] if args.device else sorted(
         {row[1] for row in history.activity_by_hour(conn, since)})
     print(f"since {args.since} ago:")
@@ -265,6 +323,38 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 for c, n in categories))
     conn.close()
     return 0
+
+
+def cmd_dhcp(args: argparse.Namespace) -> int:
+    """Serve DHCP with dnsmasq (DHCP only) from the config's dhcp: section; --print shows its config."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    from . import dhcp
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    try:
+        if args.print:
+            print(dhcp.dnsmasq_config(config), end="")
+            return 0
+        folder = Path(args.run_dir) if args.run_dir else Path(config.data_dir)
+        config_file = dhcp.write_dnsmasq_config(config, folder)
+    except dhcp.DhcpError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"filterd: cannot write dnsmasq's config in {args.run_dir or config.data_dir}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    program = shutil.which(args.dnsmasq, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if program is None:
+        print(f"filterd: {args.dnsmasq} not found: install dnsmasq-base (apt install dnsmasq-base)", file=sys.stderr)
+        return 1
+    sys.stderr.flush()
+    os.execv(program, dhcp.dnsmasq_command(program, config_file))
 
 
 def _load_or_exit(path: str):
@@ -334,6 +424,22 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", default="24h", help="how far back, e.g. 1h, 24h, 7d (default 24h)")
     stats.add_argument("--top", type=int, default=5, help="how many top blocked domains (default 5)")
     stats.set_defaults(func=cmd_stats)
+
+    dhcp_cmd = commands.add_parser("dhcp", help="serve DHCP (dnsmasq, DHCP only) from the dhcp: section")
+    dhcp_cmd.add_argument("--config", default=DEFAULT_CONFIG)
+    dhcp_cmd.add_argument("--print", action="store_true", help="print dnsmasq's config instead of running it")
+    dhcp_cmd.add_argument("--run-dir", help="where to write dnsmasq's config (default: data_dir)")
+    dhcp_cmd.add_argument("--dnsmasq", default="dnsmasq", help="the dnsmasq program (default: dnsmasq)")
+    dhcp_cmd.set_defaults(func=cmd_dhcp)
+
+    backup_cmd = commands.add_parser("backup", help="write the config and state to one file")
+    backup_cmd.add_argument("output", help="the file to write (an existing file is never overwritten)")
+    backup_cmd.add_argument("--config", default=DEFAULT_CONFIG)
+    backup_cmd.set_defaults(func=cmd_backup)
+    restore_cmd = commands.add_parser("restore", help="restore a backup (validated before anything is replaced)")
+    restore_cmd.add_argument("file")
+    restore_cmd.add_argument("--config", default=DEFAULT_CONFIG)
+    restore_cmd.set_defaults(func=cmd_restore)
 
     lists_cmd = commands.add_parser("lists", help="block lists")
     lists_sub = lists_cmd.add_subparsers(dest="lists_command", required=True)

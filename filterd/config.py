@@ -380,7 +380,7 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     rules = parse_rules(data, check, catalog.categories if catalog else {},
                         catalog.services if catalog else {})
     log_config = parse_log_config(data.get("log"), check)
-    notify = parse_notify_config(data.get("notify"), check)
+    notify = parse_notify_config(data.get("notify"), check, catalog.categories if catalog else None, rules.profiles)
     dhcp = parse_dhcp_config(data.get("dhcp"), check)
     if check.problems:
         raise ConfigError(check.problems)

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -108,14 +108,22 @@ def fetch_list(
     deadline_s: float = 600,
     max_bytes: int = 200 * _MB,
     progress: Progress | None = None,
-    check_url: Callable[[str], None] | None = None,
+    check_url: Callable[[str], Sequence[str] | None] | None = None,
+    progress_interval_s: float | None = None,
 ) -> FetchResult:
     """Download url into `<store_dir>/<list_id>.txt` unless it is unchanged; never raises on
     network or server trouble (only on a bad list_id, which is a programming/config error).
 
+    progress(bytes received, Content-Length or None) is called at most every
+    progress_interval_s (default PROGRESS_INTERVAL_S; 0: after every chunk, for a caller that
+    keeps the latest figures and shows them on its own clock, as lists.UpdateStatus does),
+    plus at the start and the end.
     timeout_s bounds connecting and each read; deadline_s bounds the whole download including
     redirects, so a server trickling a byte now and then cannot hold an update forever.
     check_url(url) may raise to refuse a URL (e.g. an SSRF guard); it sees every redirect target.
+    When it returns addresses, the connection goes to those (and only those) instead of
+    resolving the host again, so a DNS answer changed after the check cannot be followed
+    (urlcheck.UrlGuard does this).
     """
     check_list_id(list_id)
     store = Path(store_dir)
@@ -125,6 +133,7 @@ def fetch_list(
             return _fetch_locked(
                 list_id, url, store, timeout_s=timeout_s, deadline_s=deadline_s,
                 max_bytes=max_bytes, progress=progress, check_url=check_url,
+                progress_interval_s=progress_interval_s,
             )
     except _Failure as failure:
         error, http_status = failure.args
@@ -159,7 +168,8 @@ class _Kept:
 
 def _fetch_locked(
     list_id: str, url: str, store: Path, *, timeout_s: float, deadline_s: float,
-    max_bytes: int, progress: Progress | None, check_url: Callable[[str], None] | None,
+    max_bytes: int, progress: Progress | None, check_url: Callable[[str], Sequence[str] | None] | None,
+    progress_interval_s: float | None = None,
 ) -> FetchResult:
     target = store / f"{list_id}.txt"
     part = store / f".{list_id}.txt.part"
@@ -178,15 +188,16 @@ def _fetch_locked(
     try:
         for _hop in range(MAX_REDIRECTS + 1):
             _check_url_shape(current)
+            pinned: Sequence[str] | None = None
             if check_url is not None:
                 try:
-                    check_url(current)
+                    pinned = check_url(current)
                 except Exception as exc:  # the hook's own reason is the message
                     raise _Failure(f"refused {current}: {exc}") from None
             if deadline.over:
                 raise _Failure(deadline.message(current))
             try:
-                with _connect(current, tls, min(timeout_s, deadline.remaining())) as conn:
+                with _connect(current, tls, min(timeout_s, deadline.remaining()), pinned) as conn:
                     with deadline.watching(conn.sock):
                         conn.request("GET", _request_target(current), headers=headers)
                         response = conn.getresponse()
@@ -204,7 +215,8 @@ def _fetch_locked(
                             raise _Failure(f"HTTP {status} from {current}", status)
                         with _open_part(part) as out:
                             size = _receive(response, out, url=current, max_bytes=max_bytes,
-                                            progress=progress, deadline=deadline)
+                                            progress=Throttled(progress, progress_interval_s),
+                                            deadline=deadline)
             except (OSError, http.client.HTTPException) as exc:
                 if deadline.over:
                     raise _Failure(deadline.message(current)) from None
@@ -230,7 +242,7 @@ def _fetch_locked(
 
 def _receive(
     response: http.client.HTTPResponse, out: _PartFile, *, url: str, max_bytes: int,
-    progress: Progress | None, deadline: _Deadline,
+    progress: Throttled, deadline: _Deadline,
 ) -> int:
     """Copy the body into out (gunzipped if need be) with every cap applied; return bytes written."""
     total = response.length  # Content-Length on the wire; None when unknown or chunked
@@ -241,7 +253,7 @@ def _receive(
     if encoding not in ("identity", "gzip", "x-gzip"):
         raise _Failure(f"unsupported Content-Encoding {encoding!r} from {url}", 200)
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding != "identity" else None
-    report = _Throttled(progress)
+    report = progress
     report(0, total, force=True)
     received = written = 0
     while chunk := response.read1(CHUNK_BYTES):
@@ -330,18 +342,19 @@ def _shut_down(sock: socket.socket) -> None:
         pass
 
 
-class _Throttled:
-    """Forwards progress at most every PROGRESS_INTERVAL_S, plus the first and last call."""
+class Throttled:
+    """Forwards progress at most every interval_s, plus the first and last call."""
 
-    def __init__(self, progress: Progress | None):
+    def __init__(self, progress: Progress | None, interval_s: float | None = None):
         self._progress = progress
+        self._interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
         self._last = float("-inf")
 
     def __call__(self, done: int, total: int | None, *, force: bool = False) -> None:
         if self._progress is None:
             return
         now = time.monotonic()
-        if force or now - self._last >= PROGRESS_INTERVAL_S:
+        if force or now - self._last >= self._interval_s:
             self._last = now
             self._progress(done, total)
 
@@ -371,15 +384,63 @@ def _request_target(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
+def _open_pinned(addresses: Sequence[str], port: int, timeout_s: float | None) -> socket.socket:
+    """A TCP connection to the first of `addresses` that answers (no name resolution here)."""
+    error: OSError | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout_s)
+            sock.connect((address, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f"no address to connect to on port {port}")
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to checked addresses; the Host header still names the URL's host."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[str], **kwargs: object):
+        super().__init__(host, port, **kwargs)  # type: ignore[arg-type]
+        self._addresses = addresses
+
+    def connect(self) -> None:
+        self.sock = _open_pinned(self._addresses, self.port, self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to checked addresses; the certificate is still verified for the URL's host."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[str], *, context: ssl.SSLContext,
+                 **kwargs: object):
+        super().__init__(host, port, context=context, **kwargs)  # type: ignore[arg-type]
+        self._addresses = addresses
+        self._tls = context
+
+    def connect(self) -> None:
+        sock = _open_pinned(self._addresses, self.port, self.timeout)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+
+
 @contextmanager
-def _connect(url: str, tls: ssl.SSLContext, timeout_s: float) -> Iterator[http.client.HTTPConnection]:
+def _connect(url: str, tls: ssl.SSLContext, timeout_s: float,
+             pinned: Sequence[str] | None = None) -> Iterator[http.client.HTTPConnection]:
     parts = urlsplit(url)
     host = parts.hostname or ""
     conn: http.client.HTTPConnection
-    if parts.scheme.lower() == "https":
-        conn = http.client.HTTPSConnection(host, parts.port or 443, timeout=timeout_s, context=tls)
+    https = parts.scheme.lower() == "https"
+    port = parts.port or (443 if https else 80)
+    if pinned:
+        conn = (_PinnedHTTPSConnection(host, port, pinned, timeout=timeout_s, context=tls) if https
+                else _PinnedHTTPConnection(host, port, pinned, timeout=timeout_s))
+    elif https:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout_s, context=tls)
     else:
-        conn = http.client.HTTPConnection(host, parts.port or 80, timeout=timeout_s)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
     try:
         conn.connect()
         yield conn

@@ -38,15 +38,36 @@ class QueryFilter:
     until: float | None = None
 
 
+TEXT_SCAN_ROWS = 500_000     # rows one page of a text search reads at most (~0.1 s here)
+
+
+def text_scan_floor(conn: sqlite3.Connection, filters: QueryFilter, before_id: int | None = None) -> int | None:
+    """For a text search, the lowest id one page reads, or None when the whole range is small.
+
+    `name LIKE '%…%'` has no index: a search that matches nothing would read a month of the log
+    (10M rows, seconds on a Pi). A page reads the newest TEXT_SCAN_ROWS below `before_id`, and
+    the page offers to search further back from the floor."""
+    if not filters.text:
+        return None
+    top = before_id if before_id is not None else \
+        conn.execute("SELECT coalesce(max(id), 0) + 1 FROM queries").fetchone()[0]
+    floor = top - TEXT_SCAN_ROWS
+    low = _first_id_since(conn, filters.since) if filters.since is not None else 0
+    return floor if floor > low else None
+
+
 def recent_queries(conn: sqlite3.Connection, filters: QueryFilter = QueryFilter(), limit: int = 50,
-                   before_id: int | None = None) -> list[QueryRow]:
+                   before_id: int | None = None, floor: int | None = None) -> list[QueryRow]:
     """Newest first; page on with `before_id` = the last row's id (stable while rows arrive).
 
     Rows are appended in time order, so a time range becomes an id range (two index probes)
-    and every filter walks an index newest first, stopping after `limit` rows.
+    and every filter walks an index newest first, stopping after `limit` rows. `floor` (from
+    text_scan_floor) bounds how far back one page reads.
     """
     where, args = [], []
     low = _first_id_since(conn, filters.since) if filters.since is not None else None
+    if floor is not None:
+        low = floor if low is None else max(low, floor)
     high = _first_id_since(conn, filters.until) if filters.until is not None else None
     if before_id is not None:
         high = before_id if high is None else min(high, before_id)

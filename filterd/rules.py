@@ -35,7 +35,8 @@ class WebConfig:
     address: str | None = None       # what blocked names resolve to in blockpage mode (IPv4)
     address6: str | None = None
     hostnames: tuple[str, ...] = ("filter.home",)
-    blockpage_https: str = "reset"
+    blockpage_https: str = "reset"   # reset: nothing on https_port; ca: the block page over HTTPS (localca)
+    https_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def _names(check, data: dict, key: str, path: str, known: dict | set, what: str)
 def _parse_web(data, check) -> WebConfig:
     from .config import parse_listen
 
-    data = check.mapping(data, "web", {"listen", "address", "address6", "hostnames", "blockpage_https"})
+    data = check.mapping(data, "web", {"listen", "address", "address6", "hostnames", "blockpage_https", "https_port"})
     host, port = "127.0.0.1", 8080
     if "listen" in data:
         try:
@@ -166,7 +167,9 @@ def _parse_web(data, check) -> WebConfig:
     if https not in ("reset", "ca"):
         check.error("web.blockpage_https", f'"{https}" must be reset or ca')
         https = "reset"
-    return WebConfig(host, port, addresses.get("address"), addresses.get("address6"), tuple(hostnames), https)
+    https_port = check.integer(data, "https_port", "web", 443, 1, 65535)
+    return WebConfig(host, port, addresses.get("address"), addresses.get("address6"), tuple(hostnames), https,
+                     https_port)
 
 
 def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, ...]:

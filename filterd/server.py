@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import lists, overrides, state
+from . import lists, overrides, sdnotify, state
 from .querylog import QueryLog
 from .clients import read_neighbours
 from .config import Config, ConfigError, Listen, load_config
@@ -269,6 +269,9 @@ class Worker:
                      ", ".join(map(str, self.config.dns.listen)),
                      ", ".join(u.url for u in self.config.dns.upstreams))
         self.querylog.start()
+        if self.index == 0:   # under systemd: READY=1 once DNS answers, then watchdog pings from this loop
+            first = self.config.dns.listen[0]
+            self.spawn(sdnotify.serve_systemd(first.host, first.port))
         watcher = asyncio.ensure_future(self._watch_config())
         await self.stopping.wait()
         watcher.cancel()

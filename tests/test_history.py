@@ -136,6 +136,20 @@ def test_recent_queries_text_matches_percent_underscore_and_backslash_literally(
     assert names(history.recent_queries(conn, QueryFilter(text="k\\s"))) == ["back\\slash.example"]
 
 
+def test_a_text_search_reads_a_bounded_stretch_of_the_log_and_goes_on_from_its_floor(house, monkeypatch):
+    monkeypatch.setattr(history, "TEXT_SCAN_ROWS", 5)
+    search = QueryFilter(text="poker")
+    floor = history.text_scan_floor(house, search)
+    assert floor == 15 - 5                                  # 14 rows: ids 10..14 read first
+    assert ids(history.recent_queries(house, search, floor=floor)) == [10]
+    floor = history.text_scan_floor(house, search, before_id=10)
+    assert floor == 5
+    assert ids(history.recent_queries(house, search, before_id=10, floor=floor)) == [8]
+    assert history.text_scan_floor(house, search, before_id=5) is None   # the rest is small: no floor
+    assert ids(history.recent_queries(house, search, before_id=5)) == [2]
+    assert history.text_scan_floor(house, QueryFilter(device="phone")) is None   # indexed filters need none
+
+
 def test_recent_queries_by_time_range_since_inclusive_until_exclusive(house):
     window = QueryFilter(since=T0 + 2 * HOUR + 5, until=T0 + 3 * HOUR + 1)
     assert ids(history.recent_queries(house, window)) == [7, 6, 5, 4]

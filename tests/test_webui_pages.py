@@ -276,8 +276,8 @@ def test_new_profile_refuses_a_bad_or_taken_name(env, admin, name):
     before = env.config_text()
     page = admin.get("/profiles").get_data(as_text=True)
     response = admin.post("/profiles", data={"csrf_token": page_csrf(admin), "version": version_from(page),
-                                             "name": name, "preset": "teen"}, follow_redirects=True)
-    assert 'class="flash error"' in response.get_data(as_text=True)
+                                             "name": name, "preset": "teen"})
+    assert 'id="name-error"' in response.get_data(as_text=True)
     assert env.config_text() == before
 
 
@@ -374,6 +374,18 @@ def test_device_actions_refuse_bad_minutes(env, admin, minutes):
 
 
 # ---------------------------------------------------------------- log
+
+
+def test_a_text_search_with_few_matches_offers_to_search_further_back(env, admin, monkeypatch):
+    from filterd import history
+    monkeypatch.setattr(history, "TEXT_SCAN_ROWS", 3)
+    insert_query(env, "old-poker.example")
+    for n in range(5):
+        insert_query(env, f"news{n}.example", action="allow", category=None)
+    html = admin.get("/log?q=poker").get_data(as_text=True)
+    assert "old-poker.example" not in html and "Searched back to" in html and "Search further back" in html
+    further = re.search(r'href="(/log\?[^"]*before=\d+[^"]*)"', html).group(1).replace("&amp;", "&")
+    assert "old-poker.example" in admin.get(further).get_data(as_text=True)
 
 
 def test_log_filters_and_one_tap_rules(env, admin):
@@ -474,7 +486,7 @@ def test_wizard_refuses_an_unknown_time_zone(env, admin):
     page = admin.get("/setup/wizard").get_data(as_text=True)
     response = admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
                                                  "timezone": "Mars/Olympus", "child": ""})
-    assert 'class="flash error"' in response.get_data(as_text=True)
+    assert 'id="timezone-error"' in response.get_data(as_text=True)
     assert env.config_text() == before
 
 

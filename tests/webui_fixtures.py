@@ -98,10 +98,19 @@ class AdminClient(FlaskClient):
         return urlsplit(self.base_url).hostname
 
     def get_cookie(self, key, domain=None, path="/"):
-        return super().get_cookie(key, domain or self._domain(), path)
+        domain = domain or self._domain()
+        if hasattr(FlaskClient, "get_cookie"):      # Werkzeug >= 2.3
+            return super().get_cookie(key, domain, path)
+        for cookie in self.cookie_jar or ():        # Werkzeug 2.2 (Debian 12): an http.cookiejar
+            if cookie.name == key and cookie.domain.lstrip(".") in (domain, domain + ".local") and cookie.path == path:
+                return cookie
+        return None
 
     def set_cookie(self, key, value="", *args, domain=None, **kwargs):
-        return super().set_cookie(key, value, *args, domain=domain or self._domain(), **kwargs)
+        domain = domain or self._domain()
+        if hasattr(FlaskClient, "get_cookie"):      # Werkzeug >= 2.3
+            return super().set_cookie(key, value, *args, domain=domain, **kwargs)
+        return super().set_cookie(domain, key, value, *args, **kwargs)   # Werkzeug 2.2: the server name first
 
 
 @lru_cache(maxsize=1)

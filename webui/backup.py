@@ -1,9 +1,50 @@
 """Backup (config and state as one file) and restore (validated before anything is replaced).
 
-(Being built this session.)
+The format and its checks are filterd.backup's; this is only the two routes. Restoring keeps
+every session: it never changes the admin password or the API tokens (the backup holds
+neither), so who was logged in before is exactly who may be logged in after.
 """
 from __future__ import annotations
 
-from flask import Blueprint
+import time
+
+from flask import Blueprint, current_app, g, redirect, request, url_for
+
+from filterd import backup as backup_format
+from filterd import configfile
+
+from .security import flash
 
 bp = Blueprint("backup", __name__)
+
+
+@bp.route("/settings/backup")
+def download():
+    """The backup file (a GET that only reads)."""
+    app_state = current_app.extensions["filterd"]
+    config_text, _ = configfile.read(app_state.config_path)
+    data = backup_format.make_backup(config_text, app_state.db())
+    name = time.strftime("filterd-backup-%Y%m%d-%H%M.json.gz")
+    response = current_app.response_class(data, mimetype="application/gzip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@bp.route("/settings/restore", methods=["POST"])
+def restore():
+    """Replace the config and the backed-up state with an uploaded backup, once it is valid."""
+    from .pages import render_settings
+
+    app_state = current_app.extensions["filterd"]
+    upload = request.files.get("backup")
+    if upload is None or not upload.filename:
+        return render_settings({"restore": "Choose the backup file to restore."})
+    data = upload.read(backup_format.MAX_BACKUP_BYTES + 1)
+    config = app_state.config()
+    try:
+        restored = backup_format.read_backup(data, app_state.config_path, config.data_dir)
+    except backup_format.BackupError as exc:
+        return render_settings({"restore": f"Not restored, nothing was changed: {exc}"})
+    backup_format.apply_backup(restored, app_state.config_path, app_state.db(), g.get("actor", "web UI"))
+    flash(f"Restored the {restored.summary()}. The filter applies it within a second.", "ok")
+    return redirect(url_for("pages.settings"))

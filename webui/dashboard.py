@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template
 
-from filterd import history, lists
+from filterd import history, lists, notify
 
 from . import charts
 
@@ -55,7 +55,8 @@ def index():
     from .requests import lists_for_page
     pending, _ = lists_for_page(config, db, now)
     return render_template(
-        "dashboard.html", pending=pending, back="dashboard", tz=tz, chart=chart, categories=charts.shares(categories),
+        "dashboard.html", pending=pending, back="dashboard", tz=tz, channel_problems=notify.channel_problems(db, now),
+        chart=chart, categories=charts.shares(categories),
         top_blocked=history.top_domains(db, since, blocked=True, limit=10),
         totals=history.totals(db, since), active=history.devices_active(db, now - 600),
         status=daemon_status(db, config), config_error=app_state.config_error)

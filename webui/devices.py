@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from filterd import history, overrides
+from filterd import dhcp, history, overrides
 
 from . import services
 from .security import flash, safe_redirect_target
@@ -43,11 +43,37 @@ def device_rows(config, db) -> list[dict]:
         rows.append({"name": None, "profile": config.rules.default_profile, "ip": client.client, "mac": client.mac,
                      "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
                      "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname})
+    _add_dhcp_leases(rows, dhcp.current_leases(config, now), config.rules.default_profile)
     for row in rows:
         row["private_mac"] = is_private_mac(row["mac"])
         row["active"] = bool(row["last_seen"] and now - row["last_seen"] < 600)
     rows.sort(key=lambda r: (r["known"], -(r["last_seen"] or 0)))
     return rows
+
+
+def _add_dhcp_leases(rows: list[dict], leases, default_profile: str) -> None:
+    """The filter's own DHCP leases: the MAC, address and host name a device reported fill in
+    what the query log lacks, and a device that joined but has not asked anything yet is listed."""
+    for row in rows:
+        row.setdefault("hostname", None)
+        row["lease"] = False
+    by_mac = {lease.mac: lease for lease in leases}
+    by_ip = {lease.ip: lease for lease in leases}
+    used = set()
+    for row in rows:
+        lease = by_mac.get((row["mac"] or "").lower()) or by_ip.get(row["ip"])
+        if lease is None:
+            continue
+        used.add(lease)
+        row["lease"] = True
+        row["hostname"] = row["hostname"] or lease.hostname
+        row["mac"] = row["mac"] or lease.mac
+        row["ip"] = row["ip"] or lease.ip
+    for lease in leases:
+        if lease not in used:
+            rows.append({"name": None, "profile": default_profile, "ip": lease.ip, "mac": lease.mac, "cidr": None,
+                         "first_seen": None, "last_seen": None, "queries_today": 0, "known": False,
+                         "hostname": lease.hostname, "lease": True})
 
 
 @bp.route("/devices")

@@ -38,12 +38,22 @@ def index():
     db = app_state.db()
     filters, chosen = query_filter(request.args)
     before = request.args.get("before", type=int)
-    rows = history.recent_queries(db, filters, limit=50, before_id=before)
+    floor = history.text_scan_floor(db, filters, before)
+    rows = history.recent_queries(db, filters, limit=50, before_id=before, floor=floor)
+    searched_to = None
+    if len(rows) == 50:
+        next_before = rows[-1].id
+    elif floor is not None:     # this page read as far back as one page may: offer to go on
+        next_before = floor
+        found = db.execute("SELECT ts FROM queries WHERE id >= ? ORDER BY id LIMIT 1", (floor,)).fetchone()
+        searched_to = found[0] if found else None
+    else:
+        next_before = None
     return render_template("log.html", rows=rows, chosen=chosen, tz=ZoneInfo(config.timezone),
                            devices=[d.name for d in config.rules.devices],
                            categories=config.catalog.categories, profiles=config.rules.profiles,
                            device_profile={d.name: d.profile for d in config.rules.devices},
-                           next_before=rows[-1].id if len(rows) == 50 else None, since_choices=SINCE_CHOICES)
+                           next_before=next_before, searched_to=searched_to, since_choices=SINCE_CHOICES)
 
 
 def explain(config, name: str, device: str | None, qtype: int = 1, at: float | None = None) -> policy.Decision:

@@ -1,6 +1,7 @@
 """Profiles, lists, access requests, settings and the first-run wizard."""
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from zoneinfo import ZoneInfo
@@ -25,18 +26,23 @@ def _state():
 
 
 @bp.route("/profiles")
-def profiles():
+def profiles(errors: dict[str, str] | None = None):
     _, config, _ = _state()
     return render_template("profiles.html", profiles=config.rules.profiles, presets=PRESETS,
-                           devices=config.rules.devices, version=services.config_version())
+                           devices=config.rules.devices, version=services.config_version(),
+                           errors=errors or {}, form=request.form if errors else None)
 
 
 @bp.route("/profiles", methods=["POST"])
 def create_profile():
-    """Create a profile from an age preset."""
+    """Create a profile from an age preset; a refused one shows its error beside the field."""
     _, config, db = _state()
     name = request.form.get("name", "").strip().lower()
     preset = request.form.get("preset", "")
+    if not _PROFILE_NAME.fullmatch(name):
+        return profiles({"name": "Use 1-64 lower-case letters, digits, - _ and ., e.g. emma."})
+    if preset and preset not in PRESETS:
+        return profiles({"preset": "Choose one of the age groups offered."})
 
     def change(document):
         profiles = _profiles_of(document)
@@ -45,11 +51,15 @@ def create_profile():
         profiles[name] = {"preset": preset} if preset else {}
     try:
         services.edit_config(db, request.form.get("version"), change, f"profile {name} created from {preset or 'nothing'}")
-        flash(f"Profile {name} created.", "ok")
-        return redirect(url_for("pages.profile", name=name))
     except services.ActionError as exc:
-        flash(str(exc), "error")
-        return redirect(url_for("pages.profiles"))
+        field = exc.field or ""
+        return profiles({"name" if field in ("name", f"profiles.{name}") else
+                         "version" if field == "version" else "form": str(exc)})
+    flash(f"Profile {name} created.", "ok")
+    return redirect(url_for("pages.profile", name=name))
+
+
+_PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 @bp.route("/profiles/<name>", methods=["GET", "POST"])
@@ -129,20 +139,50 @@ def _schedules_from_form(form) -> list[dict]:
 
 
 @bp.route("/lists")
-def lists_page():
+def lists_page(errors: dict[str, str] | None = None):
     _, config, db = _state()
     from .dashboard import daemon_status
     files, missing = lists.sources(config)
-    return render_template("lists.html", status=daemon_status(db, config), files=files, missing=missing,
-                           categories=config.catalog.categories, version=services.config_version())
+    update = lists.read_update_status(config)
+    response = current_app.make_response((render_template(
+        "lists.html", status=daemon_status(db, config), files=files, missing=missing, update=update,
+        categories=config.catalog.categories, version=services.config_version(), errors=errors or {},
+        tz=ZoneInfo(config.timezone),
+        form=request.form if errors else None), 200))
+    if update is not None and update["running"]:
+        # Progress without JavaScript: the browser reloads the page every 2 s while it runs.
+        response.headers["Refresh"] = "2"
+    return response
 
 
 @bp.route("/lists/update", methods=["POST"])
 def lists_update():
-    """Start `filterd lists update` in the background; the daemon picks the result up."""
+    """Start `filterd lists update` in the background; the page shows its progress."""
     _, config, db = _state()
-    services.start_lists_update(config, db)
-    flash("Updating the lists: this page shows the result when it is done.", "ok")
+    try:
+        services.start_lists_update(config, db)
+        flash("Updating the lists: the progress is shown below.", "ok")
+    except services.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("pages.lists_page") + "#update")
+
+
+# The add-a-list form's fields; a config error on lists[N].<key> goes beside the field <key>.
+LIST_FIELDS = ("id", "url", "category", "version")
+
+
+@bp.route("/lists/add", methods=["POST"])
+def lists_add():
+    """Add a block list by URL: downloaded once through the SSRF guard, then added to the config."""
+    _, config, db = _state()
+    form = request.form
+    try:
+        services.add_list_by_url(config, db, form.get("version"), form.get("id", ""), form.get("url", ""),
+                                 form.get("category", ""))
+    except services.ActionError as exc:
+        field = (exc.field or "").rsplit(".", 1)[-1].split("[")[0]
+        return lists_page(errors={field if field in LIST_FIELDS else "add": str(exc)})
+    flash(f"List {form.get('id', '').strip().lower()} added. The filter uses it within a few seconds.", "ok")
     return redirect(url_for("pages.lists_page"))
 
 
@@ -188,6 +228,12 @@ def settings():
                 audit(db, g.get("actor", "web UI"), "api token", f"revoked {row[0]} (#{token_id})")
                 flash(f"Token {row[0]} revoked.", "ok")
             return redirect(url_for("pages.settings"))
+    return render_settings(errors, new_token)
+
+
+def render_settings(errors: dict[str, str], new_token: str | None = None):
+    """The Settings page (also for the restore form's errors, from webui/backup.py)."""
+    _, config, db = _state()
     tokens = db.execute("SELECT id, name, created, last_used FROM api_tokens ORDER BY id").fetchall()
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
@@ -235,12 +281,17 @@ def wizard():
     """After the password: time zone, a first child's profile from a preset, that child's devices."""
     _, config, db = _state()
     from .devices import device_rows
+    errors: dict[str, str] = {}
     if request.method == "POST":
         child = request.form.get("child", "").strip().lower()
         preset = request.form.get("preset", "child")
         timezone = request.form.get("timezone", config.timezone).strip()
         picked = request.form.getlist("device")
         unknown_profile = request.form.get("default_profile")
+        if child and not _PROFILE_NAME.fullmatch(child):
+            errors["child"] = "Use 1-64 lower-case letters, digits, - _ and ., e.g. emma."
+        if child and preset not in PRESETS:
+            errors["preset"] = "Choose one of the age groups offered."
 
         def change(document):
             document["timezone"] = timezone
@@ -255,11 +306,25 @@ def wizard():
                     devices.append({"name": f"{child}-device-{i + 1}", "ip": ip, "profile": child})
             if unknown_profile and unknown_profile in (document.get("profiles") or {}):
                 document["default_profile"] = unknown_profile
-        try:
-            services.edit_config(db, request.form.get("version"), change, "first-run wizard")
-            flash("All set. Name the devices on the Devices page any time.", "ok")
-            return redirect(url_for("dashboard.index"))
-        except services.ActionError as exc:
-            flash(str(exc), "error")
+        if not errors:
+            try:
+                services.edit_config(db, request.form.get("version"), change, "first-run wizard")
+                flash("All set. Name the devices on the Devices page any time.", "ok")
+                return redirect(url_for("dashboard.index"))
+            except services.ActionError as exc:
+                errors[_wizard_field(exc.field, child)] = str(exc)
     return render_template("wizard.html", config=config, presets=PRESETS, version=services.config_version(),
-                           seen=[d for d in device_rows(config, db) if not d["known"]])
+                           seen=[d for d in device_rows(config, db) if not d["known"]], errors=errors,
+                           form=request.form if errors else None)
+
+
+def _wizard_field(path: str | None, child: str) -> str:
+    """The wizard field a config error belongs beside: timezone, child, device or version."""
+    path = path or ""
+    if path in ("timezone", "version", "child"):
+        return path
+    if path.startswith(f"profiles.{child}"):
+        return "child"
+    if path.startswith("devices"):
+        return "device"
+    return "form"

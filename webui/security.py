@@ -26,8 +26,12 @@ IDLE_EXPIRY_S = 7 * 86400
 ABSOLUTE_EXPIRY_S = 30 * 86400
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
+# The house CA's certificate is public (it goes onto the children's devices), so its downloads
+# and the trust check are open to anyone on an admin host name (GET only).
+PUBLIC_DOWNLOADS = {"certificate.ca_certificate", "certificate.mobileconfig", "certificate.trust_check",
+                    "certificate.trust_image"}
 # Endpoints anyone may reach on an admin host name.
-OPEN = {"auth.login", "auth.setup", "static"}
+OPEN = {"auth.login", "auth.setup", "static"} | PUBLIC_DOWNLOADS
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -254,12 +258,16 @@ def gate():
             # A logged-in page carries the session's token; the login form the cookie's.
             check_csrf(g.session.csrf_token if g.session is not None else request.cookies.get(login_cookie_name()))
         return None
+    if endpoint in PUBLIC_DOWNLOADS and request.method in SAFE_METHODS:
+        return None
     if g.session is None:
         if request.path.startswith("/api/"):
             if bearer_token(db):
                 return None  # token clients send no cookies: no CSRF to fear
             abort(401)
-        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else "/"),
+        # full_path ends in "?" under Werkzeug 2.2 (Debian 12) even without a query string.
+        back = (request.full_path if request.query_string else request.path) if request.method == "GET" else "/"
+        return redirect(url_for("auth.login", next=back),
                         303 if request.method not in SAFE_METHODS else 302)
     if request.method not in SAFE_METHODS:
         check_csrf(g.session.csrf_token)

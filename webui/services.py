@@ -152,11 +152,17 @@ def paused(db) -> dict[str, float | None]:
 
 
 def start_lists_update(config, db) -> None:
-    """`filterd lists update` in the background (its output in data_dir/lists/update.log);
-    the daemon picks the compiled result up by itself."""
+    """`filterd lists update` in the background (its output in data_dir/lists/update.log, its
+    progress in data_dir/lists/update-status.json for the Lists page); the daemon picks the
+    compiled result up by itself. Refused while an update is still running."""
     import subprocess
     import sys
 
+    from filterd import lists
+
+    running = lists.read_update_status(config)
+    if running is not None and running["running"]:
+        raise ActionError("An update is running already: its progress is shown below.", "update")
     log_path = config.data_dir / "lists" / "update.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log_file:
@@ -164,3 +170,86 @@ def start_lists_update(config, db) -> None:
                           str(current_app.extensions["filterd"].config_path)],
                          stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     audit(db, _actor(), "lists update", "started")
+
+
+# ---------------------------------------------------------------- adding a list by URL
+
+LIST_DOWNLOAD_DEADLINE_S = 60          # the parent waits for the page: a minute at most
+LIST_DOWNLOAD_MAX_BYTES = 100 * 2**20  # bigger lists: add them to the config file by hand
+_LIST_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+
+def list_url_guard(config):
+    """The SSRF guard for list URLs: this machine's addresses (web.address too) refused.
+    Tests replace it through app.config["LIST_URL_GUARD"], which no config file or form reaches."""
+    from filterd.urlcheck import UrlGuard
+
+    guard = current_app.config.get("LIST_URL_GUARD")
+    if guard is not None:
+        return guard
+    import ipaddress
+
+    web = config.rules.web
+    own = []
+    for address in (web.host, web.address, web.address6):
+        try:
+            if address and not ipaddress.ip_address(address).is_unspecified:   # "every address": covered anyway
+                own.append(address)
+        except ValueError:
+            pass
+    return UrlGuard(extra_own=own)
+
+
+def add_list_by_url(config, db, version: str | None, list_id: str, url: str, category: str):
+    """Check the fields, download the list once (http/https only, size and time caps, every
+    address checked by the guard), and only then add it to `lists:` in the config."""
+    from urllib.parse import urlsplit
+
+    from filterd import fetch, lists
+
+    list_id, url, category = list_id.strip().lower(), url.strip(), category.strip()
+    if not _LIST_ID.fullmatch(list_id) or list_id.startswith("seed-"):
+        raise ActionError("Use 1-64 lower-case letters, digits, '-', '_' or '.', e.g. hagezi-gambling "
+                          "(not starting with seed-).", "id")
+    if any(source.id == list_id for source in config.rules.lists):
+        raise ActionError(f"A list named {list_id} exists already: choose another name.", "id")
+    categories = config.catalog.categories
+    if category not in categories or getattr(categories[category], "protected", False):
+        raise ActionError("Choose one of the categories offered.", "category")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ActionError("This is not a web address.", "url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise ActionError("Write the list's address starting with https:// (or http://).", "url")
+    if parts.username is not None or parts.password is not None:
+        raise ActionError("Addresses with a user name or password are not supported.", "url")
+    store = lists.lists_dir(config)
+    result = fetch.fetch_list(list_id, url, store, timeout_s=15, deadline_s=LIST_DOWNLOAD_DEADLINE_S,
+                              max_bytes=LIST_DOWNLOAD_MAX_BYTES, check_url=list_url_guard(config))
+    if result.status == "failed":
+        _forget_download(store, list_id)
+        raise ActionError(f"Not added: {result.error}", "url")
+
+    def change(document):
+        entries = document.get("lists")
+        if entries is None:
+            entries = document["lists"] = []
+        entries.append({"id": list_id, "url": url, "category": category})
+    try:
+        return edit_config(db, version, change, f"list {list_id} added ({category}) from {url}")
+    except ActionError:
+        # No config entry: the file must not linger for a later list of that name (unless a
+        # list of that name was added meanwhile, in another tab: its file stays).
+        if not any(source.id == list_id for source in current_app.extensions["filterd"].config().rules.lists):
+            _forget_download(store, list_id)
+        raise
+
+
+def _forget_download(store, list_id: str) -> None:
+    for name in (f"{list_id}.txt", f"{list_id}.meta.json"):
+        try:
+            (store / name).unlink()
+        except OSError:
+            pass
