@@ -351,6 +351,36 @@ def test_device_naming_from_an_outdated_page_is_refused(env, admin):
     assert env.config_text() == hand_edited
 
 
+def test_a_devices_page_shows_what_it_did_today_hour_by_hour_from_the_real_log_writer(env, admin):
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    from filterd.querylog import LogConfig, QueryLog
+    from test_querylog import ALLOWED, GAMBLING, event
+
+    now = time.time()
+    midnight = datetime.datetime.now(ZoneInfo("UTC")).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    log = QueryLog(env.data_dir / "state.db", LogConfig())
+    for item in [event("www.youtube.com", ALLOWED, ts=now, device="kids-tablet"),
+                 event("i.ytimg.youtube.com", ALLOWED, ts=now, device="kids-tablet"),
+                 event("<b>x</b>.example", ALLOWED, ts=now, device="kids-tablet"),
+                 event("casino.example", GAMBLING, ts=now, device="kids-tablet"),        # blocked: not a visit
+                 event("wikipedia.org", ALLOWED, ts=now, device="dad-phone"),              # another device
+                 event("yesterday.example", ALLOWED, ts=midnight - 60, device="kids-tablet")]:
+        log.record(item)
+    conn = env.db()
+    log.flush(conn)
+    conn.close()
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    hour = f"{datetime.datetime.fromtimestamp(now, ZoneInfo('UTC')).hour:02d}"
+    assert hour in html and "youtube.com" in html
+    assert re.search(r"youtube\.com\D*2", html), "two queries to youtube.com in that hour"
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert "wikipedia.org" not in html and "yesterday.example" not in html
+    timeline, blocked_today = html.split("Blocked today")
+    assert "casino.example" not in timeline and "casino.example" in blocked_today
+
+
 def test_pause_resume_bonus_and_allow_from_the_device_page(env, admin):
     token = page_csrf(admin)
     assert admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"}).status_code == 302
