@@ -867,8 +867,13 @@ def daemon_problems(db, config, now: float, running_since: float) -> dict[str, t
     from . import lists
 
     problems: dict[str, tuple[str, str]] = {}
-    rows = db.execute("SELECT updated, last_error FROM daemon_status").fetchall()
+    rows = db.execute("SELECT updated, last_error, upstreams, upstreams_failing FROM daemon_status").fetchall()
     fresh = [r for r in rows if now - r[0] < DAEMON_STALE_S]
+    if any(r[2] and r[3] >= r[2] for r in fresh):
+        names = ", ".join(spec.url for spec in config.dns.upstreams)
+        problems["upstreams-down"] = ("no upstream resolver answers",
+                                      f"Every upstream resolver keeps failing ({names}): devices cannot resolve "
+                                      "new names. Check the Pi's internet connection, or the upstreams in Settings.")
     seen = _mark(db, "daemon:alive")
     if fresh and (seen is None or now - seen > 60):
         _set_mark(db, "daemon:alive", now)      # the daemon deletes its row when it stops cleanly

@@ -28,6 +28,7 @@ log = logging.getLogger("filterd.server")
 
 TCP_MAX_MESSAGE = 65535
 TCP_MAX_BUFFERED = 256 * 1024
+UPSTREAM_FAILING_AFTER = 3   # failures in a row before an upstream counts as down in the status
 
 
 class UdpServer(asyncio.DatagramProtocol):
@@ -332,14 +333,20 @@ class Worker:
     def _write_status(self) -> None:
         try:
             mtime = os.stat(self.config.path).st_mtime if self.config.path else None
+            upstreams = self.resolver.pool.upstreams
+            # Failing = several failures in a row with no success since: an idle night does not
+            # make an outage look over, and one lost packet does not make one.
+            failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
             self.db.execute(
                 "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
-                " log_dropped) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pid) DO UPDATE SET"
+                " log_dropped, upstreams, upstreams_failing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (pid) DO UPDATE SET"
                 " updated = excluded.updated, config_mtime = excluded.config_mtime,"
                 " last_reload = excluded.last_reload, last_error = excluded.last_error,"
-                " log_dropped = excluded.log_dropped",
+                " log_dropped = excluded.log_dropped, upstreams = excluded.upstreams,"
+                " upstreams_failing = excluded.upstreams_failing",
                 (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
-                 self.querylog.dropped))
+                 self.querylog.dropped, len(upstreams), failing))
         except Exception as exc:
             log.debug("cannot write the daemon status: %s", exc)
 

@@ -147,7 +147,8 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;    -- "top sites since …" reads one contiguous range of the table
     """,
     # 4: children's access requests; notifications waiting to be sent (a restart loses none)
-    # and the marks that keep an alert to once per window or once per device.
+    # and the marks that keep an alert to once per window or once per device; how many upstreams
+    # each worker has and how many keep failing (an outage is worth telling the parents).
     """
     CREATE TABLE access_requests (
         id INTEGER PRIMARY KEY,
@@ -189,6 +190,9 @@ MIGRATIONS: list[str] = [
         key TEXT PRIMARY KEY,
         ts REAL NOT NULL
     ) WITHOUT ROWID;
+
+    ALTER TABLE daemon_status ADD COLUMN upstreams INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN upstreams_failing INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 

@@ -696,6 +696,24 @@ notify:
     assert notify.run_detectors(db, config, now=down_at + 10, running_since=down_at) == 0
 
 
+def test_every_upstream_failing_is_a_daemon_problem_until_one_answers_again(tmp_path):
+    config = make_config(tmp_path, """
+notify:
+  channels: {hook: {type: webhook, url: "http://127.0.0.1:1/"}}
+  events: {daemon_problem: [hook]}
+""")
+    db = open_db(config)
+    t0 = 1_800_000_000.0
+    status = ("INSERT OR REPLACE INTO daemon_status (pid, worker, started, updated, upstreams, upstreams_failing)"
+              " VALUES (4242, 0, ?, ?, 2, ?)")
+    db.execute(status, (t0 - 100, t0, 1))                   # one of two failing: DNS still works
+    assert notify.run_detectors(db, config, now=t0, running_since=t0 - 1000) == 0
+    db.execute(status, (t0 - 100, t0 + 5, 2))
+    assert notify.run_detectors(db, config, now=t0 + 6, running_since=t0 - 1000) == 1
+    assert notify.run_detectors(db, config, now=t0 + 11, running_since=t0 - 1000) == 0
+    assert events_of(db, "daemon_problem")[-1]["summary"] == "no upstream resolver answers"
+
+
 def test_list_that_never_updates_is_a_daemon_problem(tmp_path):
     path = write_config(tmp_path, """
 notify:

@@ -88,6 +88,18 @@ def test_every_page_answers_a_logged_in_parent(admin):
         assert response.mimetype == "text/html"
 
 
+def test_dashboard_warns_when_the_daemon_is_down_or_no_upstream_answers(env, admin):
+    html = admin.get("/").get_data(as_text=True)
+    assert "The filter is not running" in html and "No upstream resolver answers" not in html
+    now = time.time()
+    env.execute("INSERT INTO daemon_status (pid, worker, started, updated, upstreams, upstreams_failing)"
+                " VALUES (4242, 0, ?, ?, 2, 1)", (now - 60, now))
+    html = admin.get("/").get_data(as_text=True)
+    assert "The filter is not running" not in html and "No upstream resolver answers" not in html
+    env.execute("UPDATE daemon_status SET upstreams_failing = 2")
+    assert "No upstream resolver answers" in admin.get("/").get_data(as_text=True)
+
+
 def test_unknown_device_or_profile_is_404(admin):
     assert admin.get("/devices/nobody").status_code == 404
     assert admin.get("/profiles/nobody").status_code == 404

@@ -19,8 +19,8 @@ LIST_STALE_S = 8 * 86400     # a downloaded list older than this: its updates ar
 def daemon_status(db, config) -> dict:
     """Running or not, last reload, last config error, and the age of each list."""
     now = time.time()
-    rows = db.execute("SELECT pid, worker, started, updated, last_reload, last_error, log_dropped"
-                      " FROM daemon_status ORDER BY updated DESC").fetchall()
+    rows = db.execute("SELECT pid, worker, started, updated, last_reload, last_error, log_dropped, upstreams,"
+                      " upstreams_failing FROM daemon_status ORDER BY updated DESC").fetchall()
     alive = [r for r in rows if now - r[3] < DAEMON_STALE_S]
     list_ages = []
     for source in config.rules.lists:
@@ -36,6 +36,7 @@ def daemon_status(db, config) -> dict:
         "last_reload": max((r[4] for r in alive if r[4]), default=None),
         "last_error": next((r[5] for r in alive if r[5]), None),
         "log_dropped": sum(r[6] for r in alive),
+        "upstreams_down": any(r[7] and r[8] >= r[7] for r in alive),
         "lists": list_ages,
     }
 

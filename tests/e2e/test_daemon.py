@@ -515,6 +515,23 @@ def test_fails_over_past_a_closed_upstream_port(daemons, standin, closed_port):
     assert standin.count("failover-closed.test") == 1
 
 
+def test_an_upstream_that_keeps_failing_shows_in_the_daemons_status_row(daemons, closed_port):
+    """What the dashboard and the parents' "no upstream answers" alert read."""
+    from filterd import state
+
+    daemon = daemons([udp_upstream(closed_port)])
+    for i in range(4):
+        assert daemon.ask(f"outage-{i}.test").header.rcode == RCODE.SERVFAIL
+
+    def status():
+        conn = state.connect(state.db_path(daemon.folder / "var"), readonly=True)
+        try:
+            return conn.execute("SELECT upstreams, upstreams_failing FROM daemon_status").fetchall()
+        finally:
+            conn.close()
+    wait_until(lambda: status() == [(1, 1)], timeout=5, interval=0.1, message="the status row to show the outage")
+
+
 def test_fails_over_past_a_silent_upstream_and_rests_it(daemons, standin, black_hole):
     daemon = daemons([udp_upstream(black_hole.port), udp_upstream(standin.port)], upstream_timeout=0.3)
 
