@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from . import overrides
 from .policy import Decision
-from .state import audit
+from .state import audit, transaction
 
 MAX_PER_HOUR = 10
 DECLINE_COOLDOWN_S = 3600
@@ -105,8 +105,7 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
     message = clean_text(message, MESSAGE_MAX)
     # A named device is one asker whatever its address; an unnamed one is known by its address.
     who, subject = ("device = ?", device) if device else ("device = '' AND client = ?", client or "")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         declined = [r.decided for r in _select(
             conn, f"{who} AND domain = ? AND status = 'declined' AND decided > ? ORDER BY decided DESC LIMIT 1",
             (subject, domain, now - DECLINE_COOLDOWN_S))]
@@ -119,7 +118,6 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
             conn.execute("UPDATE access_requests SET asks = asks + 1, updated = ?, "
                          "message = CASE WHEN ? <> '' THEN ? ELSE message END, reason = ? WHERE id = ?",
                          (now, message, message, reason, pending[0].id))
-            conn.execute("COMMIT")
             return get(conn, pending[0].id), False
         recent = sorted(r.created for r in _select(conn, f"{who} AND created > ?", (subject, now - 3600)))
         if len(recent) >= MAX_PER_HOUR:
@@ -128,10 +126,6 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
             "INSERT INTO access_requests (device, domain, reason, rule, unblocks, message, client, created, updated) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (device, domain, reason, decision.rule, unblocks_for(decision, domain), message, client, now, now))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return get(conn, cursor.lastrowid), True
 
 
@@ -184,21 +178,15 @@ def approve(conn: sqlite3.Connection, config, request_id: int, until: float | No
         raise RequestError("the approval must end in the future")
     seconds = until - now
     name = subject_name(config, request)
-    conn.execute("BEGIN IMMEDIATE")   # the allow and the answer together, or neither
     try:
-        if request.more_time:
-            overrides.bonus(conn, config, name, seconds, now, actor)
-        else:
-            overrides.allow(conn, config, name, request.unblocks, seconds, now, actor)
-        approved = mark_approved(conn, request_id, until, now, actor)
-        conn.execute("COMMIT")
+        with transaction(conn):   # the allow and the answer together, or neither
+            if request.more_time:
+                overrides.bonus(conn, config, name, seconds, now, actor)
+            else:
+                overrides.allow(conn, config, name, request.unblocks, seconds, now, actor)
+            return mark_approved(conn, request_id, until, now, actor)
     except overrides.OverrideError as exc:
-        conn.execute("ROLLBACK")
         raise RequestError(str(exc)) from None
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return approved
 
 
 def mark_approved(conn: sqlite3.Connection, request_id: int, until: float | None, now: float,

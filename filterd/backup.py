@@ -231,8 +231,7 @@ def apply_backup(backup: Backup, config_path: Path, db: sqlite3.Connection, acto
     """Replace the config and the backed-up tables; all rows in one transaction, the config
     written atomically just before it commits (a failed write rolls the rows back)."""
     now = now if now is not None else time.time()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with state.transaction(db):
         first_audit = db.execute("SELECT ts, id FROM audit ORDER BY id LIMIT 1").fetchone()
         for table in TABLES:
             names = columns(table)
@@ -252,7 +251,3 @@ def apply_backup(backup: Backup, config_path: Path, db: sqlite3.Connection, acto
                            f"({', '.join('?' for _ in names)})", rows)
         state.audit(db, actor, "restore", backup.summary(), now)
         write_atomically(Path(config_path), backup.config_text)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .checking import Checker, YamlSyntaxError, parse_yaml, show
 from .config import ConfigError
 from .domains import FORMATS, normalise_domain
 
@@ -181,14 +182,18 @@ def load_catalog(config_dir: Path = DEFAULT_CONFIG_DIR) -> Catalog:
     return Catalog(categories, services, safesearch)
 
 
-class _Checker:
-    """Reads one YAML file and collects its problems, each with the file, YAML path and line."""
+class _Checker(Checker):
+    """Reads one catalog file and collects its problems, each with the file, YAML path and line.
+
+    The three files share one list of problems, so one error lists everything wrong.
+    """
 
     def __init__(self, path: Path, problems: list[str]):
+        super().__init__({})
         self.path = path
         self.shown = _shown(path)
+        self.prefix = f"{self.shown}: "
         self.problems = problems
-        self.lines: dict[str, int] = {}
         self.ok = True
 
     def read(self) -> dict:
@@ -201,12 +206,10 @@ class _Checker:
         except UnicodeDecodeError:
             return self._fail("not UTF-8 text")
         try:
-            node = yaml.compose(text, Loader=_YAML_LOADER)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            return self._fail(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}")
-        data = self._to_python(node, "") if node is not None else None
+            parsed = parse_yaml(text, _YAML_LOADER)
+        except YamlSyntaxError as exc:
+            return self._fail(str(exc))
+        data, self.lines = parsed or (None, {})
         if not isinstance(data, dict):
             return self._fail("the top level must be a mapping")
         return data
@@ -216,31 +219,17 @@ class _Checker:
         self.ok = False
         return {}
 
-    def _to_python(self, node: yaml.Node, path: str) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
-                out[key] = self._to_python(value_node, f"{path}.{key}" if path else str(key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._to_python(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
-        return _scalar(node)
-
     def error(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        self.problems.append(f"{self.shown}: {path}: {message}" + (f" (line {line})" if line else ""))
+        super().error(path, message)
         self.ok = False
 
     def mapping(self, data: Any, path: str, required: set[str], optional: set[str] = frozenset()) -> dict | None:
+        """`data` if it is a mapping with every `required` key (and no other than `optional`);
+        None when it is no mapping at all. Unlike the config's, a catalog entry is never optional."""
         if not isinstance(data, dict):
-            self.error(path, f"must be a mapping, got {_show(data)}")
+            self.error(path, f"must be a mapping, got {show(data)}")
             return None
-        for key in data:
-            if key not in required and key not in optional:
-                self.error(f"{path}.{key}" if path else str(key),
-                           f"unknown key (known here: {', '.join(sorted(required | optional))})")
+        self.unknown_keys(data, path, required | optional)
         for key in sorted(required - data.keys()):
             self.error(path or key, f"is missing {key}" if path else "is missing")
         return data
@@ -257,7 +246,7 @@ class _Checker:
     def text(self, data: dict, key: str, path: str) -> str:
         value = data.get(key)
         if not isinstance(value, str) or not value.strip() or "\n" in value.strip():
-            self.error(f"{path}.{key}", f"{_show(value)} must be one line of text")
+            self.error(f"{path}.{key}", f"{show(value)} must be one line of text")
             return ""
         return value.strip()
 
@@ -268,7 +257,7 @@ class _Checker:
         """
         name = normalise_domain(value) if isinstance(value, str) else None
         if name is None:
-            self.error(path, f"{_show(value)} is not a {what} name")
+            self.error(path, f"{show(value)} is not a {what} name")
             return None
         problem = essential_conflict(name) if blocked else None
         if problem:
@@ -277,30 +266,12 @@ class _Checker:
         return name
 
 
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
 def _shown(path: Path) -> str:
     """A path as a person would type it: relative to the working directory when inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return repr(value)
 
 
 def essential_conflict(name: str) -> str | None:
@@ -335,14 +306,14 @@ def _categories(check: _Checker, root: Path, source_ids: dict[str, str]) -> dict
             continue
         category_id = item.get("id")
         if not isinstance(category_id, str) or not _CATEGORY_ID(category_id):
-            check.error(f"{path}.id", f"{_show(category_id)} must be a short id of a-z, 0-9 and _")
+            check.error(f"{path}.id", f"{show(category_id)} must be a short id of a-z, 0-9 and _")
             continue
         if category_id in out:
             check.error(f"{path}.id", f'"{category_id}" is already a category')
             continue
         protected = item.get("protected", False)
         if not isinstance(protected, bool):
-            check.error(f"{path}.protected", f"{_show(protected)} must be true or false")
+            check.error(f"{path}.protected", f"{show(protected)} must be true or false")
             protected = True
         seed, seed_domains = _seed(check, item.get("seed"), f"{path}.seed", root, protected)
         sources = tuple(_source(check, p, s, root, source_ids)
@@ -365,7 +336,7 @@ def _seed(check: _Checker, value: Any, path: str, root: Path,
     if value is None:
         return None, frozenset()
     if not isinstance(value, str) or not value:
-        check.error(path, f"{_show(value)} must be a file path")
+        check.error(path, f"{show(value)} must be a file path")
         return None, frozenset()
     seed = Path(value) if Path(value).is_absolute() else root / value
     try:
@@ -383,7 +354,7 @@ def _seed(check: _Checker, value: Any, path: str, root: Path,
         if not text:
             continue
         name = normalise_domain(text)
-        problem = f"{_show(text)} is not a domain name" if name is None else essential_conflict(name)
+        problem = f"{show(text)} is not a domain name" if name is None else essential_conflict(name)
         if problem:
             check.problems.append(f"{shown}:{number}: {problem}")
             check.ok = False
@@ -402,7 +373,7 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
         return None
     source_id = item.get("id")
     if not isinstance(source_id, str) or not _SOURCE_ID(source_id):
-        check.error(f"{path}.id", f"{_show(source_id)} must be a short id of a-z, 0-9, '-', '_' and '.'")
+        check.error(f"{path}.id", f"{show(source_id)} must be a short id of a-z, 0-9, '-', '_' and '.'")
         return None
     where = f"{check.shown}: {path}"
     if source_id in source_ids:
@@ -412,27 +383,27 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
     if (url is None) == (file_path is None):
         check.error(path, "needs exactly one of url (to download) or path (a local file)")
     if url is not None and (not isinstance(url, str) or not re.fullmatch(r"https://[^\s/]+/\S*", url)):
-        check.error(f"{path}.url", f"{_show(url)} must be an https:// address")
+        check.error(f"{path}.url", f"{show(url)} must be an https:// address")
         url = None
     local = None
     if file_path is not None:
         if isinstance(file_path, str) and file_path:
             local = Path(file_path) if Path(file_path).is_absolute() else root / file_path
         else:
-            check.error(f"{path}.path", f"{_show(file_path)} must be a file path")
+            check.error(f"{path}.path", f"{show(file_path)} must be a file path")
     fmt = item.get("format")
     if fmt not in FORMATS:
-        check.error(f"{path}.format", f"{_show(fmt)} must be one of {', '.join(FORMATS)}")
+        check.error(f"{path}.format", f"{show(fmt)} must be one of {', '.join(FORMATS)}")
     licence = item.get("licence")
     if not isinstance(licence, str) or not licence.strip():
-        check.error(f"{path}.licence", f"{_show(licence)} must name the list's licence")
+        check.error(f"{path}.licence", f"{show(licence)} must name the list's licence")
     approx = item.get("approx_domains")
     if approx is not None and (isinstance(approx, bool) or not isinstance(approx, int) or approx < 0):
-        check.error(f"{path}.approx_domains", f"{_show(approx)} must be a whole number of domains")
+        check.error(f"{path}.approx_domains", f"{show(approx)} must be a whole number of domains")
         approx = None
     homepage = item.get("homepage")
     if homepage is not None and (not isinstance(homepage, str) or not homepage.startswith(("https://", "http://"))):
-        check.error(f"{path}.homepage", f"{_show(homepage)} must be a web address")
+        check.error(f"{path}.homepage", f"{show(homepage)} must be a web address")
         homepage = None
     return Source(source_id, str(fmt), str(licence).strip(), url, local, approx, homepage)
 
@@ -453,7 +424,7 @@ def _services(check: _Checker, categories: dict[str, Category]) -> dict[str, Ser
             continue
         service_id = item.get("id")
         if not isinstance(service_id, str) or not _SERVICE_ID(service_id):
-            check.error(f"{path}.id", f"{_show(service_id)} must be a short id of a-z, 0-9 and _")
+            check.error(f"{path}.id", f"{show(service_id)} must be a short id of a-z, 0-9 and _")
             continue
         if service_id in out:
             check.error(f"{path}.id", f'"{service_id}" is already a service')
@@ -465,12 +436,12 @@ def _services(check: _Checker, categories: dict[str, Category]) -> dict[str, Ser
             pass  # categories.yaml did not load: its own errors say why
         elif category not in categories:
             known = ", ".join(categories) or "none loaded"
-            check.error(f"{path}.category", f"{_show(category)} is not a category ({known})")
+            check.error(f"{path}.category", f"{show(category)} is not a category ({known})")
         elif categories[category].protected:
             check.error(f"{path}.category", f'"{category}" is protected: no service belongs there')
         icon = item.get("icon")
         if not isinstance(icon, str) or not 1 <= len(icon.strip()) <= 3:
-            check.error(f"{path}.icon", f"{_show(icon)} must be one to three characters (e.g. YT)")
+            check.error(f"{path}.icon", f"{show(icon)} must be one to three characters (e.g. YT)")
             icon = "?"
         note = item.get("note")
         if note is not None:
@@ -521,7 +492,7 @@ def _safesearch(check: _Checker, root: Path, source_ids: dict[str, str]) -> Safe
             continue
         engine_id = item.get("id")
         if not isinstance(engine_id, str) or not _CATEGORY_ID(engine_id) or engine_id in engine_ids:
-            check.error(f"{path}.id", f"{_show(engine_id)} must be a new short id of a-z, 0-9 and _")
+            check.error(f"{path}.id", f"{show(engine_id)} must be a new short id of a-z, 0-9 and _")
             continue
         engine_ids.add(engine_id)
         target = check.domain(f"{path}.target", item.get("target"), "host", blocked=False)

@@ -50,6 +50,11 @@ class ClientMap:
         return Identity(device.name, device.profile, mac)
 
 
+def is_private_mac(mac: str | None) -> bool:
+    """Randomised ("private") addresses set the locally administered bit: 2nd hex digit 2, 6, A, E."""
+    return bool(mac) and len(mac) >= 2 and mac[1].lower() in "26ae"
+
+
 def parse_arp_table(text: str) -> dict[str, str]:
     """IP → MAC from the text of /proc/net/arp (complete entries only)."""
     table = {}

@@ -2,7 +2,8 @@
 
 Every error names the YAML path at fault (`dns.listen[0]`) and, where known, the line, so a
 parent or an engineer can fix the file from the message alone. The rest of the code never sees
-raw dicts: it gets a `Config`.
+raw dicts: it gets a `Config`. Reading YAML with its lines and the `Checker` that collects the
+problems are shared with the catalogs, in `checking.py`.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from .checking import Checker, YamlSyntaxError, parse_yaml, show
 from .dhcp import parse_dhcp_config
 from .notify import parse_notify_config
 from .querylog import parse_log_config
@@ -113,114 +113,21 @@ BLOCK_MODES = ("blockpage", "null", "nxdomain")
 # ---------------------------------------------------------------- loading with line numbers
 
 
-class _Lines:
-    """Remembers the line of every YAML node by its path, to point errors at the file."""
-
-    def __init__(self) -> None:
-        self.by_path: dict[str, int] = {}
-
-    def to_python(self, node: yaml.Node, path: str) -> Any:
-        self.by_path[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict = {}
-            for key_node, value_node in node.value:
-                key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) \
-                    else _scalar(key_node)
-                out[key] = self.to_python(value_node, f"{path}.{key}" if path else str(key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.to_python(v, f"{path}[{i}]") for i, v in enumerate(node.value)]
-        return _scalar(node)
-
-
-def _scalar(node: yaml.ScalarNode) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
-
-
 def read_yaml(text: str, source: str = "<config>") -> tuple[dict, dict[str, int]]:
     """Parse YAML text into plain data plus a map of path → line number."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise ConfigError([f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
-    if node is None:
+        parsed = parse_yaml(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from None
+    if parsed is None:
         return {}, {}
-    lines = _Lines()
-    data = lines.to_python(node, "")
+    data, lines = parsed
     if not isinstance(data, dict):
         raise ConfigError([f"{source}: the top level must be a mapping of sections (dns:, profiles:, …)"])
-    return data, lines.by_path
+    return data, lines
 
 
-# ---------------------------------------------------------------- validation helpers
-
-
-class Checker:
-    """Collects problems while reading a section; each problem carries its YAML path and line."""
-
-    def __init__(self, lines: dict[str, int]):
-        self.lines = lines
-        self.problems: list[str] = []
-
-    def error(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        self.problems.append(f"{path}: {message}" + (f" (line {line})" if line else ""))
-
-    def mapping(self, data: Any, path: str, known: set[str]) -> dict:
-        if data is None:
-            return {}
-        if not isinstance(data, dict):
-            self.error(path, f"must be a mapping, got {_show(data)}")
-            return {}
-        for key in data:
-            if key not in known:
-                hint = ", ".join(sorted(known))
-                self.error(f"{path}.{key}" if path else str(key), f"unknown key (known here: {hint})")
-        return data
-
-    def integer(self, data: dict, key: str, path: str, default: int, low: int, high: int) -> int:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.error(f"{path}.{key}", f"{_show(value)} must be a whole number from {low} to {high}")
-            return default
-        return value
-
-    def number(self, data: dict, key: str, path: str, default: float, low: float, high: float) -> float:
-        value = data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            self.error(f"{path}.{key}", f"{_show(value)} must be a number from {low} to {high}")
-            return default
-        return float(value)
-
-    def string_list(self, data: dict, key: str, path: str, default: list[str]) -> list[tuple[str, str]]:
-        """The list under key as (item path, string) pairs; a lone string counts as a list of one."""
-        value = data.get(key, default)
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            self.error(f"{path}.{key}", f"must be a list, got {_show(value)}")
-            return []
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, (str, int)) or isinstance(item, bool):
-                self.error(f"{path}.{key}[{i}]", f"{_show(item)} must be a string")
-            else:
-                out.append((f"{path}.{key}[{i}]", str(item)))
-        return out
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
+# ---------------------------------------------------------------- addresses
 
 
 def parse_listen(text: str) -> Listen:
@@ -312,11 +219,11 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
             check.error(path, f'"{text}" is not an IP address')
     ca_file = data.get("tls_ca_file")
     if ca_file is not None and (not isinstance(ca_file, str) or not os.path.isfile(ca_file)):
-        check.error("dns.tls_ca_file", f"{_show(ca_file)} is not a readable file")
+        check.error("dns.tls_ca_file", f"{show(ca_file)} is not a readable file")
         ca_file = None
     block_mode = data.get("block_mode", "blockpage")
     if block_mode not in BLOCK_MODES:
-        check.error("dns.block_mode", f"{_show(block_mode)} must be one of {', '.join(BLOCK_MODES)}")
+        check.error("dns.block_mode", f"{show(block_mode)} must be one of {', '.join(BLOCK_MODES)}")
         block_mode = "blockpage"
 
     cache_data = check.mapping(data.get("cache"), "dns.cache",
@@ -363,11 +270,11 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     check.mapping(data, "", TOP_LEVEL_KEYS)
     timezone = data.get("timezone", "UTC")
     if not isinstance(timezone, str) or not _valid_timezone(timezone):
-        check.error("timezone", f"{_show(timezone)} is not a time zone (write e.g. Europe/London)")
+        check.error("timezone", f"{show(timezone)} is not a time zone (write e.g. Europe/London)")
         timezone = "UTC"
     data_dir_value = data.get("data_dir", "./var")
     if not isinstance(data_dir_value, str) or not data_dir_value:
-        check.error("data_dir", f"{_show(data_dir_value)} must be a folder path")
+        check.error("data_dir", f"{show(data_dir_value)} must be a folder path")
         data_dir_value = "./var"
     data_dir = Path(data_dir_value)
     if not data_dir.is_absolute() and path is not None:
@@ -393,7 +300,7 @@ def _load_catalog(folder: Any, check: Checker):
     from .catalog import CatalogError, load_catalog
 
     if folder is not None and not isinstance(folder, str):
-        check.error("catalog_dir", f"{_show(folder)} must be a folder path")
+        check.error("catalog_dir", f"{show(folder)} must be a folder path")
         folder = None
     try:
         return load_catalog(Path(folder)) if folder else load_catalog()

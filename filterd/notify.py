@@ -1,47 +1,39 @@
-"""Notifications for parents: channels (webhook, ntfy, e-mail), the persisted outbox, the
-sender, and the detectors that turn the state DB into events.
+"""Notifications for parents: the `notify:` config, and the persisted outbox and its sender.
 
-Nothing here runs on a hot path. The web UI (or a detector) calls `enqueue`, which only
-inserts rows into the `notifications` table: a request never waits for a network. The web
-UI's background worker calls `run_detectors` and `send_due` every few seconds; each channel
-is sent to from its own thread with a short timeout, so a dead SMTP server or webhook holds
-up neither the other channels nor anything else. Rows stay in the table until sent or given
-up on, so a restart of either process loses no notification.
+Nothing here runs on a hot path. The web UI (or a detector, `alerts.py`) calls `enqueue`,
+which only inserts rows into the `notifications` table: a request never waits for a network.
+The web UI's background worker calls `alerts.run_detectors` and `send_due` every few seconds;
+each channel is sent to from its own thread with a short timeout (`channels.py` composes and
+delivers), so a dead SMTP server or webhook holds up neither the other channels nor anything
+else. Rows stay in the table until sent or given up on, so a restart of either process loses
+no notification.
 
 Secrets (the webhook's HMAC secret, the ntfy token, the SMTP password) live only in the
 config: they are never logged, never stored in an error text and never shown by a page.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import http.client
 import json
 import logging
 import re
-import smtplib
-import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
+
+from .channels import DEFAULT_TIMEOUT_S, NTFY_PRIORITIES, Channel, Message, compose, deliver, describe_error
+from .checking import show
+from .state import transaction
 
 log = logging.getLogger("filterd.notify")
 
 EVENTS = ("access_request", "new_device", "repeated_attempts", "daemon_problem", "weekly_summary")
 CHANNEL_TYPES = ("webhook", "ntfy", "email")
 EMAIL_SECURITY = ("starttls", "tls", "none")
-NTFY_PRIORITIES = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-SIGNATURE_HEADER = "X-Filterd-Signature"
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _EMAIL = re.compile(r"[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+")
 _TIME = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
@@ -55,50 +47,9 @@ GIVE_UP_AFTER_S = 86400.0
 BATCH_PER_CHANNEL = 20
 MAX_DUE_PER_ROUND = 500
 KEEP_DONE_S = 30 * 86400.0           # sent and given-up rows kept this long (for the history)
-DEFAULT_TIMEOUT_S = 5.0
-MAX_RESPONSE_BYTES = 64 * 1024
-
-# Detectors
-DEVICE_LAG_S = 120.0                 # the query log commits a second or more after a device's first query
-DAEMON_STALE_S = 30.0                # as the dashboard: no status row newer than this and the daemon is down…
-DAEMON_DOWN_S = 120.0                # …but only announced once it has been down this long
-LIST_STALE_S = 8 * 86400.0           # as the dashboard: a downloaded list this old means its updates fail
-WEEKLY_LATE_S = 86400.0              # a weekly summary not sent within a day of its time is skipped
 
 
 # ---------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One place to send notifications to. Secrets are kept out of repr() (and so out of logs)."""
-
-    name: str
-    type: str                              # webhook | ntfy | email
-    url: str | None = None                 # webhook, ntfy: the URL to POST to (http/https)
-    secret: str | None = field(default=None, repr=False)     # webhook: HMAC-SHA256 key
-    token: str | None = field(default=None, repr=False)      # ntfy: access token (Bearer)
-    priority: str = "default"              # ntfy: min | low | default | high | urgent
-    title: str | None = None               # ntfy: put before each notification's title
-    host: str | None = None                # email: SMTP server
-    port: int = 0
-    security: str = "starttls"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    sender: str | None = None              # email: From
-    recipients: tuple[str, ...] = ()       # email: To
-    ca_file: str | None = None             # a PEM bundle to verify the server with (else the system's)
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def target(self) -> str:
-        """Where it goes, for a page: scheme and host only (a URL's path can hold a token)."""
-        if self.type == "email":
-            return f"{', '.join(self.recipients)} via {self.host}:{self.port}"
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.netloc}/…"
-
-    def secrets(self) -> list[str]:
-        return [s for s in (self.secret, self.token, self.password) if s]
 
 
 @dataclass(frozen=True)
@@ -197,7 +148,7 @@ def _parse_channel(name: str, settings, path: str, check) -> Channel | None:
         return None
     kind = settings.get("type")
     if kind not in CHANNEL_TYPES:
-        check.error(f"{path}.type", f"{_show(kind)} must be one of {', '.join(CHANNEL_TYPES)}")
+        check.error(f"{path}.type", f"{show(kind)} must be one of {', '.join(CHANNEL_TYPES)}")
         return None
     check.mapping(settings, path, _CHANNEL_KEYS[kind])
     common: dict[str, Any] = {
@@ -219,18 +170,18 @@ def _parse_channel(name: str, settings, path: str, check) -> Channel | None:
         if isinstance(priority, int) and not isinstance(priority, bool) and 1 <= priority <= 5:
             priority = next(k for k, v in NTFY_PRIORITIES.items() if v == priority)
         if priority not in NTFY_PRIORITIES:
-            check.error(f"{path}.priority", f"{_show(priority)} must be 1-5 or one of "
+            check.error(f"{path}.priority", f"{show(priority)} must be 1-5 or one of "
                         "min, low, default, high, urgent")
             priority = "default"
         return Channel(name, kind, url=url, token=_optional_text(settings, "token", path, check),
                        priority=priority, title=_optional_text(settings, "title", path, check), **common)
     host = settings.get("host")
     if not isinstance(host, str) or not host.strip() or any(c.isspace() or c in "/@" for c in host.strip()):
-        check.error(f"{path}.host", f"{_show(host)} must be the SMTP server's name or address")
+        check.error(f"{path}.host", f"{show(host)} must be the SMTP server's name or address")
         host = ""
     security = settings.get("security", "starttls")
     if security not in EMAIL_SECURITY:
-        check.error(f"{path}.security", f"{_show(security)} must be one of {', '.join(EMAIL_SECURITY)}")
+        check.error(f"{path}.security", f"{show(security)} must be one of {', '.join(EMAIL_SECURITY)}")
         security = "starttls"
     port = check.integer(settings, "port", path, {"starttls": 587, "tls": 465, "none": 25}[security], 1, 65535)
     username = _optional_text(settings, "username", path, check)
@@ -242,7 +193,7 @@ def _parse_channel(name: str, settings, path: str, check) -> Channel | None:
         check.error(f"{path}.security", '"none" would send the password in clear: use starttls or tls')
     sender = settings.get("from")
     if not isinstance(sender, str) or not _EMAIL.fullmatch(sender.strip()):
-        check.error(f"{path}.from", f"{_show(sender)} is not an e-mail address")
+        check.error(f"{path}.from", f"{show(sender)} is not an e-mail address")
         sender = ""
     recipients = []
     for item_path, text in check.string_list(settings, "to", path, []):
@@ -276,13 +227,13 @@ def _parse_weekly(data, check, known_profiles=None) -> WeeklySummary:
     day = str(data.get("day", "sun")).strip().lower()
     day = {full: short for short, full in zip(DAYS, DAY_NAMES)}.get(day, day)
     if day not in DAYS:
-        check.error(f"{path}.day", f"{_show(data.get('day'))} is not a day (write e.g. sunday or sun)")
+        check.error(f"{path}.day", f"{show(data.get('day'))} is not a day (write e.g. sunday or sun)")
         day = "sun"
     text = data.get("time", "18:00")
     if isinstance(text, int) and not isinstance(text, bool):
         text = f"{text // 60:02d}:{text % 60:02d}"      # YAML 1.1 reads 18:00 as 1080
     if not isinstance(text, str) or not _TIME.fullmatch(text.strip()):
-        check.error(f"{path}.time", f'{_show(text)} is not a time (write HH:MM, e.g. "18:00")')
+        check.error(f"{path}.time", f'{show(text)} is not a time (write HH:MM, e.g. "18:00")')
         text = "18:00"
     hours, minutes = text.strip().split(":")
     profiles = None
@@ -299,7 +250,7 @@ def _parse_weekly(data, check, known_profiles=None) -> WeeklySummary:
 
 def _url_problem(url) -> str | None:
     if not isinstance(url, str) or not url.strip():
-        return f"{_show(url)} must be an http:// or https:// URL"
+        return f"{show(url)} must be an http:// or https:// URL"
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
         return f'"{url}" must start with http:// or https://'
@@ -313,7 +264,7 @@ def _url_problem(url) -> str | None:
         return (f"{parts.scheme}://{parts.hostname}/…: no user or password in the URL (pages and logs would "
                 "show it); use token (ntfy) or secret (webhook)")
     if any(ord(c) < 0x21 for c in url.strip()):
-        return f"{_show(url)} must not contain spaces or control characters"
+        return f"{show(url)} must not contain spaces or control characters"
     return None
 
 
@@ -328,14 +279,6 @@ def _optional_text(data: dict, key: str, path: str, check) -> str | None:
                     else "must be a non-empty text")   # never echo a secret back
         return None
     return value
-
-
-def _show(value) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
 
 
 def public_url(config) -> str:
@@ -436,7 +379,7 @@ def _send_channel(channel: Channel, items: list[Outgoing], config) -> list[str |
     results: list[str | None] = []
     for item in items:
         try:
-            message = compose(item.event, item.payload, config)
+            message = compose(item.event, item.payload, public_url(config), ZoneInfo(config.timezone))
             deliver(channel, message, item.id, item.created)
             results.append(None)
         except Exception as exc:   # any failure is the channel's: record it, retry later
@@ -448,8 +391,7 @@ def _send_channel(channel: Channel, items: list[Outgoing], config) -> list[str |
 def _record(db, channel: Channel, items: list[Outgoing], results: list[str | None], now: float) -> int:
     """Write what one channel's round did: sent rows, a failed row's back-off, the channel's state."""
     sent = 0
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for item, error in zip(items, results):
             if error is None:
                 sent += 1
@@ -476,10 +418,6 @@ def _record(db, channel: Channel, items: list[Outgoing], results: list[str | Non
                        (f"channel-failing:{channel.name}", now))
         if results and results[-1] is None:
             db.execute("DELETE FROM notify_marks WHERE key = ?", (f"channel-failing:{channel.name}",))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return sent
 
 
@@ -534,448 +472,3 @@ def send_test(config, channel_name: str) -> str | None:
     except Exception as exc:
         return describe_error(exc, channel)
     return None
-
-
-# ---------------------------------------------------------------- what a notification says
-
-
-@dataclass(frozen=True)
-class Message:
-    event: str
-    title: str
-    text: str
-    link: str
-    data: dict
-    html: str | None = None
-    tags: str = ""
-
-
-def compose(event: str, payload: dict, config) -> Message:
-    """Title, text and link of one event, in words a parent reads on a lock screen."""
-    base = public_url(config)
-    tz = ZoneInfo(config.timezone)
-    if event == "access_request":
-        request_id = int(payload.get("request_id") or 0)
-        asks = int(payload.get("asks") or 1)
-        message = str(payload.get("message") or "")
-        lines = [f"{payload.get('device')} asks to open {payload.get('domain')}.",
-                 f"Blocked because: {payload.get('reason')}."]
-        if message:
-            lines.append(f'Message: "{message}"')
-        if asks > 1:
-            lines.append(f"Asked {asks} times.")
-        lines.append("Open the requests page to answer (you will be asked to log in).")
-        return Message(event, f"{payload.get('device')} asks for {payload.get('domain')}", "\n".join(lines),
-                       f"{base}requests#request-{request_id}", payload, tags="raising_hand")
-    if event == "new_device":
-        name = payload.get("hostname") or payload.get("client")
-        lines = [f"A device not seen before asked for names: {payload.get('client')}"
-                 + (f" ({payload.get('hostname')})" if payload.get("hostname") else "")
-                 + (f", MAC {payload.get('mac')}" if payload.get("mac") else "") + "."]
-        if payload.get("private_mac"):
-            lines.append("Its MAC address is a private (random) one: it is probably a phone, tablet or laptop "
-                         "with \"private Wi-Fi address\" on, possibly one you know under a new address.")
-        lines.append("It gets the default profile until you name it.")
-        return Message(event, f"New device on the network: {name}", "\n".join(lines), f"{base}devices",
-                       payload, tags="new")
-    if event == "repeated_attempts":
-        names = ", ".join(f"{n} ({c})" for n, c in payload.get("names") or [])
-        categories = ", ".join(payload.get("categories") or [])
-        lines = [f"{payload.get('device')} was blocked {payload.get('count')} times in "
-                 f"{payload.get('window_minutes')} minutes ({categories})."]
-        if names:
-            lines.append(f"Most tried: {names}.")
-        link = f"{base}log?" + urlencode({"device": payload.get("device") or "", "decision": "blocked",
-                                          "since": "1h"})
-        return Message(event, f"{payload.get('device')}: {payload.get('count')} blocked attempts ({categories})",
-                       "\n".join(lines), link, payload, tags="warning")
-    if event == "daemon_problem":
-        return Message(event, f"filterd: {payload.get('summary')}", str(payload.get("detail") or ""), base,
-                       payload, tags="rotating_light")
-    if event == "weekly_summary":
-        from . import summary
-        link = f"{base}summary/{quote(str(payload.get('profile') or ''), safe='')}"
-        return Message(event, f"Weekly summary for {payload.get('profile')}", summary.render_text(payload, tz),
-                       link, payload, html=summary.render_html(payload, link, tz), tags="bar_chart")
-    return Message(event, f"filterd: {event}", json.dumps(payload, sort_keys=True), base, payload)
-
-
-# ---------------------------------------------------------------- sending, per channel type
-
-
-class DeliveryError(Exception):
-    """A channel refused or could not be reached; the text is one line, without secrets."""
-
-
-def deliver(channel: Channel, message: Message, delivery_id: int, created: float) -> None:
-    """Send one message over one channel now; raise on any failure."""
-    if channel.type == "webhook":
-        _send_webhook(channel, message, delivery_id, created)
-    elif channel.type == "ntfy":
-        _send_ntfy(channel, message)
-    elif channel.type == "email":
-        _send_email(channel, message)
-    else:
-        raise DeliveryError(f"unknown channel type {channel.type}")
-
-
-def webhook_body(message: Message, delivery_id: int, created: float) -> bytes:
-    """The webhook's JSON (documented in docs/notifications.md)."""
-    return json.dumps({"id": delivery_id, "event": message.event, "created": created, "title": message.title,
-                       "text": message.text, "link": message.link, "data": message.data},
-                      sort_keys=True, default=str).encode()
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The signature header's value: sha256=<hex HMAC-SHA256 of the exact body, keyed by the secret>."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _send_webhook(channel: Channel, message: Message, delivery_id: int, created: float) -> None:
-    body = webhook_body(message, delivery_id, created)
-    headers = {"Content-Type": "application/json", "X-Filterd-Event": message.event,
-               "X-Filterd-Delivery": str(delivery_id)}
-    if channel.secret:
-        headers[SIGNATURE_HEADER] = sign(channel.secret, body)
-    _post(channel, body, headers)
-
-
-def _send_ntfy(channel: Channel, message: Message) -> None:
-    title = f"{channel.title}: {message.title}" if channel.title else message.title
-    body = message.text if message.event != "weekly_summary" else message.text[:3000]
-    headers = {"Title": _header_value(title), "Priority": str(NTFY_PRIORITIES[channel.priority]),
-               "Click": message.link, "Content-Type": "text/plain; charset=utf-8"}
-    if message.tags:
-        headers["Tags"] = message.tags
-    if channel.token:
-        headers["Authorization"] = f"Bearer {channel.token}"
-    _post(channel, body.encode(), headers)
-
-
-def _header_value(text: str) -> str:
-    """One header line: no control characters (a device's hostname is the child's to choose);
-    non-ASCII as an RFC 2047 encoded word, which ntfy decodes."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())[:250]
-    if text.isascii():
-        return text
-    return "=?UTF-8?B?" + base64.b64encode(text.encode()).decode() + "?="
-
-
-def _post(channel: Channel, body: bytes, headers: dict[str, str]) -> None:
-    parts = urlsplit(channel.url or "")
-    host, port = parts.hostname, parts.port
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {"User-Agent": "filterd (home DNS filter; notifications)", **headers}
-    if parts.scheme == "https":
-        context = ssl.create_default_context(cafile=channel.ca_file)
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port, timeout=channel.timeout_s,
-                                                                       context=context)
-    else:
-        conn = http.client.HTTPConnection(host, port, timeout=channel.timeout_s)
-    try:
-        conn.request("POST", path, body=body, headers=headers)
-        response = conn.getresponse()
-        response.read(MAX_RESPONSE_BYTES)
-        if not 200 <= response.status < 300:
-            raise DeliveryError(f"HTTP {response.status} {response.reason} from {parts.hostname}")
-    finally:
-        conn.close()
-
-
-def _send_email(channel: Channel, message: Message) -> None:
-    mail = EmailMessage()
-    mail["Subject"] = " ".join("".join(c if c.isprintable() else " " for c in message.title).split())[:200]
-    mail["From"] = channel.sender
-    mail["To"] = ", ".join(channel.recipients)
-    mail["Date"] = formatdate(localtime=True)
-    mail["Message-ID"] = make_msgid(domain=channel.sender.rsplit("@", 1)[-1])
-    mail.set_content(f"{message.text}\n\n{message.link}\n")
-    if message.html:
-        mail.add_alternative(message.html, subtype="html")
-    context = ssl.create_default_context(cafile=channel.ca_file)
-    if channel.security == "tls":
-        smtp: smtplib.SMTP = smtplib.SMTP_SSL(channel.host, channel.port, timeout=channel.timeout_s, context=context)
-    else:
-        smtp = smtplib.SMTP(channel.host, channel.port, timeout=channel.timeout_s)
-    try:
-        smtp.ehlo()
-        if channel.security == "starttls":
-            smtp.starttls(context=context)
-            smtp.ehlo()
-        if channel.username:
-            smtp.login(channel.username, channel.password or "")
-        smtp.send_message(mail)
-    finally:
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-
-
-def describe_error(exc: BaseException, channel: Channel) -> str:
-    """One line for the dashboard and the log, with every secret of the channel blanked out."""
-    where = channel.host if channel.type == "email" else urlsplit(channel.url or "").hostname
-    if isinstance(exc, DeliveryError):
-        text = str(exc)
-    elif isinstance(exc, (socket.timeout, TimeoutError)):
-        text = f"no answer from {where} within {channel.timeout_s:g} s"
-    elif isinstance(exc, ConnectionRefusedError):
-        text = f"{where} refused the connection (nothing listening on port " \
-               f"{channel.port if channel.type == 'email' else urlsplit(channel.url or '').port or ''})"
-    elif isinstance(exc, socket.gaierror):
-        text = f"cannot find the server {where} (DNS: {exc.strerror})"
-    elif isinstance(exc, ssl.SSLError):
-        text = f"TLS with {where} failed: {getattr(exc, 'reason', None) or exc}"
-    elif isinstance(exc, smtplib.SMTPAuthenticationError):
-        text = f"{where} refused the login (check username and password)"
-    elif isinstance(exc, smtplib.SMTPNotSupportedError):
-        text = f"{where} does not offer STARTTLS: set security to tls or none"
-    elif isinstance(exc, smtplib.SMTPResponseException):
-        text = f"{where} answered {exc.smtp_code}: {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
-    elif isinstance(exc, smtplib.SMTPRecipientsRefused):
-        text = f"{where} refused the recipients {', '.join(exc.recipients)}"
-    elif isinstance(exc, OSError) and exc.strerror:
-        text = f"network error with {where}: {exc.strerror}"
-    else:
-        text = f"{type(exc).__name__} with {where}: {exc}"
-    text = " ".join(text.split())[:300]
-    for secret in channel.secrets():
-        text = text.replace(secret, "•••")
-    return text
-
-
-# ---------------------------------------------------------------- detectors (read the state DB, enqueue events)
-
-
-def run_detectors(db, config, now: float | None = None, running_since: float | None = None) -> int:
-    """One round of every detector whose event has a channel; returns the events queued.
-
-    `running_since` is when the caller started watching: a daemon found down right after a
-    boot is only announced once it stayed down (the daemon may simply be starting too).
-    """
-    now = time.time() if now is None else now
-    notify = config.notify or NotifyConfig()
-    queued = 0
-    for event, detector in (("new_device", detect_new_devices), ("repeated_attempts", detect_repeated_attempts),
-                            ("daemon_problem", detect_daemon_problems), ("weekly_summary", detect_weekly_summary)):
-        if not notify.channels_for(event):
-            continue
-        try:
-            if event == "daemon_problem":
-                queued += detector(db, config, now, running_since if running_since is not None else now - DAEMON_DOWN_S)
-            else:
-                queued += detector(db, config, now)
-        except Exception:
-            log.exception("notification detector %s failed; trying again next round", event)
-    return queued
-
-
-def _mark(db, key: str) -> float | None:
-    row = db.execute("SELECT ts FROM notify_marks WHERE key = ?", (key,)).fetchone()
-    return row[0] if row else None
-
-
-def _set_mark(db, key: str, ts: float) -> None:
-    db.execute("INSERT INTO notify_marks (key, ts) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET ts = excluded.ts",
-               (key, ts))
-
-
-def is_private_mac(mac: str | None) -> bool:
-    """Randomised ("private") addresses set the locally administered bit: 2nd hex digit 2, 6, A, E."""
-    return bool(mac) and len(mac) >= 2 and mac[1].lower() in "26ae"
-
-
-def detect_new_devices(db, config, now: float) -> int:
-    """Announce each unnamed client once, when it first appears in `clients_seen`.
-
-    The first round ever only sets the starting point (no flood of the house's existing
-    devices). A MAC already seen under another address is no new device.
-    """
-    watermark = _mark(db, "new-device:watermark")
-    if watermark is None:
-        _set_mark(db, "new-device:watermark", now)
-        return 0
-    rows = db.execute("SELECT client, mac, hostname, first_seen FROM clients_seen WHERE device IS NULL"
-                      " AND first_seen > ? ORDER BY first_seen", (watermark - DEVICE_LAG_S,)).fetchall()
-    queued = 0
-    for client, mac, hostname, first_seen in rows:
-        key = f"new-device:mac:{mac.lower()}" if mac else f"new-device:ip:{client}"
-        if _mark(db, key) is not None:
-            continue
-        if mac and db.execute("SELECT 1 FROM clients_seen WHERE mac = ? AND client != ? AND first_seen < ?",
-                              (mac, client, first_seen - DEVICE_LAG_S)).fetchone():
-            _set_mark(db, key, now)
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            queued += enqueue(db, config.notify, "new_device",
-                              {"client": client, "mac": mac, "hostname": hostname, "first_seen": first_seen,
-                               "private_mac": is_private_mac(mac)}, now)
-            _set_mark(db, key, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    if now - watermark >= 60:      # the look-back (DEVICE_LAG_S) covers the rest: one write a minute
-        _set_mark(db, "new-device:watermark", now)
-    return queued
-
-
-def detect_repeated_attempts(db, config, now: float) -> int:
-    """Per device: `count` blocked queries in the chosen categories within the window → one
-    alert, and none again for that device until the window has passed."""
-    rule = config.notify.repeated_attempts
-    if not rule.categories:
-        return 0
-    from .summary import first_id_since
-
-    marks = ",".join("?" * len(rule.categories))
-    since = now - rule.window_s
-    # Rows are appended in time order: the window is an id range, walked in the category index.
-    low = first_id_since(db, since)
-    rows = db.execute(
-        "SELECT coalesce(device, client) AS who, count(*) FROM queries WHERE id >= ? AND ts >= ? AND ts <= ?"
-        " AND action IN ('block', 'nxdomain')"
-        f" AND category IN ({marks}) GROUP BY who HAVING count(*) >= ?",  # nosec B608 - placeholders only
-        (low, since, now, *rule.categories, rule.count)).fetchall()
-    queued = 0
-    for who, count in rows:
-        key = f"repeated:{who}"
-        last = _mark(db, key)
-        if last is not None and now - last < rule.window_s:
-            continue
-        names = db.execute(
-            "SELECT name, count(*) AS n FROM queries WHERE id >= ? AND ts >= ? AND ts <= ?"
-            " AND coalesce(device, client) = ? AND action IN ('block', 'nxdomain') AND name IS NOT NULL"
-            f" AND category IN ({marks}) GROUP BY name ORDER BY n DESC, name LIMIT 3",  # nosec B608
-            (low, since, now, who, *rule.categories)).fetchall()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            queued += enqueue(db, config.notify, "repeated_attempts",
-                              {"device": who, "count": count, "window_minutes": rule.window_s // 60,
-                               "categories": list(rule.categories), "names": [list(n) for n in names]}, now)
-            _set_mark(db, key, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    return queued
-
-
-def daemon_problems(db, config, now: float, running_since: float) -> dict[str, tuple[str, str]]:
-    """The problems right now: key → (summary, detail)."""
-    from . import lists
-
-    problems: dict[str, tuple[str, str]] = {}
-    rows = db.execute("SELECT updated, last_error, upstreams, upstreams_failing FROM daemon_status").fetchall()
-    fresh = [r for r in rows if now - r[0] < DAEMON_STALE_S]
-    if any(r[2] and r[3] >= r[2] for r in fresh):
-        names = ", ".join(spec.url for spec in config.dns.upstreams)
-        problems["upstreams-down"] = ("no upstream resolver answers",
-                                      f"Every upstream resolver keeps failing ({names}): devices cannot resolve "
-                                      "new names. Check the Pi's internet connection, or the upstreams in Settings.")
-    seen = _mark(db, "daemon:alive")
-    if fresh and (seen is None or now - seen > 60):
-        _set_mark(db, "daemon:alive", now)      # the daemon deletes its row when it stops cleanly
-    last_alive = max([r[0] for r in rows] + ([seen] if seen else []), default=None)
-    if (not fresh and last_alive is not None and now - last_alive >= DAEMON_DOWN_S
-            and now - running_since >= DAEMON_DOWN_S):
-        when = datetime.fromtimestamp(last_alive, ZoneInfo(config.timezone)).strftime("%a %d %b %H:%M")
-        problems["daemon-down"] = ("the filter is not running",
-                                   f"The DNS daemon has not reported since {when}. Devices may not be "
-                                   "filtered (or not resolve names at all). Restart it: systemctl restart filterd")
-    for error in sorted({r[1] for r in fresh if r[1]}):
-        digest = hashlib.sha256(error.encode()).hexdigest()[:16]
-        problems[f"config:{digest}"] = ("a change to the rules was refused",
-                                        f"The daemon refused the new config and keeps the previous rules: {error}")
-    # The last `filterd lists update` (CLI, timer or web UI) leaves its outcome in a status file.
-    read_update_status = getattr(lists, "read_update_status", None)
-    update = read_update_status(config) if read_update_status else None
-    if update and update.get("finished"):
-        if update.get("error"):
-            problems["lists-update"] = ("the block list update failed", f"The list update failed: {update['error']}")
-        for item in update.get("lists") or []:
-            if isinstance(item, dict) and item.get("state") == "error":
-                problems[f"list-failed:{item.get('id')}"] = (
-                    f"list {item.get('id')} did not update",
-                    f"{item.get('message') or item.get('id')}. The last good copy keeps filtering.")
-    for source in config.rules.lists:
-        if not source.url:
-            continue
-        age = lists.file_age_s(lists.lists_dir(config) / f"{source.id}.txt")
-        if age is None or age > LIST_STALE_S:
-            detail = ("has never been downloaded: it blocks nothing yet" if age is None
-                      else f"has not been updated for {age / 86400:.0f} days")
-            problems[f"list:{source.id}"] = (f"list {source.id} is not updating",
-                                             f"Block list {source.id} ({source.category}) {detail}. "
-                                             "Run `filterd lists update` to see the error.")
-    return problems
-
-
-def detect_daemon_problems(db, config, now: float, running_since: float) -> int:
-    """Announce each problem once when it appears; a problem that went away and came back is
-    announced again."""
-    problems = daemon_problems(db, config, now, running_since)
-    known = {key[len("problem:"):] for key, in db.execute(
-        "SELECT key FROM notify_marks WHERE key >= 'problem:' AND key < 'problem;'")}
-    queued = 0
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for key, (summary_text, detail) in problems.items():
-            if key in known:
-                continue
-            queued += enqueue(db, config.notify, "daemon_problem",
-                              {"problem": key, "summary": summary_text, "detail": detail}, now)
-            _set_mark(db, f"problem:{key}", now)
-        for key in known - set(problems):
-            db.execute("DELETE FROM notify_marks WHERE key = ?", (f"problem:{key}",))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    return queued
-
-
-def last_weekly_moment(config, now: float) -> datetime:
-    """The latest scheduled weekly-summary time at or before `now`, in the house's time zone."""
-    rule = (config.notify or NotifyConfig()).weekly_summary
-    tz = ZoneInfo(config.timezone)
-    local = datetime.fromtimestamp(now, tz)
-    day = local.date() - timedelta(days=(local.weekday() - rule.weekday) % 7)
-    moment = datetime(day.year, day.month, day.day, rule.minute // 60, rule.minute % 60, tzinfo=tz)
-    if moment.timestamp() > now:
-        moment -= timedelta(days=7)
-    return moment
-
-
-def summary_profiles(config) -> list[str]:
-    """Profiles that get a weekly summary: the chosen ones, else every profile with a named device."""
-    chosen = (config.notify or NotifyConfig()).weekly_summary.profiles
-    if chosen is not None:
-        return [p for p in chosen if p in config.rules.profiles]
-    with_devices = {d.profile for d in config.rules.devices}
-    return [p for p in config.rules.profiles if p in with_devices]
-
-
-def detect_weekly_summary(db, config, now: float) -> int:
-    """Once a week at the chosen local time: one summary per profile (skipped if a day late)."""
-    from . import summary
-
-    moment = last_weekly_moment(config, now)
-    if now - moment.timestamp() > WEEKLY_LATE_S:
-        return 0
-    queued = 0
-    for profile in summary_profiles(config):
-        key = f"weekly:{profile}:{moment.date().isoformat()}"
-        if _mark(db, key) is not None:
-            continue
-        data = summary.weekly_summary(db, config, profile, moment.timestamp())
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            queued += enqueue(db, config.notify, "weekly_summary", data, now)
-            _set_mark(db, key, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-    return queued

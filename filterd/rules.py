@@ -9,6 +9,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from .checking import show
 from .domains import normalise_domain
 from .index import MAX_LISTS as MAX_INDEX_LISTS
 from .presets import PRESETS
@@ -185,7 +186,7 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
         item = check.mapping(item, path, {"id", "url", "path", "category", "format"})
         list_id = item.get("id")
         if not isinstance(list_id, str) or not _ID(list_id):
-            check.error(f"{path}.id", f"{_show(list_id)} must be a short id of a-z, 0-9, '-', '_', '.'")
+            check.error(f"{path}.id", f"{show(list_id)} must be a short id of a-z, 0-9, '-', '_', '.'")
             continue
         if list_id in seen:
             check.error(f"{path}.id", f'"{list_id}" is used by another list')
@@ -197,16 +198,16 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
             check.error(path, "needs exactly one of url (to download) or path (a local file)")
             continue
         if url is not None and (not isinstance(url, str) or not re.match(r"https?://[^\s/]+", url)):
-            check.error(f"{path}.url", f"{_show(url)} must be an http:// or https:// address")
+            check.error(f"{path}.url", f"{show(url)} must be an http:// or https:// address")
         if file_path is not None and not isinstance(file_path, str):
-            check.error(f"{path}.path", f"{_show(file_path)} must be a file path")
+            check.error(f"{path}.path", f"{show(file_path)} must be a file path")
         category = item.get("category")
         if not isinstance(category, str) or category not in categories:
-            check.error(f"{path}.category", f"{_show(category)} is not a category "
+            check.error(f"{path}.category", f"{show(category)} is not a category "
                         f"({', '.join(sorted(categories))})")
         fmt = item.get("format")
         if fmt is not None and fmt not in LIST_FORMATS:
-            check.error(f"{path}.format", f"{_show(fmt)} must be one of {', '.join(LIST_FORMATS)}")
+            check.error(f"{path}.format", f"{show(fmt)} must be one of {', '.join(LIST_FORMATS)}")
         if category == PROTECTED_CATEGORY and fmt != "sha256":
             check.error(f"{path}.format", "csam lists are only accepted hashed (format: sha256), "
                         "so their domains are never stored in clear")
@@ -262,29 +263,29 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
     preset: dict = {}
     if preset_name is not None:
         if not isinstance(preset_name, str) or preset_name not in PRESETS:
-            check.error(f"{path}.preset", f"{_show(preset_name)} must be one of {', '.join(PRESETS)}")
+            check.error(f"{path}.preset", f"{show(preset_name)} must be one of {', '.join(PRESETS)}")
         else:
             preset = PRESETS[preset_name]
     merged = {**preset, **{k: v for k, v in data.items() if k != "preset"}}
     safesearch = merged.get("safesearch", False)
     if not isinstance(safesearch, bool):
-        check.error(f"{path}.safesearch", f"{_show(safesearch)} must be true or false")
+        check.error(f"{path}.safesearch", f"{show(safesearch)} must be true or false")
         safesearch = False
     bypass = merged.get("bypass_protection", False)
     if not isinstance(bypass, bool):
-        check.error(f"{path}.bypass_protection", f"{_show(bypass)} must be true or false")
+        check.error(f"{path}.bypass_protection", f"{show(bypass)} must be true or false")
         bypass = False
     youtube = merged.get("youtube", "off")
     if youtube is False:
         youtube = "off"
     if youtube not in YOUTUBE_LEVELS:
-        check.error(f"{path}.youtube", f"{_show(youtube)} must be one of {', '.join(YOUTUBE_LEVELS)}")
+        check.error(f"{path}.youtube", f"{show(youtube)} must be one of {', '.join(YOUTUBE_LEVELS)}")
         youtube = "off"
     log_mode = merged.get("log")
     if log_mode is False:   # YAML reads a bare `off` as false
         log_mode = "off"
     if log_mode is not None and log_mode not in LOG_MODES:
-        check.error(f"{path}.log", f"{_show(log_mode)} must be one of {', '.join(LOG_MODES)}")
+        check.error(f"{path}.log", f"{show(log_mode)} must be one of {', '.join(LOG_MODES)}")
         log_mode = None
     schedules = []
     raw_schedules = merged.get("schedules") or []
@@ -324,14 +325,14 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
         item = check.mapping(item, path, {"name", "ip", "mac", "cidr", "profile"})
         name = item.get("name")
         if not isinstance(name, str) or not _DEVICE_NAME(name):
-            check.error(f"{path}.name", f"{_show(name)} must be a name of letters, digits, spaces, '-', '_', '.'")
+            check.error(f"{path}.name", f"{show(name)} must be a name of letters, digits, spaces, '-', '_', '.'")
             continue
         if name.lower() in names:
             check.error(f"{path}.name", f'"{name}" names another device too')
         names.add(name.lower())
         profile = item.get("profile")
         if not isinstance(profile, str) or profile not in profiles:
-            check.error(f"{path}.profile", f"{_show(profile)} is not a profile ({', '.join(profiles)})")
+            check.error(f"{path}.profile", f"{show(profile)} is not a profile ({', '.join(profiles)})")
         keys = [k for k in ("ip", "mac", "cidr") if item.get(k) is not None]
         if len(keys) != 1:
             check.error(path, "needs exactly one of ip, mac or cidr")
@@ -375,10 +376,6 @@ def parse_rules(data: dict, check, categories, services) -> Rules:
             profiles[name] = parse_profile(name, body, check, categories, services)
     default = data.get("default_profile", "default" if "default" in profiles else next(iter(profiles), None))
     if (not isinstance(default, str) or default not in profiles) and profiles:
-        check.error("default_profile", f"{_show(default)} is not a profile ({', '.join(profiles)})")
+        check.error("default_profile", f"{show(default)} is not a profile ({', '.join(profiles)})")
     devices = _parse_devices(data.get("devices"), check, profiles)
     return Rules(web, lists, profiles, devices, str(default))
-
-
-def _show(value) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)

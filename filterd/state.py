@@ -8,6 +8,7 @@ migrations, inside one transaction, so a crash mid-way leaves the previous versi
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 5_000
@@ -271,6 +272,21 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return SCHEMA_VERSION
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection):
+    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when anything goes wrong in between.
+
+    Connections here are in autocommit mode; IMMEDIATE takes the write lock up front, so two
+    processes never both read and then fail to write."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def _statements(script: str) -> list[str]:

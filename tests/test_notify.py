@@ -27,7 +27,7 @@ from aiosmtpd.smtp import AuthResult
 from conftest import wait_until
 from standin import free_port, make_certificate
 
-from filterd import notify, state
+from filterd import alerts, channels, notify, state
 from filterd.config import ConfigError, load_config, parse_config, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -546,7 +546,7 @@ notify:
     assert done.stdout.strip() == "1"
     [(_, headers, body)] = receiver.received
     assert json.loads(body)["data"]["request_id"] == 7
-    assert headers["X-Filterd-Signature"] == notify.sign(SECRET, body)
+    assert headers["X-Filterd-Signature"] == channels.sign(SECRET, body)
 
 
 def test_send_test_reports_success_or_the_error(tmp_path, receiver, closed_port):
@@ -592,20 +592,20 @@ notify:
     insert_block(db, t0 + 5, category="gambling", name="poker.com")        # another category: not counted
     insert_block(db, t0 + 6, action="allow", category="adult")             # allowed: not counted
     insert_block(db, t0 + 7, device="dad-phone", client="192.168.1.24")    # another device
-    assert notify.run_detectors(db, config, now=t0 + 10) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 10) == 0
     insert_block(db, t0 + 11, name="xvideos.com")
-    assert notify.run_detectors(db, config, now=t0 + 12) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 12) == 1
     [alert] = events_of(db, "repeated_attempts")
     assert alert["device"] == "kids-tablet" and alert["count"] == 5 and alert["window_minutes"] == 10
     assert alert["names"][0] == ["pornhub.com", 4]
     for i in range(10):                                                    # more in the same window: quiet
         insert_block(db, t0 + 20 + i)
-    assert notify.run_detectors(db, config, now=t0 + 40) == 0
-    assert notify.run_detectors(db, config, now=t0 + 12 + 599) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 40) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 12 + 599) == 0
     for i in range(5):                                                     # the next window: once more
         insert_block(db, t0 + 700 + i)
-    assert notify.run_detectors(db, config, now=t0 + 12 + 700) == 1
-    assert notify.run_detectors(db, config, now=t0 + 12 + 710) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 12 + 700) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 12 + 710) == 0
     assert len(events_of(db, "repeated_attempts")) == 2
 
 
@@ -619,7 +619,7 @@ notify:
     db = open_db(config)
     for i in range(2):
         insert_block(db, 1000.0 + i, device=None, client="192.168.1.99", category="gambling", name="bet.com")
-    assert notify.run_detectors(db, config, now=1010.0) == 1
+    assert alerts.run_detectors(db, config, now=1010.0) == 1
     assert events_of(db, "repeated_attempts")[0]["device"] == "192.168.1.99"
 
 
@@ -638,22 +638,22 @@ notify:
     db = open_db(config)
     t0 = 1_800_000_000.0
     add_client(db, "192.168.1.40", "00:11:22:33:44:55", t0 - 86400)     # an old device
-    assert notify.run_detectors(db, config, now=t0) == 0                # first round: the starting point
+    assert alerts.run_detectors(db, config, now=t0) == 0                # first round: the starting point
     add_client(db, "192.168.1.41", "3a:bb:cc:dd:ee:01", t0 + 3)          # 2nd hex digit A: private
     add_client(db, "192.168.1.42", "00:1b:63:00:00:02", t0 + 4)          # a vendor (global) address
     add_client(db, "192.168.1.23", "00:1b:63:00:00:03", t0 + 4, device="kids-tablet")   # named already
-    assert notify.run_detectors(db, config, now=t0 + 5) == 2
-    assert notify.run_detectors(db, config, now=t0 + 10) == 0           # once
+    assert alerts.run_detectors(db, config, now=t0 + 5) == 2
+    assert alerts.run_detectors(db, config, now=t0 + 10) == 0           # once
     announced = {e["client"]: e for e in events_of(db, "new_device")}
     assert set(announced) == {"192.168.1.41", "192.168.1.42"}
     assert announced["192.168.1.41"]["private_mac"] is True
     assert announced["192.168.1.42"]["private_mac"] is False
     # A row committed late (its first query before the last round) is still announced.
     add_client(db, "192.168.1.43", None, t0 + 4.5)
-    assert notify.run_detectors(db, config, now=t0 + 15) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 15) == 1
     # The same MAC under a new address is no new device.
     add_client(db, "192.168.1.44", "00:11:22:33:44:55", t0 + 14)
-    assert notify.run_detectors(db, config, now=t0 + 20) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 20) == 0
     assert notify.send_due(db, config, now=t0 + 20) == 3
     bodies = {body.decode() for _, _, body in receiver.received}
     hinted = [b for b in bodies if "192.168.1.41" in b]
@@ -672,28 +672,28 @@ notify:
     status = ("INSERT OR REPLACE INTO daemon_status (pid, worker, started, updated, last_error)"
               " VALUES (4242, 0, ?, ?, ?)")
     db.execute(status, (t0 - 100, t0, None))
-    assert notify.run_detectors(db, config, now=t0, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=t0, running_since=t0 - 1000) == 0
     error = "profiles.kids.schedules[0].start: \"25:00\" is not a time (line 12)"
     db.execute(status, (t0 - 100, t0 + 5, error))
-    assert notify.run_detectors(db, config, now=t0 + 6, running_since=t0 - 1000) == 1
-    assert notify.run_detectors(db, config, now=t0 + 11, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 6, running_since=t0 - 1000) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 11, running_since=t0 - 1000) == 0
     [problem] = events_of(db, "daemon_problem")
     assert problem["summary"] == "a change to the rules was refused" and error in problem["detail"]
     db.execute(status, (t0 - 100, t0 + 15, None))                        # fixed…
-    assert notify.run_detectors(db, config, now=t0 + 16, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 16, running_since=t0 - 1000) == 0
     db.execute(status, (t0 - 100, t0 + 20, error))                       # …and broken again
-    assert notify.run_detectors(db, config, now=t0 + 21, running_since=t0 - 1000) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 21, running_since=t0 - 1000) == 1
 
     # The daemon stops reporting: announced once it has been quiet for DAEMON_DOWN_S.
-    later = t0 + 20 + notify.DAEMON_STALE_S + 1
-    assert notify.run_detectors(db, config, now=later, running_since=t0 - 1000) == 0
-    down_at = t0 + 20 + notify.DAEMON_DOWN_S
-    assert notify.run_detectors(db, config, now=down_at, running_since=t0 - 1000) == 1
+    later = t0 + 20 + alerts.DAEMON_STALE_S + 1
+    assert alerts.run_detectors(db, config, now=later, running_since=t0 - 1000) == 0
+    down_at = t0 + 20 + alerts.DAEMON_DOWN_S
+    assert alerts.run_detectors(db, config, now=down_at, running_since=t0 - 1000) == 1
     assert events_of(db, "daemon_problem")[-1]["summary"] == "the filter is not running"
-    assert notify.run_detectors(db, config, now=down_at + 5, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=down_at + 5, running_since=t0 - 1000) == 0
     # …but not right after the web UI itself started (the daemon may be starting too).
     db.execute("DELETE FROM notify_marks WHERE key = 'problem:daemon-down'")
-    assert notify.run_detectors(db, config, now=down_at + 10, running_since=down_at) == 0
+    assert alerts.run_detectors(db, config, now=down_at + 10, running_since=down_at) == 0
 
 
 def test_every_upstream_failing_is_a_daemon_problem_until_one_answers_again(tmp_path):
@@ -707,10 +707,10 @@ notify:
     status = ("INSERT OR REPLACE INTO daemon_status (pid, worker, started, updated, upstreams, upstreams_failing)"
               " VALUES (4242, 0, ?, ?, 2, ?)")
     db.execute(status, (t0 - 100, t0, 1))                   # one of two failing: DNS still works
-    assert notify.run_detectors(db, config, now=t0, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=t0, running_since=t0 - 1000) == 0
     db.execute(status, (t0 - 100, t0 + 5, 2))
-    assert notify.run_detectors(db, config, now=t0 + 6, running_since=t0 - 1000) == 1
-    assert notify.run_detectors(db, config, now=t0 + 11, running_since=t0 - 1000) == 0
+    assert alerts.run_detectors(db, config, now=t0 + 6, running_since=t0 - 1000) == 1
+    assert alerts.run_detectors(db, config, now=t0 + 11, running_since=t0 - 1000) == 0
     assert events_of(db, "daemon_problem")[-1]["summary"] == "no upstream resolver answers"
 
 
@@ -724,7 +724,7 @@ lists:
 """)
     config = load_config(path)
     db = open_db(config)
-    assert notify.run_detectors(db, config, now=time.time()) == 1
+    assert alerts.run_detectors(db, config, now=time.time()) == 1
     [problem] = events_of(db, "daemon_problem")
     assert problem["problem"] == "list:remote-adult" and "never been downloaded" in problem["detail"]
 
@@ -739,7 +739,7 @@ notify:
     for i in range(10):
         insert_block(db, 1000.0 + i)
     add_client(db, "192.168.1.41", "3a:bb:cc:dd:ee:01", 1000.0)
-    assert notify.run_detectors(db, config, now=1010.0) == 0
+    assert alerts.run_detectors(db, config, now=1010.0) == 0
     assert db.execute("SELECT count(*) FROM notify_marks").fetchone()[0] == 0
 
 

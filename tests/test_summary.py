@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from test_notify import make_config, open_db, smtp  # noqa: F401  (smtp is a fixture)
 
-from filterd import notify, summary
+from filterd import alerts, notify, summary
 
 PARIS = ZoneInfo("Europe/Paris")
 SUNDAY_1800 = datetime(2027, 1, 10, 18, 0, tzinfo=PARIS)      # the summary's moment
@@ -125,10 +125,10 @@ notify:
     fill_week(db)
     moment = SUNDAY_1800.timestamp()
     assert SUNDAY_1800.weekday() == 6
-    assert notify.run_detectors(db, config, now=moment - 60) == 0          # Sunday 17:59: not yet
-    assert notify.run_detectors(db, config, now=moment) == 2               # kids and adults (both have devices)
-    assert notify.run_detectors(db, config, now=moment + 300) == 0         # once
-    assert notify.run_detectors(db, config, now=moment + 3 * 86400) == 0   # all week
+    assert alerts.run_detectors(db, config, now=moment - 60) == 0          # Sunday 17:59: not yet
+    assert alerts.run_detectors(db, config, now=moment) == 2               # kids and adults (both have devices)
+    assert alerts.run_detectors(db, config, now=moment + 300) == 0         # once
+    assert alerts.run_detectors(db, config, now=moment + 3 * 86400) == 0   # all week
     assert notify.send_due(db, config, now=moment + 5) == 2
     by_subject = {m["Subject"]: m for m in smtp.messages}
     kids = by_subject["Weekly summary for kids"]
@@ -137,7 +137,7 @@ notify:
     assert 'href="http://filter.home:8080/summary/kids"' in html
     assert "Mon 4 Jan: 10 min" in kids.get_body(("plain",)).get_content()
     next_week = (SUNDAY_1800 + timedelta(days=7)).timestamp()
-    assert notify.run_detectors(db, config, now=next_week + 120) == 2      # the next Sunday
+    assert alerts.run_detectors(db, config, now=next_week + 120) == 2      # the next Sunday
 
 
 def test_weekly_summary_more_than_a_day_late_is_skipped(tmp_path):
@@ -148,8 +148,8 @@ notify:
   weekly_summary: {day: sun, time: "18:00", profiles: [kids]}
 """)
     db = open_db(config)
-    assert notify.run_detectors(db, config, now=SUNDAY_1800.timestamp() + 86400 + 60) == 0
-    assert notify.run_detectors(db, config, now=SUNDAY_1800.timestamp() + 3600) == 1   # only the chosen profile
+    assert alerts.run_detectors(db, config, now=SUNDAY_1800.timestamp() + 86400 + 60) == 0
+    assert alerts.run_detectors(db, config, now=SUNDAY_1800.timestamp() + 3600) == 1   # only the chosen profile
     [(payload,)] = db.execute("SELECT payload FROM notifications").fetchall()
     assert json.loads(payload)["profile"] == "kids"
 
@@ -157,9 +157,9 @@ notify:
 def test_last_weekly_moment_follows_the_house_time_zone(tmp_path):
     config = make_config(tmp_path, "notify:\n  weekly_summary: {day: monday, time: \"07:30\"}\n")
     monday = datetime(2027, 1, 11, 7, 30, tzinfo=PARIS)
-    assert notify.last_weekly_moment(config, monday.timestamp()) == monday
-    assert notify.last_weekly_moment(config, monday.timestamp() - 1) == monday - timedelta(days=7)
-    assert notify.last_weekly_moment(config, monday.timestamp() + 6 * 86400) == monday
+    assert alerts.last_weekly_moment(config, monday.timestamp()) == monday
+    assert alerts.last_weekly_moment(config, monday.timestamp() - 1) == monday - timedelta(days=7)
+    assert alerts.last_weekly_moment(config, monday.timestamp() + 6 * 86400) == monday
 
 
 def smtp_password() -> str:

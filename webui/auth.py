@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, current_app, g, make_response, redirect, render_template, request, url_for
 
-from filterd.state import audit
+from filterd.state import audit, transaction
 
 from . import security
 from .passwords import hash_password, password_problem, verify_password
@@ -54,15 +54,10 @@ def count_attempt(db, keys: list[str], now: float) -> None:
 
 def check_and_count(db, keys: list[str], now: float) -> float:
     """In one transaction: the wait still to run (0: go ahead, and the attempt is counted)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         wait = throttle_wait(db, keys, now)
         if wait <= 0:
             count_attempt(db, keys, now)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     return wait
 
 

@@ -8,16 +8,12 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from filterd import dhcp, history, overrides
+from filterd.clients import is_private_mac
 
 from . import services
 from .security import flash, safe_redirect_target
 
 bp = Blueprint("devices", __name__)
-
-
-def is_private_mac(mac: str | None) -> bool:
-    """Randomised ("private") addresses set the locally administered bit: 2nd hex digit 2, 6, A, E."""
-    return bool(mac) and len(mac) >= 2 and mac[1].lower() in "26ae"
 
 
 def device_rows(config, db) -> list[dict]:

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
-from filterd import notify, state, summary
+from filterd import alerts, notify, state, summary
 
 from .security import flash
 
@@ -53,7 +53,7 @@ class NotifyWorker:
             self._close()
             self._conn, self._conn_path = state.connect(path), path
         now = time.time() if now is None else now
-        queued = notify.run_detectors(self._conn, config, now, running_since=self.started)
+        queued = alerts.run_detectors(self._conn, config, now, running_since=self.started)
         sent = notify.send_due(self._conn, config, now)
         self.rounds += 1
         return queued, sent
@@ -116,7 +116,7 @@ def settings():
         public_url=notify.public_url(config), rule=rule,
         weekly_day=notify.DAY_NAMES[weekly.weekday].capitalize(),
         weekly_time=f"{weekly.minute // 60:02d}:{weekly.minute % 60:02d}",
-        summary_profiles=notify.summary_profiles(config) if notify_config.channels_for("weekly_summary") else [],
+        summary_profiles=alerts.summary_profiles(config) if notify_config.channels_for("weekly_summary") else [],
         profiles=list(config.rules.profiles))
 
 

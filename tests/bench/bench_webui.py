@@ -86,16 +86,31 @@ default_profile: default
     return path
 
 
+def add_missing_columns(conn) -> None:
+    """The cached 10M-row DB may predate columns added to a migration before it was released
+    (sessions.flash, access_requests.unblocks, daemon_status.upstreams…): bring its tables up to
+    the columns a fresh install has, as big_db() does for name_rollups."""
+    import sqlite3
+    fresh = sqlite3.connect(":memory:")
+    try:
+        state.migrate(fresh)
+        for (table,) in fresh.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for _, column, kind, notnull, default, _ in fresh.execute(f"PRAGMA table_info({table})").fetchall():
+                if have and column not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"
+                                 + (f" NOT NULL DEFAULT {default}" if notnull and default is not None else
+                                    f" DEFAULT {default}" if default is not None else ""))
+    finally:
+        fresh.close()
+
+
 def log_in(db_path: Path) -> tuple[str, bool]:
     """A session row (as the login form makes it); the admin account too when there is none.
     Returns the cookie's token and whether the admin row was added here (to remove it later)."""
     conn = state.connect(db_path)
     try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
-        if "flash" not in columns:
-            # A DB cached before migration 2 gained sessions.flash (unreleased then): brought up
-            # to the schema a fresh install has, as big_db() does for name_rollups.
-            conn.execute("ALTER TABLE sessions ADD COLUMN flash TEXT")
+        add_missing_columns(conn)
         added_admin = conn.execute("SELECT 1 FROM admin WHERE id = 1").fetchone() is None
         now = time.time()
         if added_admin:

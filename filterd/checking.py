@@ -1,0 +1,129 @@
+"""Reading YAML a person wrote, and checking it, with every problem pointing at its line.
+
+The config (`config.py` and the sections it hands out) and the shipped catalogs
+(`catalog.py`) are both files someone edits by hand: each mistake is reported with its YAML
+path and line, and a wrong value is quoted the same way everywhere. One reader and one
+`Checker` keep those messages alike, whichever file they come from.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+class YamlSyntaxError(ValueError):
+    """The text is not YAML; the message is one line: `not valid YAML (line 3, column 5): …`."""
+
+
+def parse_yaml(text: str, loader: type = yaml.SafeLoader) -> tuple[Any, dict[str, int]] | None:
+    """YAML text → (plain data, YAML path → line number); None when the text holds no document.
+
+    `loader` only composes the node tree: libyaml's `CSafeLoader` is faster where installed.
+    Raises YamlSyntaxError for text that does not parse.
+    """
+    try:
+        node = yaml.compose(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise YamlSyntaxError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if node is None:
+        return None
+    lines: dict[str, int] = {}
+    return _to_python(node, "", lines), lines
+
+
+def _to_python(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
+    """Plain data from a node tree, noting the line of every node by its YAML path."""
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            out[key] = _to_python(value_node, f"{path}.{key}" if path else str(key), lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, f"{path}[{i}]", lines) for i, v in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: a string in double quotes, a mapping or a list by
+    its kind (its contents could be long), anything else as Python writes it."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+class Checker:
+    """Collects problems while reading a section; each problem carries its YAML path and line."""
+
+    prefix = ""        # put before every problem (a subclass names its file there)
+
+    def __init__(self, lines: dict[str, int]):
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        self.problems.append(f"{self.prefix}{path}: {message}" + (f" (line {line})" if line else ""))
+
+    def unknown_keys(self, data: dict, path: str, known: set[str]) -> None:
+        """One problem per key of `data` not in `known`, listing the known ones."""
+        for key in data:
+            if key not in known:
+                hint = ", ".join(sorted(known))
+                self.error(f"{path}.{key}" if path else str(key), f"unknown key (known here: {hint})")
+
+    def mapping(self, data: Any, path: str, known: set[str]) -> dict:
+        """`data` if it is a mapping (a missing one counts as empty), else {} after a problem."""
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.error(path, f"must be a mapping, got {show(data)}")
+            return {}
+        self.unknown_keys(data, path, known)
+        return data
+
+    def integer(self, data: dict, key: str, path: str, default: int, low: int, high: int) -> int:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.error(f"{path}.{key}", f"{show(value)} must be a whole number from {low} to {high}")
+            return default
+        return value
+
+    def number(self, data: dict, key: str, path: str, default: float, low: float, high: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            self.error(f"{path}.{key}", f"{show(value)} must be a number from {low} to {high}")
+            return default
+        return float(value)
+
+    def string_list(self, data: dict, key: str, path: str, default: list[str]) -> list[tuple[str, str]]:
+        """The list under key as (item path, string) pairs; a lone string counts as a list of one."""
+        value = data.get(key, default)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.error(f"{path}.{key}", f"must be a list, got {show(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                self.error(f"{path}.{key}[{i}]", f"{show(item)} must be a string")
+            else:
+                out.append((f"{path}.{key}[{i}]", str(item)))
+        return out
