@@ -3,6 +3,7 @@ page's cards, the API) of access requests, through the Flask test client on real
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +149,27 @@ def test_an_unnamed_device_can_ask_and_is_known_by_its_address(env):
     assert env.query("SELECT device, client FROM access_requests") == [("", UNNAMED)]
     _, html = page(child(env, "192.168.1.78"))
     assert "Ask a parent for access" in html          # another unnamed device has not asked
+
+
+def test_the_protected_category_gets_a_neutral_page_with_no_form_and_nothing_is_stored(tmp_path):
+    """A csam-listed name: neither shown, nor askable, nor recorded, even when posted to."""
+    from filterd import lists
+    from filterd.config import load_config
+
+    csam = Path(__file__).parent / "fixtures" / "policy" / "csam.sha256"
+    text = CONFIG.format(data_dir=tmp_path / "var").replace(
+        "default_profile: kids", f"default_profile: kids\nlists:\n  - {{id: fx-csam, path: {csam}, "
+                                 "category: csam, format: sha256}")
+    env = Env(tmp_path, text)
+    lists.ensure_compiled(load_config(env.config_path))
+    client = child(env, host="csam-listed.test")
+    response, html = page(client, "/some/path")
+    assert response.status_code == 403
+    assert "This page is blocked" in html and "csam-listed" not in html
+    assert 'name="token"' not in html and "Ask" not in html
+    posted = client.post("/", data={"token": "0" * 32, "message": "please"})
+    assert "csam-listed" not in posted.get_data(as_text=True)
+    assert env.query("SELECT count(*) FROM access_requests") == [(0,)]
 
 
 # ---------------------------------------------------------------- the parent's answers

@@ -153,8 +153,11 @@ def bonus(name: str):
 @bp.route("/devices/<name>/allow", methods=["POST"])
 def allow(name: str):
     what, minutes = request.form.get("what", ""), request.form.get("minutes")
+    def shown(config) -> str:       # "YouTube", not the catalog's id "youtube"
+        service = config.catalog.services.get(what.strip().lower())
+        return service.name if service else what
     return _action(name, lambda c, db: (services.allow(c, db, name, what, minutes),
-                                        f"{what} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
+                                        f"{shown(c)} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
 
 
 @bp.route("/devices/assign", methods=["POST"])

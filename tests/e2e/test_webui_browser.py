@@ -342,7 +342,7 @@ def test_allowing_youtube_for_an_hour_lets_the_tablet_resolve_it(ui, story, daem
     form = ui.find("form.inline-form")
     ui.choose("select[name=what]", "YouTube", within=form)
     ui.submit(ui.button("Allow for 1 h", within=form))
-    assert "youtube allowed for emma-tablet for 60 min" in ui.flashes()
+    assert "YouTube allowed for emma-tablet for 60 min" in ui.flashes()
     # Allowed, and still in the profile's restricted mode.
     settles(daemon, restricted, "www.youtube.com", TABLET, "YouTube allowed on the tablet")
     assert blocked(daemon, "www.tiktok.com", TABLET), "only YouTube was allowed"
@@ -406,6 +406,10 @@ def test_every_other_page_opens(ui, story):
     for path, name, expect in [("/", "dashboard", "Queries per hour"), ("/devices", "devices", "emma-tablet"),
                                ("/profiles", "profiles", "emma"), ("/lists", "lists", "Block lists"),
                                ("/requests", "requests", "Access requests"), ("/settings", "settings", "Password"),
+                               ("/settings/notifications", "notifications", "Notifications"),
+                               ("/settings/certificate", "certificate", "Block page over HTTPS"),
+                               ("/certificate/check", "certificate-check", "trust the filter"),
+                               ("/summary/emma", "summary", "Weekly summary: emma"),
                                ("/devices/no-such-device", "error", "There is no device with that name")]:
         ui.open(path)
         assert expect in ui.text(), f"{path}: {expect!r} not on the page"
@@ -419,7 +423,8 @@ def test_every_page_reads_well_on_a_phone_and_a_desktop(story):
     (SCREENSHOTS.parent / "page-weight.txt").write_text("".join(
         f"{name:20} {size:>7,} bytes HTML + CSS\n" for name, size in sorted(story.weights.items())))
     required = {"setup", "wizard", "login", "devices", "device", "profiles", "profile", "log", "why", "lists",
-                "requests", "settings", "dashboard", "blockpage"}
+                "requests", "settings", "dashboard", "blockpage", "notifications", "certificate",
+                "certificate-check", "summary"}
     assert required <= set(story.shot), f"pages not photographed: {sorted(required - set(story.shot))}"
     found = {name: problems for name, problems in story.problems.items() if problems}
     assert not found, "what a parent would trip over:\n" + "\n".join(
