@@ -13,16 +13,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.client
 import json
-import smtplib
 import socket
 import ssl
+import sys
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
+
+# http.client, smtplib and email are imported where a message is sent: the daemon reads the
+# `notify:` config through this module's Channel and never sends, so it does not carry them.
 
 NTFY_PRIORITIES = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
 SIGNATURE_HEADER = "X-Filterd-Signature"
@@ -189,6 +189,8 @@ def _header_value(text: str) -> str:
 
 
 def _post(channel: Channel, body: bytes, headers: dict[str, str]) -> None:
+    import http.client
+
     parts = urlsplit(channel.url or "")
     host, port = parts.hostname, parts.port
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -210,6 +212,10 @@ def _post(channel: Channel, body: bytes, headers: dict[str, str]) -> None:
 
 
 def _send_email(channel: Channel, message: Message) -> None:
+    import smtplib
+    from email.message import EmailMessage
+    from email.utils import formatdate, make_msgid
+
     mail = EmailMessage()
     mail["Subject"] = " ".join("".join(c if c.isprintable() else " " for c in message.title).split())[:200]
     mail["From"] = channel.sender
@@ -242,6 +248,7 @@ def _send_email(channel: Channel, message: Message) -> None:
 def describe_error(exc: BaseException, channel: Channel) -> str:
     """One line for the dashboard and the log, with every secret of the channel blanked out."""
     where = channel.host if channel.type == "email" else urlsplit(channel.url or "").hostname
+    smtplib = sys.modules.get("smtplib")     # not imported: the error cannot be an SMTP one
     if isinstance(exc, DeliveryError):
         text = str(exc)
     elif isinstance(exc, (socket.timeout, TimeoutError)):
@@ -253,13 +260,13 @@ def describe_error(exc: BaseException, channel: Channel) -> str:
         text = f"cannot find the server {where} (DNS: {exc.strerror})"
     elif isinstance(exc, ssl.SSLError):
         text = f"TLS with {where} failed: {getattr(exc, 'reason', None) or exc}"
-    elif isinstance(exc, smtplib.SMTPAuthenticationError):
+    elif smtplib and isinstance(exc, smtplib.SMTPAuthenticationError):
         text = f"{where} refused the login (check username and password)"
-    elif isinstance(exc, smtplib.SMTPNotSupportedError):
+    elif smtplib and isinstance(exc, smtplib.SMTPNotSupportedError):
         text = f"{where} does not offer STARTTLS: set security to tls or none"
-    elif isinstance(exc, smtplib.SMTPResponseException):
+    elif smtplib and isinstance(exc, smtplib.SMTPResponseException):
         text = f"{where} answered {exc.smtp_code}: {exc.smtp_error.decode(errors='replace') if isinstance(exc.smtp_error, bytes) else exc.smtp_error}"
-    elif isinstance(exc, smtplib.SMTPRecipientsRefused):
+    elif smtplib and isinstance(exc, smtplib.SMTPRecipientsRefused):
         text = f"{where} refused the recipients {', '.join(exc.recipients)}"
     elif isinstance(exc, OSError) and exc.strerror:
         text = f"network error with {where}: {exc.strerror}"

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -358,6 +357,8 @@ def send_due(db, config, now: float | None = None) -> int:
             continue
         work[name] = (channel, items[:BATCH_PER_CHANNEL])
     if work:
+        from concurrent.futures import ThreadPoolExecutor, as_completed   # the web UI sends; the daemon never
+
         with ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="notify-send") as pool:
             futures = {pool.submit(_send_channel, channel, items, config): name
                        for name, (channel, items) in work.items()}
