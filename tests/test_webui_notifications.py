@@ -251,7 +251,7 @@ def test_an_invalid_url_shows_its_error_beside_the_field_writes_nothing_and_keep
     assert env.config_text() == before
     form = add_form(response.get_data(as_text=True))
     assert 'id="add-webhook-url-error"' in form and "must start with http:// or https://" in form
-    assert 'id="add-webhook-url" name="webhook-url" type="url" value="ftp://192.168.1.10/hook"' in form
+    assert 'id="add-webhook-url" name="webhook-url" type="text" value="ftp://192.168.1.10/hook"' in form
     assert 'aria-invalid="true"' in form
     assert 'name="name" type="text" value="automation"' in form
     assert 'value="webhook" checked' in form and 'value="new_device" checked' in form
