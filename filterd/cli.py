@@ -1,4 +1,4 @@
-"""The `filterd` command: run the daemon, check a config, and (later) explain, lists, stats."""
+"""The `filterd` command: run the daemon, check and explain, parents' overrides, lists, stats, backup, DHCP."""
 from __future__ import annotations
 
 import argparse
