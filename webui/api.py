@@ -4,6 +4,8 @@ Errors are `{"error": "…", "field": "…"}` with a 4xx status. See docs/api.md
 """
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, current_app, jsonify, request
 
 from filterd import access_requests, history
@@ -164,8 +166,6 @@ def _request_json(config, item) -> dict:
 @bp.get("/requests")
 def requests_list():
     """Pending requests, newest first; ?status=answered for the last week's answers, all for both."""
-    import time
-
     config, db = _state()
     status = request.args.get("status", "pending")
     if status not in ("pending", "answered", "all"):
