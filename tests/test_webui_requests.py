@@ -118,6 +118,29 @@ def test_asking_without_the_pages_token_files_nothing(env):
     assert pending_ids(env) == []
 
 
+def test_a_new_request_is_queued_for_the_parents_phone_and_a_merged_one_is_not(tmp_path):
+    """The block page hands the request to the notification outbox (sent by the web UI's worker)."""
+    import json
+
+    text = CONFIG.format(data_dir=tmp_path / "var") + (
+        "notify:\n  channels: {phone: {type: ntfy, url: 'https://ntfy.example/our-topic'}}\n"
+        "  events: {access_request: [phone]}\n")
+    env = Env(tmp_path, text)
+    ask(child(env), "for homework")
+    # Asking again (a second tab still showing the form) merges: no second notification.
+    import time
+
+    from webui.blockpage import ask_token
+    token = ask_token(TABLET, "www.games.example", int(time.time() // 3600))
+    assert child(env).post("/", data={"token": token, "message": "please"}).status_code == 303
+    rows = env.query("SELECT event, channel, payload FROM notifications")
+    assert [(event, channel) for event, channel, _ in rows] == [("access_request", "phone")]
+    payload = json.loads(rows[0][2])
+    assert payload["device"] == "kids-tablet" and payload["domain"] == "www.games.example"
+    assert payload["message"] == "for homework" and payload["request_id"] == pending_ids(env)[0]
+    assert env.query("SELECT asks FROM access_requests") == [(2,)]
+
+
 def test_a_token_from_another_device_or_site_does_not_work(env):
     _, html = page(child(env))
     token = re.search(r'name="token" value="([0-9a-f]+)"', html).group(1)
