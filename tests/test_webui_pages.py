@@ -7,6 +7,7 @@ import time
 from html.parser import HTMLParser
 
 import pytest
+from markupsafe import escape
 from webui_fixtures import (PASSWORD, XSS_PAYLOADS, admin, env, insert_query, is_block_page,  # noqa: F401
                             location_path, login, page_csrf, version_from)
 
@@ -324,22 +325,28 @@ def test_naming_a_device_refuses_a_bad_name(env, admin, name):
     before = env.config_text()
     response = assign(admin, name=name, profile="kids", ip="192.168.1.70")
     body = response.get_data(as_text=True)
-    assert 'class="flash error"' in body
+    assert 'id="name-error-' in body and 'aria-invalid="true"' in body     # beside the field
     assert "<b>bad</b>" not in body
+    if name:
+        assert f'value="{escape(name)}"' in body                             # what was typed is kept
     assert env.config_text() == before
 
 
 def test_naming_a_device_after_an_existing_one_is_refused(env, admin):
+    seen_client(env)
     before = env.config_text()
     response = assign(admin, name="kids-tablet", profile="adults", ip="192.168.1.70")
-    assert "exists already" in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert "exists already" in body and 'id="name-error-' in body
     assert env.config_text() == before
 
 
 def test_naming_a_device_with_an_unknown_profile_is_refused(env, admin):
+    seen_client(env)
     before = env.config_text()
     response = assign(admin, name="emma-ipad", profile="nobody", ip="192.168.1.70")
-    assert 'class="flash error"' in response.get_data(as_text=True)
+    body = response.get_data(as_text=True)
+    assert 'id="profile-error-' in body and 'value="emma-ipad"' in body
     assert env.config_text() == before
 
 

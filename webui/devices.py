@@ -73,12 +73,19 @@ def _add_dhcp_leases(rows: list[dict], leases, default_profile: str) -> None:
 
 
 @bp.route("/devices")
-def index():
+def index(failed: dict | None = None):
+    """`failed`: a naming form that was refused, shown again on its device's card with the error
+    beside the field and what the parent typed."""
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     db = app_state.db()
-    return render_template("devices.html", devices=device_rows(config, db), profiles=list(config.rules.profiles),
-                           version=services.config_version(), paused=services.paused(db), default_profile=config.rules.default_profile)
+    rows = device_rows(config, db)
+    if failed is not None:
+        keys = {row["name"] if row["known"] else (row["ip"] or row["mac"]) for row in rows}
+        failed["on_card"] = failed["key"] in keys    # else (the device went meanwhile) at the top
+    return render_template("devices.html", devices=rows, profiles=list(config.rules.profiles),
+                           version=services.config_version(), paused=services.paused(db),
+                           default_profile=config.rules.default_profile, failed=failed)
 
 
 
@@ -169,5 +176,9 @@ def assign():
                             ip=form.get("ip") or None, mac=form.get("mac") or None, old_name=form.get("old_name") or None)
         flash(f"Saved {form.get('name')}. The filter applies it within a second.", "ok")
     except services.ActionError as exc:
-        flash(str(exc), "error")
+        where = exc.field or ""     # "name", or a YAML path such as devices[3].profile
+        field = "profile" if where.endswith("profile") else "name" if where.endswith("name") else "form"
+        failed = {"key": form.get("old_name") or form.get("ip") or form.get("mac") or "", "field": field,
+                  "message": str(exc), "name": form.get("name", ""), "profile": form.get("profile", "")}
+        return index(failed)
     return redirect(url_for("devices.index"))
