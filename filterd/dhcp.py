@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_atomically
+
 LEASE_FILE_NAME = "dhcp.leases"
 DNSMASQ_CONFIG_NAME = "dnsmasq-dhcp.conf"
 MIN_LEASE_S = 120            # dnsmasq's own floor
@@ -193,9 +195,7 @@ def write_dnsmasq_config(config, folder: Path) -> Path:
     """Write dnsmasq's config into `folder` (atomically: dnsmasq never reads half a file)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / DNSMASQ_CONFIG_NAME
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(dnsmasq_config(config), encoding="utf-8")
-    os.replace(temporary, path)
+    write_atomically(path, dnsmasq_config(config).encode("utf-8"))
     return path
 
 

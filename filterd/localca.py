@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .domains import normalise_domain
+from .files import write_atomically
 
 log = logging.getLogger("filterd.localca")
 
@@ -142,8 +143,8 @@ class LocalCA:
             .sign(key, hashes.SHA256()))
         key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption())
-        _write_new(folder / KEY_FILE, key_pem, 0o600)
-        _write_new(folder / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(folder / KEY_FILE, key_pem, 0o600)
+        write_atomically(folder / CERT_FILE, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
         log.info("made the house CA %r in %s (valid until %s)", name.rfc4514_string(), folder,
                  not_after(certificate).date())
         return cls(certificate, key, folder)
@@ -190,30 +191,6 @@ class LocalCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
             .sign(self._key, hashes.SHA256()))
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Write a file atomically with `mode` from the start: a temporary file created with that
-    mode (no moment where the key is readable by others), fsynced, renamed into place."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")   # mkstemp: 0600
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 # ---------------------------------------------------------------- leaf certificates as TLS contexts
