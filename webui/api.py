@@ -159,7 +159,7 @@ def _request_json(config, item) -> dict:
     described = access_requests_page.describe(config, item)
     out = dict(item.__dict__)
     out["unblocks_text"] = described["unblocks"]
-    out["applies_to"] = access_requests.subject_name(config, item)
+    out["applies_to"] = described["applies_to"] or item.device    # the device, or the profile answering for it
     return out
 
 

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, render_template
 from filterd import history, lists, notify
 
 from . import charts
+from .requests import pending_for_page
 
 bp = Blueprint("dashboard", __name__)
 
@@ -53,8 +54,7 @@ def index():
     chart = charts.hourly(history.activity_by_hour(db, start_hour * 3600), start_hour, 24, tz)
     categories = [(config.catalog.categories[c].name if c in config.catalog.categories else c, n)
                   for c, n in history.blocks_by_category(db, since)]
-    from .requests import lists_for_page
-    pending, _ = lists_for_page(config, db, now)
+    pending = pending_for_page(config, db)
     return render_template(
         "dashboard.html", pending=pending, back="dashboard", tz=tz, channel_problems=notify.channel_problems(db, now),
         chart=chart, categories=charts.shares(categories),

@@ -87,10 +87,13 @@ def _always(config, db, item: AccessRequest) -> None:
         services.add_to_profile(db, profile.name, "allow", item.unblocks)
 
 
+def pending_for_page(config, db) -> list[dict]:
+    return [describe(config, r) for r in access_requests.pending(db)]
+
+
 def lists_for_page(config, db, now: float) -> tuple[list[dict], list[dict]]:
-    pending = [describe(config, r) for r in access_requests.pending(db)]
     answered = [describe(config, r) for r in access_requests.answered(db, now - ANSWERED_SHOWN_S)]
-    return pending, answered
+    return pending_for_page(config, db), answered
 
 
 @bp.route("/requests")

@@ -1,7 +1,8 @@
 """The checks in front of every request: Host, authentication, CSRF, and the response headers.
 
 Children on the same Wi-Fi will try: a foreign Host header gets the block page (also the
-DNS-rebinding defence); every admin route and method is closed unless listed in OPEN; a
+DNS-rebinding defence); every admin route and method is closed except the login, the first-run
+setup, static files and the PUBLIC_DOWNLOADS; a
 state-changing request needs the session's CSRF token (form field or X-CSRF-Token header) and
 a same-origin Origin, or an API bearer token.
 """
@@ -30,8 +31,6 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # and the trust check are open to anyone on an admin host name (GET only).
 PUBLIC_DOWNLOADS = {"certificate.ca_certificate", "certificate.mobileconfig", "certificate.trust_check",
                     "certificate.trust_image"}
-# Endpoints anyone may reach on an admin host name.
-OPEN = {"auth.login", "auth.setup", "static"} | PUBLIC_DOWNLOADS
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -243,8 +242,6 @@ def gate():
     g.actor = "web UI"
     endpoint = request.endpoint or ""
     setup_done = app_state.admin_exists(db)
-    if endpoint == "static":
-        return None
     if endpoint == "auth.setup" and not setup_done:
         if request.method not in SAFE_METHODS:
             check_csrf(request.cookies.get(login_cookie_name()))

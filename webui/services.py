@@ -112,30 +112,30 @@ def set_device(db, version: str | None, name: str, profile: str, ip: str | None 
     return edit_config(db, version, change, f"device {name} → profile {profile}")
 
 
+def _profile_entry(document, profile: str):
+    """A profile's mapping in the YAML document (made when the file has `name:` with nothing)."""
+    profiles = document.get("profiles") or {}
+    if profile not in profiles:
+        raise ActionError(f"There is no profile named {profile}.", "profile")
+    if profiles[profile] is None:
+        profiles[profile] = {}
+    return profiles[profile]
+
+
 def set_profile_list(db, version: str | None, profile: str, key: str, values: list[str]):
     """Replace one list setting of a profile (block_categories, block_services, allow, block)."""
     if key not in ("block_categories", "block_services", "allow", "block"):
         raise ActionError(f"{key} cannot be changed here", key)
 
     def change(document):
-        profiles = document.get("profiles") or {}
-        if profile not in profiles:
-            raise ActionError(f"There is no profile named {profile}.", "profile")
-        if profiles[profile] is None:
-            profiles[profile] = {}
-        profiles[profile][key] = list(values)
+        _profile_entry(document, profile)[key] = list(values)
     return edit_config(db, version, change, f"profile {profile}: {key} = {', '.join(values) or 'none'}")
 
 
 def add_to_profile(db, profile: str, key: str, domain: str):
     """One-tap allow/block of a domain from the log: appended to the profile's list."""
     def change(document):
-        profiles = document.get("profiles") or {}
-        if profile not in profiles:
-            raise ActionError(f"There is no profile named {profile}.", "profile")
-        if profiles[profile] is None:
-            profiles[profile] = {}
-        items = profiles[profile].setdefault(key, [])
+        items = _profile_entry(document, profile).setdefault(key, [])
         if domain not in items:
             items.append(domain)
     return edit_config(db, None, change, f"profile {profile}: {key} += {domain}")
