@@ -10,12 +10,12 @@ import time
 import pytest
 import yaml
 
-from filterd import cli, history, state
+from filterd import cli, history
 from filterd.history import QueryFilter
 from filterd.policy import Decision
 from filterd.querylog import LogConfig, QueryLog
 
-from test_querylog import ALLOWED, BYPASS, CSAM, GAMBLING, SAFESEARCH, event
+from test_querylog import ALLOWED, BYPASS, CSAM, GAMBLING, SAFESEARCH, conn, db_file, event  # noqa: F401
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -25,20 +25,6 @@ ADULT = Decision("block", "category", "category Adult (list adult, adult.example
                  list_id="adult", matched="adult.example", ede=15)
 SOCIAL = Decision("block", "service", "service TikTok (tiktok.com)", service="tiktok", matched="tiktok.com", ede=15)
 LOCAL = Decision("local", "filter_host", "filter.home is this filter's own web page")
-
-
-@pytest.fixture
-def db_file(tmp_path):
-    path = state.db_path(tmp_path)
-    state.connect(path).close()
-    return path
-
-
-@pytest.fixture
-def conn(db_file):
-    connection = state.connect(db_file)
-    yield connection
-    connection.close()
 
 
 def write(db_file, conn, events: list[tuple]) -> None:

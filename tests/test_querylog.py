@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 import pytest
 from dnslib import DNSRecord
+
+from conftest import wait_until
 
 from filterd import querylog, state, wire
 from filterd.config import ConfigError, parse_config, read_yaml
@@ -81,17 +82,6 @@ def rows(conn, where: str = "1") -> list[dict]:
 
 def count(conn, table: str = "queries") -> int:
     return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-
-
-def wait_until(predicate, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.01)
 
 
 # ---------------------------------------------------------------- rows
@@ -258,7 +248,7 @@ def test_record_does_not_wait_for_a_locked_db_and_the_events_arrive_after(db_fil
             log.record(event(f"n{i % 50}.example", ts=NOW + i))
         assert count(conn) == 0
         blocker.execute("COMMIT")
-        wait_until(lambda: count(conn) == 6_000, message="the 6,000 queued events to be written")
+        wait_until(lambda: count(conn) == 6_000, timeout=10.0, message="the 6,000 queued events to be written")
     finally:
         blocker.close()
         log.stop()
@@ -372,7 +362,7 @@ def test_the_writer_enforces_retention_when_it_starts(db_file, conn):
     fill_days_ago(log, conn, [10, 1])
     log.start()
     try:
-        wait_until(lambda: count(conn) == 1, message="the old row to be deleted")
+        wait_until(lambda: count(conn) == 1, timeout=10.0, message="the old row to be deleted")
     finally:
         log.stop()
     assert [r["name"] for r in rows(conn)] == ["age1.example"]

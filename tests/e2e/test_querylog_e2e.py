@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
+from conftest import wait_until as poll_until
+
 from filterd import state
 
 LOG_DEADLINE_S = 15.0
@@ -29,14 +31,8 @@ READY_PROBE = "ready.probe.invalid"     # the conftest's readiness probe (ANY), 
 
 
 def wait_until(predicate, timeout: float = LOG_DEADLINE_S, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
-        time.sleep(0.05)
+    """conftest's poller with the log's deadline (the writer commits about once a second)."""
+    return poll_until(predicate, timeout=timeout, interval=0.05, message=message)
 
 
 def udp_upstream(port: int) -> str:
