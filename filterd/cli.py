@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from .config import ConfigError, load_config
+from filterd.rules.config import ConfigError, load_config
 
 DEFAULT_CONFIG = "config/filterd.yaml"
 
@@ -16,7 +16,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import server
+    from filterd.dns import server
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -43,10 +43,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from dnslib import QTYPE
 
-    from . import policy as policy_module
-    from .clients import ClientMap
-    from .domains import normalise_domain
-    from .server import build_policy
+    from filterd.rules import policy as policy_module
+    from filterd.dns.clients import ClientMap
+    from filterd.lists.domains import normalise_domain
+    from filterd.dns.server import build_policy
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -110,7 +110,7 @@ def _overrides(config) -> tuple:
     """Pauses and temporary allows in force, from the state DB (none when it does not exist yet)."""
     import time
 
-    from . import overrides, state
+    from filterd.store import overrides, state
 
     path = state.db_path(config.data_dir)
     if not path.exists():
@@ -126,7 +126,7 @@ def _change(args: argparse.Namespace, action) -> int:
     """Run one override change (pause, resume, allow, bonus) against the state DB."""
     import time
 
-    from . import overrides, state
+    from filterd.store import overrides, state
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -156,7 +156,7 @@ def _until(seconds, timezone: str) -> str:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from . import overrides
+    from filterd.store import overrides
 
     def act(conn, config, seconds, now):
         overrides.pause(conn, config, args.name, seconds, now)
@@ -165,7 +165,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from . import overrides
+    from filterd.store import overrides
 
     def act(conn, config, seconds, now):
         count = overrides.resume(conn, config, args.name, now)
@@ -174,7 +174,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
-    from . import overrides
+    from filterd.store import overrides
 
     def act(conn, config, seconds, now):
         overrides.allow(conn, config, args.device, args.what, seconds, now)
@@ -184,7 +184,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_bonus(args: argparse.Namespace) -> int:
-    from . import overrides
+    from filterd.store import overrides
 
     def act(conn, config, seconds, now):
         overrides.bonus(conn, config, args.name, seconds, now)
@@ -194,7 +194,7 @@ def cmd_bonus(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from . import overrides
+    from filterd.store import overrides
 
     def act(conn, config, seconds, now):
         count = overrides.revoke(conn, config, args.device, args.what, now)
@@ -203,12 +203,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_update(args: argparse.Namespace) -> int:
-    from . import lists
+    from filterd.lists import sources
 
     config = _load_or_exit(args.config)
     if config is None:
         return 2
-    results = lists.update(config)
+    results = sources.update(config)
     failed = [r for r in results if r.status == "failed"]
     if not results:
         print("no lists with a url in the config; seed lists are compiled", file=sys.stderr)
@@ -217,7 +217,7 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """The config and the state worth keeping (overrides, devices seen, requests, audit) in one file."""
-    from . import backup, configfile, state
+    from filterd.store import backup, configfile, state
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -241,7 +241,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup file: validated in full before anything is replaced."""
     from pathlib import Path
 
-    from . import backup, state
+    from filterd.store import backup, state
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -264,12 +264,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_compile(args: argparse.Namespace) -> int:
-    from . import lists
+    from filterd.lists import sources
 
     config = _load_or_exit(args.config)
     if config is None:
         return 2
-    lists.ensure_compiled(config)
+    sources.ensure_compiled(config)
     return 0
 
 
@@ -277,7 +277,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Totals, blocked share, top blocked domains and categories, per device."""
     import time
 
-    from . import history, overrides, state
+    from filterd.store import log_reader, overrides, state
 
     config = _load_or_exit(args.config)
     if config is None:
@@ -304,19 +304,19 @@ def cmd_stats(args: argparse.Namespace) -> int:
             return 2
         args.device = known.get(args.device.lower(), args.device)
     devices = [args.device] if args.device else sorted(
-        {row[1] for row in history.activity_by_hour(conn, since)})
+        {row[1] for row in log_reader.activity_by_hour(conn, since)})
     print(f"since {args.since} ago:")
-    queries, blocked = history.totals(conn, since, args.device)
+    queries, blocked = log_reader.totals(conn, since, args.device)
     share = f"{blocked / queries:.1%}" if queries else "–"
     print(f"  {queries:,} queries, {blocked:,} blocked ({share})")
     for device in devices:
-        queries, blocked = history.totals(conn, since, device)
+        queries, blocked = log_reader.totals(conn, since, device)
         share = f"{blocked / queries:.1%}" if queries else "–"
         print(f"\n{device}: {queries:,} queries, {blocked:,} blocked ({share})")
-        top = history.top_domains(conn, since, blocked=True, limit=args.top, device=device)
+        top = log_reader.top_domains(conn, since, blocked=True, limit=args.top, device=device)
         if top:
             print("  top blocked: " + ", ".join(f"{name} ({n:,})" for name, n in top))
-        categories = history.blocks_by_category(conn, since, device)
+        categories = log_reader.blocks_by_category(conn, since, device)
         if categories:
             print("  blocked by category: " + ", ".join(
                 f"{config.catalog.categories[c].name if c in config.catalog.categories else c} ({n:,})"
@@ -331,7 +331,7 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from . import dhcp
+    from filterd.house import dhcp
 
     config = _load_or_exit(args.config)
     if config is None:

@@ -1,12 +1,12 @@
-"""filterd.access: who may ask (allow_networks) and how fast (the per-client token bucket)."""
+"""filterd.dns.access: who may ask (allow_networks) and how fast (the per-client token bucket)."""
 from __future__ import annotations
 
 import ipaddress
 
 import pytest
 
-from filterd.access import AccessList, RateLimiter
-from filterd.config import DEFAULT_ALLOW_NETWORKS
+from filterd.dns.access import AccessList, RateLimiter
+from filterd.rules.config import DEFAULT_ALLOW_NETWORKS
 
 
 def access_list(*networks: str) -> AccessList:

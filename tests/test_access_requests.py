@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from filterd import access_requests, overrides, state
-from filterd.access_requests import RequestError, RequestRefused
-from filterd.config import parse_config, read_yaml
-from filterd.policy import Decision
+from filterd.family import access_requests
+from filterd.store import overrides, state
+from filterd.family.access_requests import RequestError, RequestRefused
+from filterd.rules.config import parse_config, read_yaml
+from filterd.rules.policy import Decision
 
 NOW = 1_790_000_000.0
 

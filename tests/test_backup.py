@@ -1,4 +1,4 @@
-"""filterd.backup: the one-file format, its strict validation, and the atomic restore —
+"""filterd.store.backup: the one-file format, its strict validation, and the atomic restore —
 on real config files and a real SQLite state DB."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from filterd import backup, state
-from filterd.backup import BackupError, apply_backup, make_backup, read_backup
+from filterd.store import backup, state
+from filterd.store.backup import BackupError, apply_backup, make_backup, read_backup
 
 CONFIG = """\
 # our house (a comment a restore must bring back)
@@ -150,7 +150,8 @@ def test_a_failed_config_write_rolls_the_rows_back(house, tmp_path):
 
 def test_cli_backup_then_restore_brings_back_the_config_and_refuses_a_bad_file(tmp_path, capsys):
     """`filterd backup FILE` and `filterd restore FILE`, on real files."""
-    from filterd import cli, state as state_module
+    from filterd import cli
+    from filterd.store import state as state_module
 
     data_dir = tmp_path / "var"
     config_path = tmp_path / "filterd.yaml"

@@ -1,11 +1,11 @@
-"""filterd.cache: upstream answers turned into cache entries, served with patched IDs and TTLs."""
+"""filterd.dns.cache: upstream answers turned into cache entries, served with patched IDs and TTLs."""
 from __future__ import annotations
 
 import pytest
 from dnslib import EDNS0, QTYPE, RCODE, RR, DNSRecord
 
-from filterd import wire
-from filterd.cache import STALE_TTL, AnswerCache, CachedAnswer, entry_from_response
+from filterd.dns import wire
+from filterd.dns.cache import STALE_TTL, AnswerCache, CachedAnswer, entry_from_response
 
 SOA = "test. {ttl} IN SOA ns.test. admin.test. 1 3600 600 86400 {minimum}"
 DEFAULTS = dict(min_ttl=0, max_ttl=86_400, negative_max_ttl=3_600, stale_s=86_400)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from filterd.catalog import (DEFAULT_CONFIG_DIR, ESSENTIAL_DOMAINS, Catalog, CatalogError,
+from filterd.rules.catalog import (DEFAULT_CONFIG_DIR, ESSENTIAL_DOMAINS, Catalog, CatalogError,
                              essential_conflict, load_catalog)
-from filterd.config import ConfigError
-from filterd.domains import normalise_domain
+from filterd.rules.config import ConfigError
+from filterd.lists.domains import normalise_domain
 
 CATEGORIES = ["adult", "gambling", "dating", "drugs", "violence_hate", "weapons", "social_networks",
               "games", "video_streaming", "chat", "anonymous_chat", "malware", "piracy", "bypass", "csam"]

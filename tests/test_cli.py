@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from filterd import cli, lists
-from filterd.config import load_config
+from filterd import cli
+from filterd.lists import sources
+from filterd.rules.config import load_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"
 
@@ -30,14 +31,14 @@ def write_config(template: str, folder: Path) -> Path:
 def family(tmp_path_factory) -> Path:
     """The family config, its lists compiled once for the module."""
     path = write_config("family.yaml", tmp_path_factory.mktemp("family"))
-    lists.ensure_compiled(load_config(path))
+    sources.ensure_compiled(load_config(path))
     return path
 
 
 @pytest.fixture(scope="module")
 def dst(tmp_path_factory) -> Path:
     path = write_config("dst.yaml", tmp_path_factory.mktemp("dst"))
-    lists.ensure_compiled(load_config(path))
+    sources.ensure_compiled(load_config(path))
     return path
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd.clients import ClientMap, Identity, parse_arp_table, parse_neighbour_messages, read_neighbours
-from filterd.config import parse_config, read_yaml
+from filterd.dns.clients import ClientMap, Identity, parse_arp_table, parse_neighbour_messages, read_neighbours
+from filterd.rules.config import parse_config, read_yaml
 
 CONFIG = """
 timezone: Europe/London
@@ -120,7 +120,7 @@ ip neigh add 192.0.2.23 lladdr AA:BB:CC:DD:EE:01 dev fdtest0 nud permanent
 ip neigh add 192.0.2.24 dev fdtest0 nud incomplete 2>/dev/null || true
 ip -6 neigh add 2001:db8::23 lladdr aa:bb:cc:dd:ee:02 dev fdtest0 nud reachable
 ip -6 neigh add fe80::23 lladdr aa:bb:cc:dd:ee:03 dev fdtest0 nud stale
-exec "$PYTHON" -c 'import json; from filterd.clients import dump_neighbours; print(json.dumps(dump_neighbours()))'
+exec "$PYTHON" -c 'import json; from filterd.dns.clients import dump_neighbours; print(json.dumps(dump_neighbours()))'
 """
 
 

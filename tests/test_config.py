@@ -1,4 +1,4 @@
-"""filterd.config: defaults, and every mistake reported with its YAML path and line."""
+"""filterd.rules.config: defaults, and every mistake reported with its YAML path and line."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.config import (DEFAULT_ALLOW_NETWORKS, ConfigError, Listen, load_config, parse_config,
+from filterd.rules.config import (DEFAULT_ALLOW_NETWORKS, ConfigError, Listen, load_config, parse_config,
                             parse_listen, parse_upstream, read_yaml)
 
 MINIMAL = "dns:\n  upstreams: [udp://9.9.9.9]\n"

@@ -1,4 +1,4 @@
-"""filterd/configfile.py: validated, atomic, comment-preserving config edits with a version check."""
+"""filterd/store/configfile.py: validated, atomic, comment-preserving config edits with a version check."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,8 @@ import pytest
 import yaml
 from webui_fixtures import CONFIG_TEXT
 
-from filterd import configfile
-from filterd.config import ConfigError, load_config
+from filterd.store import configfile
+from filterd.rules.config import ConfigError, load_config
 
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "config" / "filterd.yaml"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from webui_fixtures import CONFIG_TEXT, Env
 
-from filterd import dhcp
-from filterd.config import ConfigError, parse_config, read_yaml
+from filterd.house import dhcp
+from filterd.rules.config import ConfigError, parse_config, read_yaml
 
 BASE = """
 timezone: UTC

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.domains import MAX_LINE_BYTES, detect_format, normalise_domain, parse_list
+from filterd.lists.domains import MAX_LINE_BYTES, detect_format, normalise_domain, parse_list
 
 LISTS = Path(__file__).parent / "fixtures" / "lists"
 

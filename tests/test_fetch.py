@@ -1,4 +1,4 @@
-"""filterd.fetch against a real HTTP server on 127.0.0.1, scripted per test."""
+"""filterd.lists.fetch against a real HTTP server on 127.0.0.1, scripted per test."""
 from __future__ import annotations
 
 import email.message
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd import fetch
-from filterd.fetch import FetchResult, ProgressBar, fetch_list
+from filterd.lists import fetch
+from filterd.lists.fetch import FetchResult, ProgressBar, fetch_list
 
 LIST = b"# a block list\nexample.com\nads.example.net\n"
 MB = 2**20

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd.domains import ParsedList, parse_list
-from filterd.index import (
+from filterd.lists.domains import ParsedList, parse_list
+from filterd.lists.index import (
     MAX_LISTS,
     CorruptIndexError,
     DomainIndex,
@@ -412,7 +412,7 @@ def test_recompiling_replaces_the_index_while_an_open_one_keeps_working(good_ind
 def test_two_processes_open_the_same_index(good_index: Path) -> None:
     script = (
         "import sys\n"
-        "from filterd.index import DomainIndex\n"
+        "from filterd.lists.index import DomainIndex\n"
         "with DomainIndex.open(sys.argv[1]) as index:\n"
         "    print(index.lookup('www.poker.example.net'), index.lookup('example.org'))\n"
     )

@@ -1,4 +1,4 @@
-"""The house CA (filterd/localca.py): made once with a private key, unique per install, short-lived
+"""The house CA (filterd/house/localca.py): made once with a private key, unique per install, short-lived
 leaf certificates that verify for their name only, and a bounded cache of them.
 
 Certificates are checked the way a browser would: a real TLS handshake (in memory, through
@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from filterd.localca import (CA_LIFETIME, LEAF_LIFETIME, DefaultIdentity, LeafCertificates, LocalCA, not_after,
+from filterd.house.localca import (CA_LIFETIME, LEAF_LIFETIME, DefaultIdentity, LeafCertificates, LocalCA, not_after,
                              not_before)
 
 UTC = datetime.timezone.utc

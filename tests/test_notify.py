@@ -27,8 +27,9 @@ from aiosmtpd.smtp import AuthResult
 from conftest import wait_until
 from standin import free_port, make_certificate
 
-from filterd import alerts, channels, notify, state
-from filterd.config import ConfigError, load_config, parse_config, read_yaml
+from filterd.family import alerts, channels, notify
+from filterd.store import state
+from filterd.rules.config import ConfigError, load_config, parse_config, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hmac-secret-of-the-house"
@@ -508,7 +509,7 @@ notify:
 
 
 def test_categories_and_profiles_are_checked_when_known(tmp_path):
-    from filterd.config import Checker
+    from filterd.rules.config import Checker
 
     data, lines = read_yaml("""
 notify:
@@ -537,7 +538,7 @@ notify:
     notify.enqueue(db, config.notify, "access_request", ACCESS_PAYLOAD)
     db.close()
     assert receiver.received == []
-    code = ("import sys; from filterd import notify, state; from filterd.config import load_config;"
+    code = ("import sys; from filterd.family import notify; from filterd.store import state; from filterd.rules.config import load_config;"
             "c = load_config(sys.argv[1]); db = state.connect(state.db_path(c.data_dir));"
             "print(notify.send_due(db, c))")
     done = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""filterd.overrides: pause, resume, temporary allow and bonus time, over a real state DB file.
+"""filterd.store.overrides: pause, resume, temporary allow and bonus time, over a real state DB file.
 
 Every test injects `now` (epoch seconds in the house's time zone, Europe/London), so nothing
 here depends on the clock of the machine running the tests.
@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from filterd import overrides, state
-from filterd.config import load_config
-from filterd.overrides import OverrideError, parse_duration
-from filterd.policy import Override
+from filterd.store import overrides, state
+from filterd.rules.config import load_config
+from filterd.store.overrides import OverrideError, parse_duration
+from filterd.rules.policy import Override
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.config import load_config
+from filterd.rules.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGING = ROOT / "packaging"
@@ -35,7 +35,7 @@ def need(tool: str) -> str:
 
 
 def need_source_tree() -> None:
-    if not (ROOT / "filterd" / "server.py").is_file():
+    if not (ROOT / "filterd" / "dns" / "server.py").is_file():
         pytest.skip("packaging/debian/build.sh needs the source tree (not there when testing an installed copy)")
 
 
@@ -141,7 +141,7 @@ def test_deb_depends_on_debian_packages_for_every_python_dependency(tmp_path):
     assert subprocess.run(["dpkg-deb", "-f", built, "Architecture"], capture_output=True, text=True).stdout.strip() == "all"
     files = subprocess.run(["dpkg-deb", "-c", built], capture_output=True, text=True, check=True).stdout
     for path in ("./usr/bin/filterd", "./usr/bin/filterd-webui", "./etc/filterd/filterd.yaml",
-                 "./usr/lib/filterd/filterd/server.py", "./usr/lib/filterd/webui/templates/devices.html",
+                 "./usr/lib/filterd/filterd/dns/server.py", "./usr/lib/filterd/webui/templates/devices.html",
                  "./usr/lib/filterd/config/categories.yaml", "./lib/systemd/system/filterd.service",
                  "./lib/systemd/system/filterd-webui.service", "./lib/systemd/system/filterd-dhcp.service"):
         assert f" {path}\n" in files, path

@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from dnslib import QTYPE
 
-from filterd import policy as policy_module
-from filterd.config import ConfigError, load_config
-from filterd.domains import parse_list
-from filterd.index import DomainIndex, IndexList, compile_index
-from filterd.policy import (ALLOW, BLOCK, EDE_BLOCKED, EDE_FILTERED, LOCAL, NXDOMAIN, REWRITE, Override,
+from filterd.rules import policy as policy_module
+from filterd.rules.config import ConfigError, load_config
+from filterd.lists.domains import parse_list
+from filterd.lists.index import DomainIndex, IndexList, compile_index
+from filterd.rules.policy import (ALLOW, BLOCK, EDE_BLOCKED, EDE_FILTERED, LOCAL, NXDOMAIN, REWRITE, Override,
                             Policy)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"

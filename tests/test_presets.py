@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE
 
-from filterd import lists
-from filterd.catalog import load_catalog
-from filterd.config import load_config
-from filterd.index import DomainIndex
-from filterd.policy import ALLOW, BLOCK, NXDOMAIN, REWRITE, Policy, decide
-from filterd.presets import PRESETS
+from filterd.lists import sources
+from filterd.rules.catalog import load_catalog
+from filterd.rules.config import load_config
+from filterd.lists.index import DomainIndex
+from filterd.rules.policy import ALLOW, BLOCK, NXDOMAIN, REWRITE, Policy, decide
+from filterd.rules.presets import PRESETS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 PROFILE_KEYS = {"block_categories", "block_services", "safesearch", "youtube", "bypass_protection"}
@@ -141,7 +141,7 @@ def presets_policy(tmp_path_factory) -> Policy:
     """One profile per preset, named after it, deciding against the seed lists."""
     folder = tmp_path_factory.mktemp("presets")
     config = load_config(profile_config(folder, "".join(f"  {p}: {{preset: {p}}}\n" for p in PRESETS)))
-    index = DomainIndex.open(lists.ensure_compiled(config))
+    index = DomainIndex.open(sources.ensure_compiled(config))
     yield Policy(config.rules, config.catalog, index, config.timezone)
     index.close()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from dnslib import CNAME, EDNS0, QTYPE, RCODE, RR, A, DNSRecord
 
-from filterd import wire
-from filterd.policy import BLOCK, LOCAL, NXDOMAIN, Decision
-from filterd.replies import BLOCKED_TTL, LOCAL_TTL, decision_reply, rewrite_reply
-from filterd.rules import WebConfig
+from filterd.dns import wire
+from filterd.rules.policy import BLOCK, LOCAL, NXDOMAIN, Decision
+from filterd.dns.replies import BLOCKED_TTL, LOCAL_TTL, decision_reply, rewrite_reply
+from filterd.rules.model import WebConfig
 
 WEB = WebConfig(address="192.0.2.80", address6="2001:db8::80")
 WEB_V4_ONLY = WebConfig(address="192.0.2.80")

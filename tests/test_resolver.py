@@ -8,12 +8,12 @@ import pytest
 import yaml
 from dnslib import RR, DNSRecord
 
-from filterd import wire
-from filterd.cache import entry_from_response
-from filterd.config import parse_config, read_yaml
-from filterd.policy import Override
-from filterd.resolver import Resolver
-from filterd.server import build_policy
+from filterd.dns import wire
+from filterd.dns.cache import entry_from_response
+from filterd.rules.config import parse_config, read_yaml
+from filterd.rules.policy import Override
+from filterd.dns.resolver import Resolver
+from filterd.dns.server import build_policy
 
 
 class RecordingLog:

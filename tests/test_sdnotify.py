@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import Daemon, free_port, wait_until
-from filterd import sdnotify
+from filterd.dns import sdnotify
 
 
 class NotifyListener:

@@ -1,4 +1,4 @@
-"""The state DB (`filterd/state.py`): schema version, migrations, connections.
+"""The state DB (`filterd/store/state.py`): schema version, migrations, connections.
 
 Every test uses a real SQLite file in a temporary folder; the concurrent-migration test starts
 real processes that open the same fresh file at the same moment.
@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from filterd import state
+from filterd.store import state
 
 TABLES = {"overrides", "queries", "rollups", "clients_seen", "daemon_status", "audit"}
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from test_notify import make_config, open_db, smtp  # noqa: F401  (smtp is a fixture)
 
-from filterd import alerts, notify, summary
+from filterd.family import alerts, notify, summary
 
 PARIS = ZoneInfo("Europe/Paris")
 SUNDAY_1800 = datetime(2027, 1, 10, 18, 0, tzinfo=PARIS)      # the summary's moment

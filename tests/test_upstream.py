@@ -1,4 +1,4 @@
-"""filterd.upstream: answer matching, health and ordering, and real exchanges with stand-ins."""
+"""filterd.dns.upstream: answer matching, health and ordering, and real exchanges with stand-ins."""
 from __future__ import annotations
 
 import asyncio
@@ -9,9 +9,9 @@ import threading
 import pytest
 from dnslib import QTYPE, RR, DNSRecord
 
-from filterd import wire
-from filterd.config import parse_upstream
-from filterd.upstream import Upstream, UpstreamError, UpstreamPool, _matches
+from filterd.dns import wire
+from filterd.rules.config import parse_upstream
+from filterd.dns.upstream import Upstream, UpstreamError, UpstreamPool, _matches
 from standin import name_address
 
 

@@ -1,4 +1,4 @@
-"""filterd.urlcheck: the SSRF guard of list downloads, alone and driving fetch_list against a
+"""filterd.lists.urlcheck: the SSRF guard of list downloads, alone and driving fetch_list against a
 real HTTP server on 127.0.0.1 (never the internet: names are resolved by a resolver passed in)."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd.fetch import fetch_list
-from filterd.urlcheck import RefusedURL, UrlGuard, forbidden_reason, own_addresses
+from filterd.lists.fetch import fetch_list
+from filterd.lists.urlcheck import RefusedURL, UrlGuard, forbidden_reason, own_addresses
 
 LIST = b"example.com\nads.example.net\n"
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from webui_fixtures import XSS_PAYLOADS, admin, env, insert_query, page_csrf  # noqa: F401
 
-from filterd import configfile
+from filterd.store import configfile
 
 
 @pytest.fixture

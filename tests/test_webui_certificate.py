@@ -21,7 +21,7 @@ from standin import free_port
 from test_webui_pages import inline_code
 from webui_fixtures import CONFIG_TEXT, Env, admin, env, is_block_page, location_path  # noqa: F401
 
-from filterd.config import ConfigError, load_config
+from filterd.rules.config import ConfigError, load_config
 from webui.certificate import start_https
 
 BLOCKED = "blocked.example"

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from webui_fixtures import CONFIG_TEXT, Env, admin, env, page_csrf, version_from  # noqa: F401
 
-from filterd import lists
-from filterd.config import load_config
-from filterd.urlcheck import UrlGuard
+from filterd.lists import sources
+from filterd.rules.config import load_config
+from filterd.lists.urlcheck import UrlGuard
 
 LIST = b"".join(b"site%d.example.com\n" % i for i in range(4000))   # ~80 KB, sent in two halves
 DEADLINE_S = 20
@@ -103,7 +103,7 @@ def test_add_list_downloads_it_and_adds_it_to_the_config_keeping_comments(env, a
     assert [(s.id, s.url, s.category) for s in config.rules.lists] == [
         ("big-gambling", url(list_server, "/list.txt"), "gambling")]
     assert "# Emma and Noah" in env.config_text() and env.config_text() != before
-    assert (lists.lists_dir(config) / "big-gambling.txt").read_bytes() == LIST
+    assert (sources.lists_dir(config) / "big-gambling.txt").read_bytes() == LIST
     assert env.audit()[-1][1] == "config" and "big-gambling" in env.audit()[-1][2]
     assert "big-gambling" in admin.get("/lists").get_data(as_text=True)
 
@@ -185,10 +185,10 @@ def test_update_progress_shows_bytes_percent_then_counts_and_errors(tmp_path, li
     environment = config_with_lists(tmp_path, list_server)
     client = environment.logged_in()
     config = load_config(environment.config_path)
-    worker = threading.Thread(target=lists.update, args=(config,), kwargs={"stream": open("/dev/null", "w")})
+    worker = threading.Thread(target=sources.update, args=(config,), kwargs={"stream": open("/dev/null", "w")})
     worker.start()
     try:
-        status = poll(lambda: (s := lists.read_update_status(config)) and s["lists"][0]["done"] > 0 and s,
+        status = poll(lambda: (s := sources.read_update_status(config)) and s["lists"][0]["done"] > 0 and s,
                       "the first half of the slow list")
         assert status["running"] and status["lists"][0]["state"] == "downloading"
         assert status["lists"][0]["total"] == len(LIST) and status["lists"][0]["percent"] == 50
@@ -202,7 +202,7 @@ def test_update_progress_shows_bytes_percent_then_counts_and_errors(tmp_path, li
     finally:
         list_server["release"].set()
         worker.join(DEADLINE_S)
-    status = lists.read_update_status(config)
+    status = sources.read_update_status(config)
     assert not status["running"] and status["finished"] is not None
     assert [item["state"] for item in status["lists"]] == ["done", "error"]
     assert status["lists"][0]["domains"] == 4000
@@ -220,7 +220,7 @@ def test_update_now_runs_filterd_lists_update_and_the_page_follows_it(tmp_path, 
     config = load_config(environment.config_path)
     response = client.post("/lists/update", data={"csrf_token": page_csrf(client, "/lists")})
     assert response.status_code == 302
-    status = poll(lambda: (s := lists.read_update_status(config)) and s["finished"] and s, "the update to finish")
+    status = poll(lambda: (s := sources.read_update_status(config)) and s["finished"] and s, "the update to finish")
     assert [item["state"] for item in status["lists"]] == ["done", "error"]
     html = client.get("/lists").get_data(as_text=True)
     assert "Last update" in html and "4,000 domains" in html
@@ -231,10 +231,10 @@ def test_update_now_is_refused_while_one_runs(tmp_path, list_server):
     environment = config_with_lists(tmp_path, list_server)
     client = environment.logged_in()
     config = load_config(environment.config_path)
-    worker = threading.Thread(target=lists.update, args=(config,), kwargs={"stream": open("/dev/null", "w")})
+    worker = threading.Thread(target=sources.update, args=(config,), kwargs={"stream": open("/dev/null", "w")})
     worker.start()
     try:
-        poll(lambda: (s := lists.read_update_status(config)) and s["lists"][0]["done"] > 0, "the download to start")
+        poll(lambda: (s := sources.read_update_status(config)) and s["lists"][0]["done"] > 0, "the download to start")
         client.post("/lists/update", data={"csrf_token": page_csrf(client, "/lists")})
         assert "running already" in client.get("/lists").get_data(as_text=True)
     finally:
@@ -246,8 +246,8 @@ def test_update_now_is_refused_while_one_runs(tmp_path, list_server):
 def test_an_update_whose_process_died_is_shown_as_stopped(tmp_path, list_server):
     environment = config_with_lists(tmp_path, list_server)
     config = load_config(environment.config_path)
-    path = lists.update_status_path(config)
-    status = lists.UpdateStatus(path, config.rules.lists)
+    path = sources.update_status_path(config)
+    status = sources.UpdateStatus(path, config.rules.lists)
     status.data["pid"] = 2**22 + 12345          # no such process
     status._write()
     status.close()

@@ -9,7 +9,7 @@ from test_notify import SECRET, SMTP_PASSWORD, NTFY_TOKEN, Receiver
 from test_webui_pages import assert_no_raw_payload, inline_code
 from webui_fixtures import CONFIG_TEXT, XSS_PAYLOADS, Env, csrf_from, insert_query, version_from
 
-from filterd import notify
+from filterd.family import notify
 from standin import free_port
 
 URL_TOKEN = "path-token-0f9e8d"

@@ -11,7 +11,7 @@ from markupsafe import escape
 from webui_fixtures import (PASSWORD, XSS_PAYLOADS, admin, env, insert_query, is_block_page,  # noqa: F401
                             location_path, login, page_csrf, version_from)
 
-from filterd import configfile
+from filterd.store import configfile
 
 PAGES = ("/", "/devices", "/devices/kids-tablet", "/profiles", "/profiles/kids", "/log", "/lists", "/requests",
          "/settings", "/setup/wizard")
@@ -374,8 +374,8 @@ def test_a_devices_page_shows_what_it_did_today_hour_by_hour_from_the_real_log_w
     import datetime
     from zoneinfo import ZoneInfo
 
-    from filterd.querylog import LogConfig, QueryLog
-    from test_querylog import ALLOWED, GAMBLING, event
+    from filterd.store.log_writer import LogConfig, QueryLog
+    from test_log_writer import ALLOWED, GAMBLING, event
 
     now = time.time()
     midnight = datetime.datetime.now(ZoneInfo("UTC")).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -426,8 +426,8 @@ def test_device_actions_refuse_bad_minutes(env, admin, minutes):
 
 
 def test_a_text_search_with_few_matches_offers_to_search_further_back(env, admin, monkeypatch):
-    from filterd import history
-    monkeypatch.setattr(history, "TEXT_SCAN_ROWS", 3)
+    from filterd.store import log_reader
+    monkeypatch.setattr(log_reader, "TEXT_SCAN_ROWS", 3)
     insert_query(env, "old-poker.example")
     for n in range(5):
         insert_query(env, f"news{n}.example", action="allow", category=None)

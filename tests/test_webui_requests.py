@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd import overrides
+from filterd.store import overrides
 from webui_fixtures import BASE_URL, Env, XSS_PAYLOADS, csrf_from, page_csrf
 
 CONFIG = """\
@@ -176,15 +176,15 @@ def test_an_unnamed_device_can_ask_and_is_known_by_its_address(env):
 
 def test_the_protected_category_gets_a_neutral_page_with_no_form_and_nothing_is_stored(tmp_path):
     """A csam-listed name: neither shown, nor askable, nor recorded, even when posted to."""
-    from filterd import lists
-    from filterd.config import load_config
+    from filterd.lists import sources
+    from filterd.rules.config import load_config
 
     csam = Path(__file__).parent / "fixtures" / "policy" / "csam.sha256"
     text = CONFIG.format(data_dir=tmp_path / "var").replace(
         "default_profile: kids", f"default_profile: kids\nlists:\n  - {{id: fx-csam, path: {csam}, "
                                  "category: csam, format: sha256}")
     env = Env(tmp_path, text)
-    lists.ensure_compiled(load_config(env.config_path))
+    sources.ensure_compiled(load_config(env.config_path))
     client = child(env, host="csam-listed.test")
     response, html = page(client, "/some/path")
     assert response.status_code == 403

@@ -1,4 +1,4 @@
-"""filterd.wire: the hand-written query parser and the small replies built from bytes."""
+"""filterd.dns.wire: the hand-written query parser and the small replies built from bytes."""
 from __future__ import annotations
 
 import struct
@@ -6,7 +6,7 @@ import struct
 import pytest
 from dnslib import EDNS0, QTYPE, RR, DNSRecord
 
-from filterd import wire
+from filterd.dns import wire
 
 
 def query_bytes(name: str = "example.test", qtype: str = "A", edns: int | None = None,

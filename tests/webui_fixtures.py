@@ -17,7 +17,7 @@ import pytest
 from flask.testing import FlaskClient
 from jinja2 import BytecodeCache
 
-from filterd import state
+from filterd.store import state
 from webui import create_app, security
 from webui.passwords import hash_password
 

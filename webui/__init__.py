@@ -13,8 +13,8 @@ from pathlib import Path
 from flask import Flask, g
 from flask.json.provider import DefaultJSONProvider
 
-from filterd import state
-from filterd.config import Config, load_config
+from filterd.store import state
+from filterd.rules.config import Config, load_config
 
 from . import security
 
@@ -52,17 +52,17 @@ class AppState:
 
     def policy(self):
         """The daemon's policy for the current config and compiled lists (for "why?" and the block page)."""
-        from filterd import lists
-        from filterd.policy import Policy
+        from filterd.lists import sources
+        from filterd.rules.policy import Policy
 
         config = self.config()
-        key = (id(config), lists.current_signature_path(config))
+        key = (id(config), sources.current_signature_path(config))
         with self._lock:
             if getattr(self, "_policy_key", None) != key:
                 try:
-                    index = lists.open_index(config, compile_if_missing=False)
+                    index = sources.open_index(config, compile_if_missing=False)
                 except FileNotFoundError:
-                    from filterd.index import DomainIndex
+                    from filterd.lists.index import DomainIndex
                     index = DomainIndex.empty()   # the daemon has not compiled these lists yet
                 self._policy = Policy(config.rules, config.catalog, index, config.timezone)
                 self._policy_key = key

@@ -8,7 +8,8 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from filterd import access_requests, history
+from filterd.family import access_requests
+from filterd.store import log_reader
 
 from . import requests as access_requests_page
 from . import services
@@ -109,7 +110,7 @@ def _profile_json(profile) -> dict:
 @bp.get("/profiles")
 def profiles():
     config, _ = _state()
-    from filterd import configfile
+    from filterd.store import configfile
     return jsonify({"version": configfile.read(current_app.extensions["filterd"].config_path)[1],
                     "profiles": [_profile_json(p) for p in config.rules.profiles.values()]})
 
@@ -151,7 +152,7 @@ def queries():
     filters, _ = query_filter(request.args)
     limit = request.args.get("limit", 50, type=int)
     before = request.args.get("before", type=int)
-    rows = history.recent_queries(db, filters, limit=limit, before_id=before)
+    rows = log_reader.recent_queries(db, filters, limit=limit, before_id=before)
     return jsonify([row.__dict__ for row in rows])
 
 

@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, current_app, g, make_response, redirect, render_template, request, url_for
 
-from filterd.state import audit, transaction
+from filterd.store.state import audit, transaction
 
 from . import security
 from .passwords import hash_password, password_problem, verify_password

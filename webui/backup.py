@@ -1,6 +1,6 @@
 """Backup (config and state as one file) and restore (validated before anything is replaced).
 
-The format and its checks are filterd.backup's; this is only the two routes. Restoring keeps
+The format and its checks are filterd.store.backup's; this is only the two routes. Restoring keeps
 every session: it never changes the admin password or the API tokens (the backup holds
 neither), so who was logged in before is exactly who may be logged in after.
 """
@@ -10,8 +10,8 @@ import time
 
 from flask import Blueprint, current_app, g, redirect, request, url_for
 
-from filterd import backup as backup_format
-from filterd import configfile
+from filterd.store import backup as backup_format
+from filterd.store import configfile
 
 from .security import flash
 

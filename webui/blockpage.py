@@ -21,9 +21,11 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from filterd import access_requests, overrides, policy
-from filterd.clients import ClientMap, read_neighbours
-from filterd.domains import normalise_domain
+from filterd.family import access_requests
+from filterd.store import overrides
+from filterd.rules import policy
+from filterd.dns.clients import ClientMap, read_neighbours
+from filterd.lists.domains import normalise_domain
 
 from .security import host_of
 
@@ -126,7 +128,7 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
 
 
 def _notify(config, db, filed, now: float) -> None:
-    from filterd import notify
+    from filterd.family import notify
     payload = {"request_id": filed.id, "device": filed.device or f"unnamed device {filed.client}",
                "domain": filed.domain, "reason": filed.reason, "message": filed.message, "asks": filed.asks}
     try:

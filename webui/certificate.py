@@ -3,7 +3,7 @@ a page that tells whether a device trusts it, and the HTTPS server that uses it.
 
 With `web.blockpage_https: reset` (the default) nothing listens on the HTTPS port, so a browser
 sent to the filter for https://blocked.example/ is refused at once. With `ca`, the web UI makes
-the house's CA at first use (filterd/localca.py) and serves this same Flask app over TLS
+the house's CA at first use (filterd/house/localca.py) and serves this same Flask app over TLS
 (webui/https_server.py) with a certificate minted for the name in SNI.
 
 The CA certificate is public (it goes onto the children's devices), so its downloads and the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, make_response, render_template, request, url_for
 
-from filterd.localca import LEAF_LIFETIME, DefaultIdentity, LeafCertificates, LocalCA, not_after, not_before
+from filterd.house.localca import LEAF_LIFETIME, DefaultIdentity, LeafCertificates, LocalCA, not_after, not_before
 
 from . import security
 

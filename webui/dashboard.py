@@ -6,7 +6,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template
 
-from filterd import history, lists, notify
+from filterd.store import log_reader
+from filterd.lists import sources
+from filterd.family import notify
 
 from . import charts
 from .requests import pending_for_page
@@ -25,8 +27,8 @@ def daemon_status(db, config) -> dict:
     alive = [r for r in rows if now - r[3] < DAEMON_STALE_S]
     list_ages = []
     for source in config.rules.lists:
-        path = lists.lists_dir(config) / f"{source.id}.txt" if source.url else None
-        age = lists.file_age_s(path) if path else None
+        path = sources.lists_dir(config) / f"{source.id}.txt" if source.url else None
+        age = sources.file_age_s(path) if path else None
         list_ages.append({"id": source.id, "category": source.category, "url": source.url,
                           "age_days": None if age is None else age / 86400,
                           "stale": source.url is not None and (age is None or age > LIST_STALE_S)})
@@ -51,13 +53,13 @@ def index():
     since = now - 86400
     tz = ZoneInfo(config.timezone)
     start_hour = int(now // 3600) - 23
-    chart = charts.hourly(history.activity_by_hour(db, start_hour * 3600), start_hour, 24, tz)
+    chart = charts.hourly(log_reader.activity_by_hour(db, start_hour * 3600), start_hour, 24, tz)
     categories = [(config.catalog.categories[c].name if c in config.catalog.categories else c, n)
-                  for c, n in history.blocks_by_category(db, since)]
+                  for c, n in log_reader.blocks_by_category(db, since)]
     pending = pending_for_page(config, db)
     return render_template(
         "dashboard.html", pending=pending, back="dashboard", tz=tz, channel_problems=notify.channel_problems(db, now),
         chart=chart, categories=charts.shares(categories),
-        top_blocked=history.top_domains(db, since, blocked=True, limit=10),
-        totals=history.totals(db, since), active=history.devices_active(db, now - 600),
+        top_blocked=log_reader.top_domains(db, since, blocked=True, limit=10),
+        totals=log_reader.totals(db, since), active=log_reader.devices_active(db, now - 600),
         status=daemon_status(db, config), config_error=app_state.config_error)

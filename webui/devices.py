@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from filterd import dhcp, history, overrides
-from filterd.clients import is_private_mac
+from filterd.house import dhcp
+from filterd.store import log_reader, overrides
+from filterd.dns.clients import is_private_mac
 
 from . import services
 from .security import flash, safe_redirect_target
@@ -18,7 +19,7 @@ bp = Blueprint("devices", __name__)
 
 def device_rows(config, db) -> list[dict]:
     """Configured devices and unknown clients, new unnamed ones first."""
-    seen = history.clients_seen(db)
+    seen = log_reader.clients_seen(db)
     now = time.time()
     midnight = datetime.datetime.now(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0,
                                                                         microsecond=0).timestamp()
@@ -115,7 +116,7 @@ def detail(name: str):
               if (o.subject_kind == "device" and o.subject == device.name)
               or (o.subject_kind == "profile" and o.subject == device.profile)]
     return render_template("device.html", device=device, hours=hours, active=active, tz=tz,
-                           blocked=history.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
+                           blocked=log_reader.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
                            services=sorted(config.catalog.services.values(), key=lambda s: s.name))
 
 

@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from filterd import history, overrides, policy
-from filterd.domains import normalise_domain
+from filterd.store import log_reader, overrides
+from filterd.rules import policy
+from filterd.lists.domains import normalise_domain
 
 from . import services
 from .security import flash, safe_redirect_target
@@ -18,7 +19,7 @@ bp = Blueprint("log", __name__)
 SINCE_CHOICES = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 
 
-def query_filter(args) -> tuple[history.QueryFilter, dict]:
+def query_filter(args) -> tuple[log_reader.QueryFilter, dict]:
     """The log's filters from a query string (shared with the API)."""
     since_key = args.get("since", "24h")
     since = time.time() - SINCE_CHOICES.get(since_key, 86400)
@@ -27,7 +28,7 @@ def query_filter(args) -> tuple[history.QueryFilter, dict]:
         action = None
     chosen = {"device": args.get("device", ""), "decision": action or "", "category": args.get("category", ""),
               "q": args.get("q", "")[:100], "since": since_key}
-    return history.QueryFilter(device=chosen["device"] or None, action=action, category=chosen["category"] or None,
+    return log_reader.QueryFilter(device=chosen["device"] or None, action=action, category=chosen["category"] or None,
                                text=chosen["q"] or None, since=since), chosen
 
 
@@ -38,8 +39,8 @@ def index():
     db = app_state.db()
     filters, chosen = query_filter(request.args)
     before = request.args.get("before", type=int)
-    floor = history.text_scan_floor(db, filters, before)
-    rows = history.recent_queries(db, filters, limit=50, before_id=before, floor=floor)
+    floor = log_reader.text_scan_floor(db, filters, before)
+    rows = log_reader.recent_queries(db, filters, limit=50, before_id=before, floor=floor)
     searched_to = None
     if len(rows) == 50:
         next_before = rows[-1].id

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
-from filterd import alerts, notify, state, summary
+from filterd.family import alerts, notify, summary
+from filterd.store import state
 
 from . import services
 from .security import flash

@@ -8,10 +8,10 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
-from filterd import lists
-from filterd.presets import PRESETS
-from filterd.rules import DAYS
-from filterd.state import audit
+from filterd.lists import sources
+from filterd.rules.presets import PRESETS
+from filterd.rules.model import DAYS
+from filterd.store.state import audit
 
 from . import services
 from .auth import change_password
@@ -142,8 +142,8 @@ def _schedules_from_form(form) -> list[dict]:
 def lists_page(errors: dict[str, str] | None = None):
     _, config, db = _state()
     from .dashboard import daemon_status
-    files, missing = lists.sources(config)
-    update = lists.read_update_status(config)
+    files, missing = sources.sources(config)
+    update = sources.read_update_status(config)
     response = current_app.make_response((render_template(
         "lists.html", status=daemon_status(db, config), files=files, missing=missing, update=update,
         categories=config.catalog.categories, version=services.config_version(), errors=errors or {},

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
-from filterd import access_requests
-from filterd.access_requests import AccessRequest
+from filterd.family import access_requests
+from filterd.family.access_requests import AccessRequest
 
 from . import services
 from .security import flash

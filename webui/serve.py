@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from filterd.config import ConfigError, load_config
+from filterd.rules.config import ConfigError, load_config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The actions parents take, shared by the pages and the JSON API so the two cannot drift.
 
 Each takes the current config and a DB connection, validates its input, changes state (the
-state DB for overrides, the config file through filterd.configfile for rules) and records the
+state DB for overrides, the config file through filterd.store.configfile for rules) and records the
 change in the audit trail.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 
 from flask import current_app, g
 
-from filterd import configfile, overrides
-from filterd.state import audit
+from filterd.store import configfile, overrides
+from filterd.store.state import audit
 
 
 class ActionError(ValueError):
@@ -158,9 +158,9 @@ def start_lists_update(config, db) -> None:
     import subprocess
     import sys
 
-    from filterd import lists
+    from filterd.lists import sources
 
-    running = lists.read_update_status(config)
+    running = sources.read_update_status(config)
     if running is not None and running["running"]:
         raise ActionError("An update is running already: its progress is shown below.", "update")
     log_path = config.data_dir / "lists" / "update.log"
@@ -182,7 +182,7 @@ _LIST_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 def list_url_guard(config):
     """The SSRF guard for list URLs: this machine's addresses (web.address too) refused.
     Tests replace it through app.config["LIST_URL_GUARD"], which no config file or form reaches."""
-    from filterd.urlcheck import UrlGuard
+    from filterd.lists.urlcheck import UrlGuard
 
     guard = current_app.config.get("LIST_URL_GUARD")
     if guard is not None:
@@ -205,7 +205,7 @@ def add_list_by_url(config, db, version: str | None, list_id: str, url: str, cat
     address checked by the guard), and only then add it to `lists:` in the config."""
     from urllib.parse import urlsplit
 
-    from filterd import fetch, lists
+    from filterd.lists import fetch, sources
 
     list_id, url, category = list_id.strip().lower(), url.strip(), category.strip()
     if not _LIST_ID.fullmatch(list_id) or list_id.startswith("seed-"):
@@ -225,7 +225,7 @@ def add_list_by_url(config, db, version: str | None, list_id: str, url: str, cat
         raise ActionError("Write the list's address starting with https:// (or http://).", "url")
     if parts.username is not None or parts.password is not None:
         raise ActionError("Addresses with a user name or password are not supported.", "url")
-    store = lists.lists_dir(config)
+    store = sources.lists_dir(config)
     result = fetch.fetch_list(list_id, url, store, timeout_s=15, deadline_s=LIST_DOWNLOAD_DEADLINE_S,
                               max_bytes=LIST_DOWNLOAD_MAX_BYTES, check_url=list_url_guard(config))
     if result.status == "failed":

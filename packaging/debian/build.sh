@@ -34,6 +34,12 @@ install -d "$code/filterd" "$code/webui/templates" "$code/webui/static" "$code/c
     "$root/usr/bin" "$root/etc/filterd" "$root/lib/systemd/system" "$root/usr/share/doc/filterd" \
     "$root/DEBIAN"
 install -m 0644 "$top"/filterd/*.py "$code/filterd/"
+for folder in "$top"/filterd/*/; do
+    name=$(basename "$folder")
+    [ "$name" = __pycache__ ] && continue
+    install -d "$code/filterd/$name"
+    install -m 0644 "$folder"*.py "$code/filterd/$name/"
+done
 install -m 0644 "$top"/webui/*.py "$code/webui/"
 install -m 0644 "$top"/webui/templates/* "$code/webui/templates/"
 if [ -n "$(ls -A "$top/webui/static")" ]; then

@@ -24,8 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from filterd.domains import parse_list  # noqa: E402
-from filterd.index import DomainIndex, IndexList, compile_index  # noqa: E402
+from filterd.lists.domains import parse_list  # noqa: E402
+from filterd.lists.index import DomainIndex, IndexList, compile_index  # noqa: E402
 
 DATA = Path("/tmp/dnsbench/data")
 GENERATOR = REPO.parent / "shared" / "bench" / "gen.py"
@@ -63,7 +63,7 @@ def lookups_per_second(index: DomainIndex, names: list[str], rounds: int) -> tup
 DAEMON_SIDE = """
 import os, sys
 sys.path.insert(0, sys.argv[3])
-from filterd.index import DomainIndex
+from filterd.lists.index import DomainIndex
 def rss():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -33,10 +33,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from filterd import history, querylog, state, wire  # noqa: E402
-from filterd.history import QueryFilter  # noqa: E402
-from filterd.policy import Decision  # noqa: E402
-from filterd.querylog import LogConfig, QueryLog  # noqa: E402
+from filterd import wire  # noqa: E402
+from filterd.store import log_reader, log_writer, state
+from filterd.store.log_reader import QueryFilter  # noqa: E402
+from filterd.rules.policy import Decision  # noqa: E402
+from filterd.store.log_writer import LogConfig, QueryLog  # noqa: E402
 
 CACHE = Path("/tmp/filterd-bench")
 DAY = 86400.0
@@ -191,7 +192,7 @@ def bench_writer_alone(folder: Path, pool: list[tuple], seconds: float) -> dict:
     conn.close()
     cpu0 = time.thread_time()
     for batch in batches:                       # the Python part of flush() alone
-        querylog.rows_from_events(batch, {})
+        log_writer.rows_from_events(batch, {})
     prepare = (time.thread_time() - cpu0) / (len(batches) * batch_size)
     return {"rows": written, "wall_s": flush_wall, "rows_per_s": written / flush_wall,
             "cpu_us_per_row": flush_cpu / written * 1e6, "prepare_us_per_row": prepare * 1e6,
@@ -204,10 +205,10 @@ def house_resolver(folder: Path, house: House, allowed: int = 4_000, blocked: in
     import yaml
     from dnslib import QTYPE, RR, A, DNSRecord
 
-    from filterd.cache import entry_from_response
-    from filterd.config import parse_config, read_yaml
-    from filterd.resolver import Resolver
-    from filterd.server import build_policy
+    from filterd.dns.cache import entry_from_response
+    from filterd.rules.config import parse_config, read_yaml
+    from filterd.dns.resolver import Resolver
+    from filterd.dns.server import build_policy
 
     config = parse_config(*read_yaml(yaml.safe_dump({
         "timezone": "UTC", "data_dir": str(folder / "var"),
@@ -399,39 +400,39 @@ def dashboard_calls(conn, now: float) -> list[tuple[str, object]]:
     rare = UNKNOWN_CLIENTS[-1]
     deep = conn.execute("SELECT max(id) FROM queries").fetchone()[0] - 2_000_000
     return [
-        ("log: recent_queries (no filter)", lambda: history.recent_queries(conn)),
-        ("log: recent_queries page 2 (before_id)", lambda: history.recent_queries(conn, before_id=deep)),
-        ("log: recent_queries device=tablet", lambda: history.recent_queries(conn, QueryFilter(device="tablet"))),
-        ("log: recent_queries device=unknown IP", lambda: history.recent_queries(conn, QueryFilter(device=rare))),
-        ("log: recent_queries action=blocked", lambda: history.recent_queries(conn, QueryFilter(action="blocked"))),
-        ("log: recent_queries device+blocked", lambda: history.recent_queries(
+        ("log: recent_queries (no filter)", lambda: log_reader.recent_queries(conn)),
+        ("log: recent_queries page 2 (before_id)", lambda: log_reader.recent_queries(conn, before_id=deep)),
+        ("log: recent_queries device=tablet", lambda: log_reader.recent_queries(conn, QueryFilter(device="tablet"))),
+        ("log: recent_queries device=unknown IP", lambda: log_reader.recent_queries(conn, QueryFilter(device=rare))),
+        ("log: recent_queries action=blocked", lambda: log_reader.recent_queries(conn, QueryFilter(action="blocked"))),
+        ("log: recent_queries device+blocked", lambda: log_reader.recent_queries(
             conn, QueryFilter(device="parent-laptop", action="blocked"))),
-        ("log: recent_queries category=gambling", lambda: history.recent_queries(
+        ("log: recent_queries category=gambling", lambda: log_reader.recent_queries(
             conn, QueryFilter(category="gambling"))),
-        ("log: recent_queries action=nxdomain", lambda: history.recent_queries(conn, QueryFilter(action="nxdomain"))),
-        ("log: recent_queries device=not seen lately", lambda: history.recent_queries(
+        ("log: recent_queries action=nxdomain", lambda: log_reader.recent_queries(conn, QueryFilter(action="nxdomain"))),
+        ("log: recent_queries device=not seen lately", lambda: log_reader.recent_queries(
             conn, QueryFilter(device=ABSENT_DEVICE))),
-        ("log: recent_queries category=csam (none)", lambda: history.recent_queries(
+        ("log: recent_queries category=csam (none)", lambda: log_reader.recent_queries(
             conn, QueryFilter(category="csam"))),
-        ("log: recent_queries text='shop'", lambda: history.recent_queries(conn, QueryFilter(text="shop"))),
-        ("log: recent_queries text=no match", lambda: history.recent_queries(conn, QueryFilter(text="zzqx"))),
-        ("log: recent_queries last hour", lambda: history.recent_queries(conn, QueryFilter(since=hour, until=now))),
-        ("log: recent_queries a day, a week ago", lambda: history.recent_queries(
+        ("log: recent_queries text='shop'", lambda: log_reader.recent_queries(conn, QueryFilter(text="shop"))),
+        ("log: recent_queries text=no match", lambda: log_reader.recent_queries(conn, QueryFilter(text="zzqx"))),
+        ("log: recent_queries last hour", lambda: log_reader.recent_queries(conn, QueryFilter(since=hour, until=now))),
+        ("log: recent_queries a day, a week ago", lambda: log_reader.recent_queries(
             conn, QueryFilter(since=now - 8 * DAY, until=now - 7 * DAY))),
-        ("dash: top_domains blocked 24h", lambda: history.top_domains(conn, day, blocked=True)),
-        ("dash: top_domains allowed 24h", lambda: history.top_domains(conn, day, blocked=False)),
-        ("dev: top_domains blocked 24h device", lambda: history.top_domains(conn, day, True, device="tablet")),
-        ("dev: top_domains allowed 24h device", lambda: history.top_domains(conn, day, False, device="tablet")),
-        ("dash: top_domains blocked 7d", lambda: history.top_domains(conn, now - 7 * DAY, blocked=True)),
-        ("dash: activity_by_hour 24h", lambda: history.activity_by_hour(conn, day)),
-        ("dash: activity_by_hour 30d", lambda: history.activity_by_hour(conn, month)),
-        ("dev: activity_by_hour 30d device", lambda: history.activity_by_hour(conn, month, device="tablet")),
-        ("dash: blocks_by_category 24h", lambda: history.blocks_by_category(conn, day)),
-        ("dash: blocks_by_category 30d", lambda: history.blocks_by_category(conn, month)),
-        ("dash: totals 24h", lambda: history.totals(conn, day)),
-        ("dash: totals 30d", lambda: history.totals(conn, month)),
-        ("dev: totals 24h device", lambda: history.totals(conn, day, device="tablet")),
-        ("dev: clients_seen", lambda: history.clients_seen(conn)),
+        ("dash: top_domains blocked 24h", lambda: log_reader.top_domains(conn, day, blocked=True)),
+        ("dash: top_domains allowed 24h", lambda: log_reader.top_domains(conn, day, blocked=False)),
+        ("dev: top_domains blocked 24h device", lambda: log_reader.top_domains(conn, day, True, device="tablet")),
+        ("dev: top_domains allowed 24h device", lambda: log_reader.top_domains(conn, day, False, device="tablet")),
+        ("dash: top_domains blocked 7d", lambda: log_reader.top_domains(conn, now - 7 * DAY, blocked=True)),
+        ("dash: activity_by_hour 24h", lambda: log_reader.activity_by_hour(conn, day)),
+        ("dash: activity_by_hour 30d", lambda: log_reader.activity_by_hour(conn, month)),
+        ("dev: activity_by_hour 30d device", lambda: log_reader.activity_by_hour(conn, month, device="tablet")),
+        ("dash: blocks_by_category 24h", lambda: log_reader.blocks_by_category(conn, day)),
+        ("dash: blocks_by_category 30d", lambda: log_reader.blocks_by_category(conn, month)),
+        ("dash: totals 24h", lambda: log_reader.totals(conn, day)),
+        ("dash: totals 30d", lambda: log_reader.totals(conn, month)),
+        ("dev: totals 24h device", lambda: log_reader.totals(conn, day, device="tablet")),
+        ("dev: clients_seen", lambda: log_reader.clients_seen(conn)),
     ]
 
 

@@ -49,7 +49,7 @@ def daemon(module_daemons, standin):
 
 @pytest.fixture(scope="module")
 def webui(daemon):
-    from filterd import state
+    from filterd.store import state
     from webui.passwords import hash_password
     from webui.security import token_hash
 

@@ -25,7 +25,7 @@ from standin import free_port
 from test_webui_certificate import PinnedHTTPSConnection
 from webui_fixtures import password_hash
 
-from filterd import state
+from filterd.store import state
 
 from .browser import WebUI
 

@@ -517,7 +517,7 @@ def test_fails_over_past_a_closed_upstream_port(daemons, standin, closed_port):
 
 def test_an_upstream_that_keeps_failing_shows_in_the_daemons_status_row(daemons, closed_port):
     """What the dashboard and the parents' "no upstream answers" alert read."""
-    from filterd import state
+    from filterd.store import state
 
     daemon = daemons([udp_upstream(closed_port)])
     for i in range(4):

@@ -21,8 +21,9 @@ import yaml
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from conftest import wait_until
-from filterd import cli, overrides, state
-from filterd.config import load_config
+from filterd import cli
+from filterd.store import overrides, state
+from filterd.rules.config import load_config
 from standin import name_address
 
 # A house far from UTC and without DST: a schedule read in the wrong zone would miss "now".

@@ -21,7 +21,7 @@ from dnslib import QTYPE, RCODE, DNSRecord
 
 from conftest import wait_until as poll_until
 
-from filterd import state
+from filterd.store import state
 
 LOG_DEADLINE_S = 15.0
 READY_PROBE = "ready.probe.invalid"     # the conftest's readiness probe (ANY), logged like any query

@@ -1,0 +1,337 @@
+"""One query's way through the daemon, as a plain sequence of steps.
+
+access check → rate limit → parse (errors answered here) → client → policy (memoised) → the
+daemon's own answer (block, filter host, ANY) or SafeSearch rewrite, or cache → upstream
+(coalesced, stale on failure) → CNAME targets checked → query log.
+`Resolver.answer` returns the reply bytes at once when it can (the hot path: no task, no
+await), None to drop, or a coroutine for the slow path.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections import Counter
+
+from filterd.dns import wire
+from filterd.dns.access import AccessList, RateLimiter
+from filterd.dns.cache import AnswerCache, CachedAnswer, entry_from_response
+from filterd.dns.clients import ClientMap
+from filterd.rules.config import Config
+from filterd.rules.policy import ALLOW, REWRITE, Decision, Override, Policy, decide
+from filterd.dns.replies import decision_reply, rewrite_reply
+from filterd.dns.upstream import UpstreamError, UpstreamPool
+
+MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
+RECENT_LIMIT = 20_000  # replies remembered per client within one second
+_monotonic = time.monotonic
+_time = time.time
+
+
+class Client:
+    """A source address as the policy sees it, with its memo of recent decisions and the
+    replies it was sent during the current second (keyed by the query's bytes after the ID)."""
+
+    __slots__ = ("ip", "device", "profile", "memo", "log_mode", "recent", "recent_second")
+
+    def __init__(self, ip: str, device: str | None, profile: str, log_mode: str):
+        self.ip = ip
+        self.device = device
+        self.profile = profile
+        self.memo: dict = {}
+        self.log_mode = log_mode    # full | anonymous | off
+        self.recent: dict = {}
+        self.recent_second = -1
+
+    def forget(self) -> None:
+        """Drop remembered decisions and replies (the rules or overrides changed)."""
+        self.memo.clear()
+        self.recent.clear()
+
+
+class Verdict:
+    """A decision for one question, with its ready-made reply when the daemon answers itself."""
+
+    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend")
+
+    def __init__(self, decision: Decision, plain: bytes | None, with_opt: bytes | None, qend: int):
+        self.decision = decision
+        self.valid_until = decision.valid_until
+        self.plain = plain
+        self.with_opt = with_opt
+        self.qend = qend
+
+    def reply(self, query: wire.Query) -> bytes:
+        stored = self.with_opt if query.has_opt else self.plain
+        data = query.data
+        if not query.rd:   # RD is copied from each client's own query (RFC 1035)
+            return data[:2] + bytes([stored[2] & 0xFE]) + stored[3:12] + data[12:query.qend] + stored[self.qend:]
+        return data[:2] + bytes([stored[2] | 0x01]) + stored[3:12] + data[12:query.qend] + stored[self.qend:]
+
+log = logging.getLogger("filterd.resolver")
+
+
+class Resolver:
+    """Everything one worker needs to answer queries under one config."""
+
+    def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
+                 overrides: tuple[Override, ...] = ()):
+        dns = config.dns
+        self.config = config
+        self.policy = policy
+        self.overrides = overrides
+        self.client_map = ClientMap(config.rules)
+        self.clients: dict[str, Client] = {}
+        self.neighbours: dict[str, str] = {}
+        self.querylog = None        # querylog.QueryLog, set by the worker
+        self.access = AccessList(dns.allow_networks)
+        self.access_verdicts = self.access.verdicts
+        self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
+        self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
+        self.pool = UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
+        self.inflight: dict[bytes, asyncio.Future] = {}
+        self.pending_by_client: Counter[str] = Counter()
+        self.pending = 0
+        self.counters: Counter[str] = Counter()
+
+    def answer(self, data: bytes, ip: str, limit: int):
+        """The reply to `data` from `ip` (bytes), None to send nothing, or a coroutine to await.
+
+        `limit` is the transport's size limit: 65535 for TCP, and for UDP 0, meaning the
+        query's own (512, or its EDNS buffer size up to 1232).
+        """
+        allowed = self.access_verdicts.get(ip)   # memoised per source address
+        if allowed is None:
+            allowed = self.access.allows(ip)
+        if not allowed:
+            self.counters["refused"] += 1
+            return _refused(data)
+        now = _monotonic()
+        if self.limiter is not None and not self.limiter.allow(ip, now):
+            return None
+        client = self.clients.get(ip)
+        udp = not limit
+        if udp and client is not None:
+            # The same bytes (after the ID) from the same client within the same second get the
+            # same reply: its TTLs are rendered per second and decisions hold at least that long.
+            second = int(now)
+            if client.recent_second == second:
+                hit = client.recent.get(data[2:])
+                if hit is not None:
+                    if self.querylog is not None and client.log_mode != "off":
+                        self.querylog.record((_time(), ip, client.device, client.profile, hit[1], hit[2],
+                                              hit[3], hit[0][1] & 0x0F, None, client.log_mode))
+                    return data[:2] + hit[0]
+            else:
+                client.recent.clear()
+                client.recent_second = second
+        try:
+            query = wire.parse_query(data)
+        except wire.WireError as exc:
+            self.counters["malformed"] += 1
+            log.debug("malformed query from %s (%s): %s", ip, exc, data[:32].hex())
+            return wire.header_only_reply(data, exc.rcode) if exc.rcode is not None else None
+        if not limit:
+            limit = query.udp_size
+        if query.opt_version:
+            return wire.error_reply(query, wire.BADVERS)
+        if query.qclass != wire.CLASS_IN:
+            return wire.error_reply(query, wire.REFUSED)
+        if client is None:
+            client = self.identify(ip)
+        wall = _time()
+        verdict = client.memo.get(query.key)
+        if verdict is None or wall >= verdict.valid_until:
+            verdict = self.judge(client, query, wall)
+        decision = verdict.decision
+        if verdict.plain is not None:
+            reply = verdict.reply(query)
+        elif query.qtype == wire.TYPE_ANY:
+            reply = wire.rfc8482_reply(query)
+        elif decision.action == REWRITE:
+            return self.rewrite(query, decision, client, wall, limit)
+        else:
+            entry = self.cache.get(query.key)
+            if entry is None or now >= entry.expires:
+                return self.resolve(query, client, wall, limit, decision)
+            reply = None
+            if entry.cnames and decision.rule == "default":
+                cloaked = self.cname_verdict(client, entry.cnames, query, wall)
+                if cloaked is not None:
+                    reply, decision = cloaked
+            if reply is None:
+                reply = entry.reply(query, now, limit)
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
+            client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
+        return reply
+
+    # ------------------------------------------------ policy
+
+    def identify(self, ip: str) -> Client:
+        identity = self.client_map.identify(ip, self.neighbours.get(ip))
+        if len(self.clients) > 4096:
+            self.clients.clear()
+        profile = self.config.rules.profiles.get(identity.profile)
+        log_mode = (profile.log if profile else None) or self.config.log.mode
+        client = self.clients[ip] = Client(ip, identity.device, identity.profile, log_mode)
+        return client
+
+    def decide_name(self, client: Client, name: str, qtype: int, wall: float) -> Decision:
+        now = datetime.datetime.fromtimestamp(wall, self.policy.tz)
+        return decide(self.policy, client.profile, name, qtype, now, client.device, self.overrides)
+
+    def judge(self, client: Client, query: wire.Query, wall: float) -> Verdict:
+        """Decide for the query's name and remember the verdict (and its reply) for a while."""
+        decision = self.decide_name(client, query.name, query.qtype, wall)
+        if decision.action in (ALLOW, REWRITE):
+            verdict = Verdict(decision, None, None, query.qend)
+        else:
+            plain_query = wire.parse_query(_without_opt(query))
+            opt_query = wire.parse_query(_with_opt(query))
+            web, mode = self.config.rules.web, self.config.dns.block_mode
+            verdict = Verdict(decision, decision_reply(plain_query, decision, mode, web),
+                              decision_reply(opt_query, decision, mode, web), query.qend)
+        if len(client.memo) > MEMO_LIMIT:
+            client.memo.clear()
+        client.memo[query.key] = verdict
+        return verdict
+
+    def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
+                      wall: float) -> tuple[bytes, Decision] | None:
+        """CNAME cloaking: an allowed name whose answer points at a blocked one is blocked."""
+        for target in cnames:
+            memo_key = ("cname", target, query.qtype)
+            verdict = client.memo.get(memo_key)
+            if verdict is None or wall >= verdict.valid_until:
+                decision = self.decide_name(client, target, query.qtype, wall)
+                verdict = Verdict(decision, None, None, 0)
+                client.memo[memo_key] = verdict
+            decision = verdict.decision
+            if decision.blocked:
+                cloaked = Decision(decision.action, decision.rule,
+                                   f"points (CNAME) to {target if decision.rule != 'csam' else 'a blocked name'}: "
+                                   f"{decision.reason}", decision.category, decision.list_id,
+                                   decision.service, decision.schedule, decision.matched, None,
+                                   decision.until, decision.ede, decision.valid_until)
+                self.counters["blocked"] += 1
+                return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web), cloaked
+        return None
+
+    def rewrite(self, query: wire.Query, decision: Decision, client: Client, wall: float, limit: int):
+        """SafeSearch: serve the cached rewrite, or build it from the safe host's answer."""
+        key = b"S" + decision.target.encode() + b"|" + query.key
+        entry = self.cache.get(key)
+        now = time.monotonic()
+        if entry is None or now >= entry.expires:
+            return self.resolve(query, client, wall, limit, decision, key=key)
+        reply = entry.reply(query, now, limit)
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        return reply
+
+    # ------------------------------------------------ upstream
+
+    async def resolve(self, query: wire.Query, client: Client, wall: float, limit: int,
+                      decision: Decision, key: bytes | None = None) -> bytes | None:
+        """The slow path: ask upstream once for all identical queries in flight, then log."""
+        started = time.monotonic()
+        reply, decision = await self._resolve(query, client.ip, limit, client, decision, key)
+        if self.querylog is not None and client.log_mode != "off" and reply is not None:
+            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
+                                  decision, reply[3] & 0x0F, round((time.monotonic() - started) * 1000, 2),
+                                  client.log_mode))
+        return reply
+
+    async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
+                       decision: Decision, key: bytes | None) -> tuple[bytes, Decision]:
+        """The reply, and the decision it carries out (a CNAME to a blocked name changes it)."""
+        key = key or query.key
+        target = decision.target if decision.action == REWRITE else None
+        waiting = self.inflight.get(key)
+        if waiting is not None:
+            entry = await asyncio.shield(waiting)
+        else:
+            if self.pending >= self.config.dns.max_pending or \
+                    self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
+                self.counters["overloaded"] += 1
+                return wire.error_reply(query, wire.SERVFAIL), decision
+            future = asyncio.get_running_loop().create_future()
+            self.inflight[key] = future
+            self.pending += 1
+            self.pending_by_client[ip] += 1
+            try:
+                entry = await self._fetch(query, target, key)
+                future.set_result(entry)
+            except BaseException as exc:
+                future.set_result(None)
+                if not isinstance(exc, Exception):
+                    raise
+                log.exception("unexpected error resolving %s", query.name)
+                entry = None
+            finally:
+                del self.inflight[key]
+                self.pending -= 1
+                self.pending_by_client[ip] -= 1
+                if not self.pending_by_client[ip]:
+                    del self.pending_by_client[ip]
+        if entry is None:
+            stale = self.cache.get(key)
+            if stale is not None and time.monotonic() < stale.stale_until:
+                self.counters["stale"] += 1
+                return stale.stale_reply(query, limit), decision
+            return wire.error_reply(query, wire.SERVFAIL), decision
+        if decision.rule == "default" and entry.cnames:
+            cloaked = self.cname_verdict(client, entry.cnames, query, time.time())
+            if cloaked is not None:
+                return cloaked
+        return entry.reply(query, time.monotonic(), limit), decision
+
+    async def _fetch(self, query: wire.Query, target: str | None, key: bytes) -> CachedAnswer | None:
+        """One upstream exchange → a cache entry (stored when cacheable), None if all failed.
+
+        With `target` (SafeSearch), the safe host is asked instead and the answer rewritten.
+        """
+        cache = self.config.dns.cache
+        question = query.data[12:query.qend]
+        try:
+            if target is None:
+                response = await self.pool.exchange(question, query.do)
+            else:
+                target_question = wire.encode_name(target) + question[-4:]
+                target_answer = await self.pool.exchange(target_question, query.do)
+                response = rewrite_reply(question, target, target_answer)
+            entry, cacheable = entry_from_response(response, time.monotonic(), query.do, cache.min_ttl,
+                                                   cache.max_ttl, cache.negative_max_ttl, cache.stale_s)
+        except (UpstreamError, wire.WireError) as exc:
+            self.counters["upstream_failed"] += 1
+            log.info("no upstream answered %s: %s", query.name, exc)
+            return None
+        self.counters["upstream"] += 1
+        if cacheable:
+            self.cache.put(key, entry)
+        return entry
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _without_opt(query: wire.Query) -> bytes:
+    """The query's header and question alone (to build the reply variant without OPT)."""
+    return query.data[:6] + b"\0\0\0\0\0\0" + query.data[12:query.qend]
+
+
+def _with_opt(query: wire.Query) -> bytes:
+    return query.data[:6] + b"\0\0\0\0\0\1" + query.data[12:query.qend] + wire.opt_record(query.do)
+
+
+def _refused(data: bytes) -> bytes | None:
+    """REFUSED for a source outside allow_networks, echoing the question when it parses."""
+    try:
+        return wire.error_reply(wire.parse_query(data), wire.REFUSED)
+    except wire.WireError:
+        return wire.header_only_reply(data, wire.REFUSED)

@@ -1,0 +1,501 @@
+"""Sockets and processes: UDP and TCP listeners, worker processes, config reload, signals.
+
+Each worker process binds every `dns.listen` address with SO_REUSEPORT (the kernel spreads
+queries across workers) and runs its own event loop and `Resolver`. Every worker watches the
+config file itself (mtime/inode/size, once a second): a valid new file swaps in a new Resolver
+between two queries; an invalid one is logged and the old rules keep serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+from filterd.lists import sources
+from filterd.store import overrides, state
+from filterd.dns import sdnotify
+from filterd.store.log_writer import QueryLog
+from filterd.dns.clients import read_neighbours
+from filterd.rules.config import Config, ConfigError, Listen, load_config
+from filterd.rules.policy import Policy
+from filterd.dns.resolver import Resolver
+
+log = logging.getLogger("filterd.server")
+
+TCP_MAX_MESSAGE = 65535
+TCP_MAX_BUFFERED = 256 * 1024
+UPSTREAM_FAILING_AFTER = 3   # failures in a row before an upstream counts as down in the status
+
+
+class UdpServer(asyncio.DatagramProtocol):
+    """Answers datagrams; the hot path sends the reply without creating a task."""
+
+    def __init__(self, daemon: "Worker"):
+        self.daemon = daemon
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            reply = self.daemon.resolver.answer(data, addr[0], 0)
+        except Exception:  # never let one packet take the worker down
+            log.exception("error answering %s from %s", data[:32].hex(), addr[0])
+            return
+        if reply is None:
+            return
+        if reply.__class__ is bytes:
+            self.transport.sendto(reply, addr)
+        else:
+            self.daemon.spawn(self._later(reply, addr))
+
+    async def _later(self, pending, addr) -> None:
+        try:
+            reply = await pending
+        except Exception:
+            log.exception("error resolving a query from %s", addr[0])
+            return
+        if reply is not None and self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP socket error: %s", exc)
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client's TCP connection: length-prefixed queries, answered as they complete (RFC 7766)."""
+
+    def __init__(self, daemon: "Worker"):
+        self.daemon = daemon
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.outstanding = 0
+        self.admitted = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        if not self.daemon.tcp_admit(self):
+            transport.abort()
+            self.transport = None
+            return
+        self._arm_idle()
+
+    def _arm_idle(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        timeout = self.daemon.resolver.config.dns.tcp.idle_timeout_s
+        self.idle_handle = asyncio.get_running_loop().call_later(timeout, self._idle)
+
+    def _idle(self) -> None:
+        if self.outstanding == 0 and self.transport is not None:
+            self.transport.close()
+        else:
+            self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        self.buffer += data
+        self._arm_idle()
+        while len(self.buffer) >= 2:
+            size = (self.buffer[0] << 8) | self.buffer[1]
+            if len(self.buffer) < 2 + size:
+                break
+            message = bytes(self.buffer[2:2 + size])
+            del self.buffer[:2 + size]
+            self._handle(message)
+
+    def _handle(self, message: bytes) -> None:
+        try:
+            reply = self.daemon.resolver.answer(message, self.ip, TCP_MAX_MESSAGE)
+        except Exception:
+            log.exception("error answering TCP query from %s", self.ip)
+            return
+        if reply is None:
+            return
+        if reply.__class__ is bytes:
+            self._send(reply)
+        else:
+            self.outstanding += 1
+            self.daemon.spawn(self._later(reply))
+
+    async def _later(self, pending) -> None:
+        try:
+            reply = await pending
+        finally:
+            self.outstanding -= 1
+        if reply is not None:
+            self._send(reply)
+
+    def _send(self, reply: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(struct.pack(">H", len(reply)) + reply)
+            if transport.get_write_buffer_size() > TCP_MAX_BUFFERED:
+                # A client that pipelines queries but never reads: drop it, don't buffer forever.
+                transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+        self.daemon.tcp_release(self)
+        self.transport = None
+
+
+def _bind_udp(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 2**20)
+    sock.bind((listen.host, listen.port))
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_tcp(listen: Listen) -> socket.socket:
+    family = socket.AF_INET6 if ":" in listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((listen.host, listen.port))
+    sock.listen(256)
+    sock.setblocking(False)
+    return sock
+
+
+class ConfigWatcher:
+    """Notices a changed config file by its stat signature (mtime, inode, size)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.signature = self._signature()
+
+    def _signature(self):
+        try:
+            st = os.stat(self.path)
+            return (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            return None
+
+    def changed(self) -> bool:
+        signature = self._signature()
+        if signature is None or signature == self.signature:
+            return False
+        self.signature = signature
+        return True
+
+
+def build_policy(config: Config, compile_if_missing: bool = True) -> Policy:
+    """The policy for a config: its rules, the catalog and the compiled block lists."""
+    index = sources.open_index(config, compile_if_missing)
+    return Policy(config.rules, config.catalog, index, config.timezone)
+
+
+class Worker:
+    """One process's DNS service: its sockets, its Resolver, its background tasks."""
+
+    def __init__(self, config: Config, index: int = 0, policy: Policy | None = None):
+        self.config = config
+        self.index = index
+        # A policy built before fork is shared: its index is one mmap, inherited by every worker.
+        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
+        self.lists_signature = sources.current_signature_path(config)
+        self.db = state.connect(state.db_path(config.data_dir))
+        self.db_version = None
+        self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
+        self.resolver.querylog = self.querylog
+        self.started = time.time()
+        self.last_reload: float | None = None
+        self.last_error: str | None = None
+        self._load_overrides()
+        self.tasks: set[asyncio.Task] = set()
+        self.tcp_connections: dict[str, int] = {}
+        self.tcp_total = 0
+        self.stopping: asyncio.Event | None = None
+        self.servers: list = []
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def tcp_admit(self, conn: TcpConnection) -> bool:
+        limits = self.resolver.config.dns.tcp
+        per_client = self.tcp_connections.get(conn.ip, 0)
+        if self.tcp_total >= limits.max_connections or per_client >= limits.max_per_client:
+            conn.admitted = False
+            return False
+        conn.admitted = True
+        self.tcp_total += 1
+        self.tcp_connections[conn.ip] = per_client + 1
+        return True
+
+    def tcp_release(self, conn: TcpConnection) -> None:
+        if not conn.admitted:
+            return
+        conn.admitted = False
+        self.tcp_total -= 1
+        left = self.tcp_connections.get(conn.ip, 1) - 1
+        if left:
+            self.tcp_connections[conn.ip] = left
+        else:
+            self.tcp_connections.pop(conn.ip, None)
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._force_reload)
+        for listen in self.config.dns.listen:
+            transport, _ = await loop.create_datagram_endpoint(lambda: UdpServer(self), sock=_bind_udp(listen))
+            self.servers.append(transport)
+            server = await loop.create_server(lambda: TcpConnection(self), sock=_bind_tcp(listen))
+            self.servers.append(server)
+        if self.index == 0:
+            log.info("answering DNS on %s (UDP and TCP), upstreams %s",
+                     ", ".join(map(str, self.config.dns.listen)),
+                     ", ".join(u.url for u in self.config.dns.upstreams))
+        self.querylog.start()
+        if self.index == 0:   # under systemd: READY=1 once DNS answers, then watchdog pings from this loop
+            first = self.config.dns.listen[0]
+            self.spawn(sdnotify.serve_systemd(first.host, first.port))
+        watcher = asyncio.ensure_future(self._watch_config())
+        await self.stopping.wait()
+        watcher.cancel()
+        for server in self.servers:
+            server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        self.resolver.close()
+        self.querylog.stop()
+        try:
+            self.db.execute("DELETE FROM daemon_status WHERE pid = ?", (os.getpid(),))
+        except Exception:
+            pass
+        self.db.close()
+
+    async def _watch_config(self) -> None:
+        """Once a second: a changed config or changed list files → a new policy, off the hot path."""
+        watcher = ConfigWatcher(self.config.path) if self.config.path else None
+        config_changed = False
+        ticks = 0
+        while True:
+            await asyncio.sleep(1.0)
+            ticks += 1
+            if ticks % 5 == 1:
+                self._refresh_neighbours()
+                self._write_status()
+            self._load_overrides()
+            if watcher is not None and watcher.changed():
+                config_changed = True
+            try:
+                if config_changed:
+                    config_changed = not await self.reload()
+                elif sources.current_signature_path(self.config) != self.lists_signature:
+                    await self.reload(self.config)
+            except Exception:
+                log.exception("reload failed; still serving the previous rules")
+
+    def _force_reload(self) -> None:
+        """SIGHUP: reload the config now (it is reloaded on change anyway)."""
+        self.spawn(self.reload())
+
+    def _load_overrides(self) -> None:
+        """Pick up pauses and allows within a second: the DB's data_version says when to look."""
+        try:
+            version = self.db.execute("PRAGMA data_version").fetchone()[0]
+            if version == self.db_version:
+                return
+            self.db_version = version
+            active = overrides.active(self.db, time.time())
+        except Exception as exc:  # a locked or damaged DB must not stop DNS
+            log.warning("cannot read overrides from the state DB: %s", exc)
+            return
+        if active != self.resolver.overrides:
+            self.resolver.overrides = active
+            for client in self.resolver.clients.values():
+                client.forget()
+
+    def _write_status(self) -> None:
+        try:
+            mtime = os.stat(self.config.path).st_mtime if self.config.path else None
+            upstreams = self.resolver.pool.upstreams
+            # Failing = several failures in a row with no success since: an idle night does not
+            # make an outage look over, and one lost packet does not make one.
+            failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
+            self.db.execute(
+                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
+                " log_dropped, upstreams, upstreams_failing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (pid) DO UPDATE SET"
+                " updated = excluded.updated, config_mtime = excluded.config_mtime,"
+                " last_reload = excluded.last_reload, last_error = excluded.last_error,"
+                " log_dropped = excluded.log_dropped, upstreams = excluded.upstreams,"
+                " upstreams_failing = excluded.upstreams_failing",
+                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
+                 self.querylog.dropped, len(upstreams), failing))
+        except Exception as exc:
+            log.debug("cannot write the daemon status: %s", exc)
+
+    def _refresh_neighbours(self) -> None:
+        neighbours = read_neighbours()
+        if neighbours != self.resolver.neighbours:
+            self.resolver.neighbours = neighbours
+            self.querylog.neighbours = neighbours
+            self.resolver.clients.clear()
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Swap in a Resolver for the changed file or lists; keep the old one if the file is bad.
+
+        Returns False when it should be tried again (another worker is still compiling).
+        """
+        if config is None:
+            try:
+                config = load_config(self.config.path)
+            except ConfigError as exc:
+                self.last_error = "; ".join(exc.problems)
+                if self.index == 0:
+                    log.error("config %s refused, still serving the previous one:\n  %s",
+                              self.config.path, "\n  ".join(exc.problems))
+                self._write_status()
+                return True
+        if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers:
+            if self.index == 0:
+                log.warning("dns.listen and dns.workers take effect at the next restart")
+        loop = asyncio.get_running_loop()
+        try:
+            # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
+            policy = await loop.run_in_executor(None, build_policy, config, self.index == 0)
+        except FileNotFoundError:
+            return False   # worker 0 compiles it; look again in a second
+        old = self.resolver
+        keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
+            config.dns.cache == old.config.dns.cache
+        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
+        self.resolver.neighbours = old.neighbours
+        self.resolver.querylog = self.querylog
+        self.querylog.configure(config.log)
+        self.config = config
+        self.lists_signature = sources.current_signature_path(config)
+        old.close()
+        self.last_reload = time.time()
+        self.last_error = None
+        self._write_status()
+        if self.index == 0:
+            log.info("rules reloaded from %s", config.path)
+        return True
+
+
+def _install_uvloop() -> str:
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def _run_worker(config: Config, index: int, policy: Policy | None = None) -> None:
+    loop_name = _install_uvloop()
+    if index == 0:
+        log.debug("event loop: %s", loop_name)
+    asyncio.run(Worker(config, index, policy).serve())
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT: in this process for one worker, else in forked children."""
+    workers = config.dns.workers
+    # Bind once here, without SO_REUSEPORT, so a port already in use (another filterd, dnsmasq,
+    # systemd-resolved) or a privileged one fails loudly before any worker starts.
+    try:
+        for listen in config.dns.listen:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET, kind) as probe:
+                    probe.bind((listen.host, listen.port))
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", listen, exc.strerror)
+        return 1
+    # Compile the lists once, before any worker starts, so every worker just maps the file.
+    policy = build_policy(config)
+    if workers == 1:
+        _run_worker(config, 0, policy)
+        return 0
+    return _supervise(config, workers, policy)
+
+
+def _supervise(config: Config, workers: int, policy: Policy) -> int:
+    """Fork the workers, restart any that dies, stop them all on SIGTERM within 2 s."""
+    children: dict[int, int] = {}
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            try:
+                _run_worker(config, index, policy)
+                code = 0
+            except BaseException:
+                log.exception("worker %d crashed", index)
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        children[pid] = index
+
+    stopping = False
+
+    def stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: [os.kill(pid, signal.SIGHUP) for pid in children])
+    for index in range(workers):
+        start(index)
+    last_restart = 0.0
+    while not stopping:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.1)
+            continue
+        index = children.pop(pid, None)
+        if index is not None and not stopping:
+            log.error("worker %d exited (status %d); restarting it", index, status)
+            if time.monotonic() - last_restart < 1:
+                time.sleep(1)
+            last_restart = time.monotonic()
+            start(index)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 1.5
+    while children and time.monotonic() < deadline:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            children.pop(pid, None)
+        else:
+            time.sleep(0.02)
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    return 0

@@ -1,0 +1,218 @@
+"""Children's requests for access, asked from the block page and answered by a parent.
+
+A request remembers what the child saw (the reason, in the child's words) and what approving it
+would let through (`unblocks`): a service for a blocked service, the listed domain for a
+category or block-list match (so its sub-domains open too), "schedules" for a schedule — more
+time lifts the schedule like bonus time — and the site itself otherwise. Approving creates the
+same overrides as `filterd allow` / `filterd bonus`, so the daemon applies it within a second.
+
+Limits a child cannot talk past: asking again for the same site merges into the pending
+request; at most MAX_PER_HOUR new requests per device; after a decline the same device waits
+DECLINE_COOLDOWN_S before asking for that site again. The block page tells them which applies.
+"""
+from __future__ import annotations
+
+import datetime
+import re
+import sqlite3
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from filterd.store import overrides
+from filterd.rules.policy import Decision
+from filterd.store.state import audit, transaction
+
+MAX_PER_HOUR = 10
+DECLINE_COOLDOWN_S = 3600
+MESSAGE_MAX = 300
+ANSWER_MAX = 300
+SCHEDULES = "schedules"          # `unblocks` of a schedule's request: approval lifts schedules
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+class RequestRefused(Exception):
+    """The child may not ask now; the message says why, in words for a child."""
+
+    def __init__(self, message: str, retry_at: float | None = None):
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class RequestError(ValueError):
+    """A parent's answer that cannot be applied (already answered, unknown request…)."""
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    id: int
+    device: str                  # configured device name; "" for a device not named yet
+    domain: str
+    reason: str                  # what the child was told
+    rule: str | None
+    unblocks: str
+    message: str
+    client: str | None
+    created: float
+    updated: float
+    asks: int
+    status: str                  # pending | approved | declined
+    decided: float | None
+    decided_by: str | None
+    until: float | None          # end of an approval; None: always (or not approved)
+    answer: str
+
+    @property
+    def more_time(self) -> bool:
+        return self.unblocks == SCHEDULES
+
+
+_COLUMNS = ("id, device, domain, reason, rule, unblocks, message, client, created, updated, asks, status, "
+            "decided, decided_by, until, answer")
+
+
+def _row(row) -> AccessRequest:
+    return AccessRequest(*row)
+
+
+def _select(conn: sqlite3.Connection, where: str, args: tuple) -> list[AccessRequest]:
+    """Requests matching `where` (SQL text from this module only; values always bound)."""
+    sql = f"SELECT {_COLUMNS} FROM access_requests WHERE {where}"   # nosec B608: constant text, bound values
+    return [_row(r) for r in conn.execute(sql, args)]
+
+
+def clean_text(text: str | None, limit: int) -> str:
+    """One line of what a person typed: no control or direction-changing characters."""
+    return " ".join(_CONTROL.sub(" ", text or "").split())[:limit]
+
+
+def unblocks_for(decision: Decision, domain: str) -> str:
+    """What approving a request for `domain`, blocked by `decision`, should let through."""
+    if decision.rule == "schedule":
+        return SCHEDULES
+    if decision.service:
+        return decision.service
+    matched = decision.matched or ""
+    if decision.rule in ("category", "profile_block") and matched and "*" not in matched \
+            and (domain == matched or domain.endswith("." + matched)) and "." in matched:
+        return matched
+    return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
+
+
+def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Decision, reason: str,
+           message: str, client: str | None, now: float) -> tuple[AccessRequest, bool]:
+    """Record a child's request; returns (request, is_new). Raises RequestRefused."""
+    message = clean_text(message, MESSAGE_MAX)
+    # A named device is one asker whatever its address; an unnamed one is known by its address.
+    who, subject = ("device = ?", device) if device else ("device = '' AND client = ?", client or "")
+    with transaction(conn):
+        declined = [r.decided for r in _select(
+            conn, f"{who} AND domain = ? AND status = 'declined' AND decided > ? ORDER BY decided DESC LIMIT 1",
+            (subject, domain, now - DECLINE_COOLDOWN_S))]
+        if declined:
+            raise RequestRefused("A parent said no to this site a moment ago.",
+                                 retry_at=declined[0] + DECLINE_COOLDOWN_S)
+        pending = _select(conn, f"{who} AND domain = ? AND status = 'pending' ORDER BY id DESC LIMIT 1",
+                          (subject, domain))
+        if pending:
+            conn.execute("UPDATE access_requests SET asks = asks + 1, updated = ?, "
+                         "message = CASE WHEN ? <> '' THEN ? ELSE message END, reason = ? WHERE id = ?",
+                         (now, message, message, reason, pending[0].id))
+            return get(conn, pending[0].id), False
+        recent = sorted(r.created for r in _select(conn, f"{who} AND created > ?", (subject, now - 3600)))
+        if len(recent) >= MAX_PER_HOUR:
+            raise RequestRefused("You have asked for a lot of sites this hour.", retry_at=recent[0] + 3600)
+        cursor = conn.execute(
+            "INSERT INTO access_requests (device, domain, reason, rule, unblocks, message, client, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, domain, reason, decision.rule, unblocks_for(decision, domain), message, client, now, now))
+    return get(conn, cursor.lastrowid), True
+
+
+def get(conn: sqlite3.Connection, request_id: int) -> AccessRequest | None:
+    found = _select(conn, "id = ?", (request_id,))
+    return found[0] if found else None
+
+
+def latest(conn: sqlite3.Connection, device: str, client: str | None, domain: str) -> AccessRequest | None:
+    """The newest request of this device (or unnamed client) for this site, for the block page."""
+    if device:
+        found = _select(conn, "device = ? AND domain = ? ORDER BY id DESC LIMIT 1", (device, domain))
+    else:
+        found = _select(conn, "device = '' AND client = ? AND domain = ? ORDER BY id DESC LIMIT 1",
+                        (client or "", domain))
+    return found[0] if found else None
+
+
+def pending(conn: sqlite3.Connection, limit: int = 100) -> list[AccessRequest]:
+    return _select(conn, "status = 'pending' ORDER BY updated DESC LIMIT ?", (limit,))
+
+
+def answered(conn: sqlite3.Connection, since: float, limit: int = 50) -> list[AccessRequest]:
+    return _select(conn, "status <> 'pending' AND decided >= ? ORDER BY decided DESC LIMIT ?", (since, limit))
+
+
+def tonight(now: float, timezone: str) -> float:
+    """The next local midnight: "until tonight" lasts the rest of the day."""
+    local = datetime.datetime.fromtimestamp(now, ZoneInfo(timezone))
+    midnight = (local + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight.timestamp()
+
+
+def subject_name(config, request: AccessRequest) -> str:
+    """Whom an approval applies to: the device, or for a device not named yet the profile every
+    unnamed device gets (the parent is told so)."""
+    if request.device and any(d.name == request.device for d in config.rules.devices):
+        return request.device
+    return config.rules.default_profile
+
+
+def approve(conn: sqlite3.Connection, config, request_id: int, until: float | None, now: float,
+            actor: str) -> AccessRequest:
+    """Approve for a while (`until` an epoch second). A permanent approval ("always") changes the
+    profile in the config file: the web UI does that edit, then calls `mark_approved`."""
+    request = require_pending(conn, request_id)
+    if until is None:
+        raise RequestError("a permanent approval is a change to the profile: use mark_approved after it")
+    if until <= now:
+        raise RequestError("the approval must end in the future")
+    seconds = until - now
+    name = subject_name(config, request)
+    try:
+        with transaction(conn):   # the allow and the answer together, or neither
+            if request.more_time:
+                overrides.bonus(conn, config, name, seconds, now, actor)
+            else:
+                overrides.allow(conn, config, name, request.unblocks, seconds, now, actor)
+            return mark_approved(conn, request_id, until, now, actor)
+    except overrides.OverrideError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def mark_approved(conn: sqlite3.Connection, request_id: int, until: float | None, now: float,
+                  actor: str) -> AccessRequest:
+    request = require_pending(conn, request_id)
+    conn.execute("UPDATE access_requests SET status = 'approved', decided = ?, decided_by = ?, until = ? "
+                 "WHERE id = ?", (now, actor, until, request_id))
+    when = "always" if until is None else f"until {datetime.datetime.fromtimestamp(until):%Y-%m-%d %H:%M}"
+    audit(conn, actor, "approve", f"request {request_id}: {request.device or request.client} "
+          f"{request.unblocks} {when}", now)
+    return get(conn, request_id)
+
+
+def decline(conn: sqlite3.Connection, request_id: int, answer: str, now: float, actor: str) -> AccessRequest:
+    request = require_pending(conn, request_id)
+    answer = clean_text(answer, ANSWER_MAX)
+    conn.execute("UPDATE access_requests SET status = 'declined', decided = ?, decided_by = ?, answer = ? "
+                 "WHERE id = ?", (now, actor, answer, request_id))
+    audit(conn, actor, "decline", f"request {request_id}: {request.device or request.client} {request.domain}", now)
+    return get(conn, request_id)
+
+
+def require_pending(conn: sqlite3.Connection, request_id: int) -> AccessRequest:
+    request = get(conn, request_id)
+    if request is None:
+        raise RequestError(f"there is no request {request_id}")
+    if request.status != "pending":
+        raise RequestError(f"request {request_id} was already {request.status}")
+    return request

@@ -1,0 +1,271 @@
+"""The query log's writing side: the hot path appends a tuple, a thread batches it into SQLite.
+
+DNS is never slowed by the log: `record` is a list append (or a counted drop when the queue
+is full); the writer thread swaps the list out once a second (sooner when it fills) and writes
+the batch in one transaction — rows, hourly rollups per device × category, and the clients
+seen. A `kill -9` loses at most the batch being gathered: WAL mode keeps every committed
+transaction. Worker 0 also enforces retention (`log.retention_days`, `log.rollup_days`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from filterd.store import state
+from filterd.dns.wire import name_from_question
+
+log = logging.getLogger("filterd.querylog")
+
+LOG_MODES = ("full", "anonymous", "off")
+FLUSH_INTERVAL_S = 1.0
+MAX_BATCH = 5_000         # events per transaction: bounds the writer's memory and its GIL slices
+RETENTION_INTERVAL_S = 3600.0
+DELETE_CHUNK = 20_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    mode: str = "full"
+    retention_days: int = 30
+    rollup_days: int = 365
+    queue_size: int = 20_000
+
+
+def parse_log_config(data, check) -> LogConfig:
+    data = check.mapping(data, "log", {"mode", "retention_days", "rollup_days", "queue_size"})
+    mode = data.get("mode", "full")
+    if mode is False:   # YAML reads a bare `off` as false
+        mode = "off"
+    if mode not in LOG_MODES:
+        check.error("log.mode", f'"{mode}" must be one of {", ".join(LOG_MODES)}')
+        mode = "full"
+    return LogConfig(
+        mode=mode,
+        retention_days=check.integer(data, "retention_days", "log", 30, 1, 3650),
+        rollup_days=check.integer(data, "rollup_days", "log", 365, 1, 3650),
+        queue_size=check.integer(data, "queue_size", "log", 20_000, 100, 10_000_000),
+    )
+
+
+class CpuBudget:
+    """Keeps the writer off a saturated DNS thread: a flood is answered, not logged.
+
+    After each flush the writer asks how long to rest. While the DNS thread and the writer
+    together use less than `busy` of a core there is no rest: at a house's load every query
+    is logged. Past it (a flood, or a Pi's one busy core) the writer takes at most `share` of
+    the time; the queue then fills and the excess is counted as dropped.
+    """
+
+    def __init__(self, dns_cpu=None, share: float = 0.05, busy: float = 0.85, clock=time.monotonic):
+        self.dns_cpu = dns_cpu or _thread_cpu_reader(threading.main_thread())
+        self.share = share
+        self.busy = busy
+        self.clock = clock
+        self.last_wall = clock()
+        self.last_dns = self.dns_cpu()
+        self.own_since = 0.0
+
+    def rest_after(self, own_cpu_s: float) -> float:
+        """Seconds to rest after a flush that took `own_cpu_s` of the writer's CPU."""
+        now, dns = self.clock(), self.dns_cpu()
+        elapsed = now - self.last_wall
+        self.own_since += own_cpu_s
+        if elapsed < 0.2:   # too short a window to judge: decide at the next flush
+            return 0.0
+        load = (dns - self.last_dns + self.own_since) / elapsed
+        self.last_wall, self.last_dns, self.own_since = now, dns, 0.0
+        if load < self.busy:
+            return 0.0
+        return min(own_cpu_s * (1 / self.share - 1), 5.0)
+
+
+def _thread_cpu_reader(thread: threading.Thread):
+    """CPU seconds used so far by `thread` (Linux: its CPU clock); 0 where unsupported."""
+    try:
+        clock_id = time.pthread_getcpuclockid(thread.ident)
+        time.clock_gettime(clock_id)
+    except (AttributeError, OSError, TypeError):
+        return lambda: 0.0
+    return lambda: time.clock_gettime(clock_id)
+
+
+class QueryLog:
+    """One worker's log queue and its writer thread."""
+
+    def __init__(self, db_file: Path, settings: LogConfig, retention: bool = False, clock=time.time):
+        self.db_file = db_file
+        self.settings = settings
+        self.retention = retention
+        self.clock = clock
+        self.pending: list[tuple] = []
+        self.limit = settings.queue_size
+        self.wake_at = min(5_000, max(1, settings.queue_size // 2))   # flush early when this full
+        self.dropped = 0
+        self.written = 0
+        self.neighbours: dict[str, str] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_retention = 0.0
+
+    def configure(self, settings: LogConfig) -> None:
+        """A reloaded config's log settings (mode and retention are read at each use)."""
+        self.settings = settings
+        self.limit = settings.queue_size
+        self.wake_at = min(5_000, max(1, settings.queue_size // 2))
+
+    # ------------------------------------------------ hot path
+
+    def record(self, event: tuple) -> None:
+        """Queue one answered query: (ts, client, device, profile, question key, qtype,
+        Decision, rcode, latency_ms, mode). Never blocks: a full queue counts a drop."""
+        pending = self.pending
+        if len(pending) < self.limit:
+            pending.append(event)
+            if len(pending) == self.wake_at:
+                self._wake.set()
+        else:
+            self.dropped += 1
+
+    # ------------------------------------------------ writer thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="querylog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is queued, then stop the thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.5)
+
+    def _run(self) -> None:
+        conn = state.connect(self.db_file)
+        budget = CpuBudget()
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(FLUSH_INTERVAL_S)
+                self._wake.clear()
+                while True:
+                    started = time.thread_time()
+                    self.flush(conn)
+                    rest = budget.rest_after(time.thread_time() - started)
+                    if rest:
+                        self._stop.wait(rest)
+                    if len(self.pending) < MAX_BATCH or self._stop.is_set():
+                        break
+                if self.retention and self.clock() - self._last_retention >= RETENTION_INTERVAL_S:
+                    self.enforce_retention(conn)
+            while self.pending and self.flush(conn):
+                pass
+        finally:
+            conn.close()
+
+    def flush(self, conn) -> int:
+        """Write up to MAX_BATCH queued events in one transaction; returns the rows written."""
+        pending = self.pending
+        batch = pending[:MAX_BATCH]
+        # Only this thread removes from the front; the DNS thread only appends at the end.
+        del pending[:len(batch)]
+        if not batch:
+            return 0
+        rows, rollups, seen, names = rows_from_events(batch, self.neighbours)
+        # One statement per table over a JSON array: executemany would release and retake the
+        # GIL for every row, and with the DNS thread busy each retake waits out a switch interval.
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
+                " latency_ms, profile) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
+                " value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 FROM json_each(?)",
+                (json.dumps(rows),))
+            conn.execute(
+                "INSERT INTO rollups (hour, device, category, queries, blocked) SELECT value->>0, value->>1,"
+                " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true ON CONFLICT (hour, device, category)"
+                " DO UPDATE SET queries = queries + excluded.queries, blocked = blocked + excluded.blocked",
+                (json.dumps([(hour, device, category, counts[0], counts[1])
+                             for (hour, device, category), counts in rollups.items()]),))
+            conn.execute(
+                "INSERT INTO name_rollups (hour, device, blocked, name, queries) SELECT value->>0, value->>1,"
+                " value->>2, value->>3, value->>4 FROM json_each(?) WHERE true"
+                " ON CONFLICT (blocked, hour, device, name) DO UPDATE SET queries = queries + excluded.queries",
+                (json.dumps([(hour, device, blocked, name, count)
+                             for (hour, device, blocked, name), count in names.items()]),))
+            conn.execute(
+                "INSERT INTO clients_seen (client, mac, device, first_seen, last_seen, queries) SELECT value->>0,"
+                " value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?) WHERE true"
+                " ON CONFLICT (client) DO UPDATE SET mac = coalesce(excluded.mac, mac), device = excluded.device,"
+                " last_seen = max(last_seen, excluded.last_seen), queries = queries + excluded.queries",
+                (json.dumps([(client, mac, device, first, last, count)
+                             for client, (mac, device, first, last, count) in seen.items()]),))
+            conn.execute("COMMIT")
+        except Exception as exc:  # disk full, DB locked for too long: count, keep serving
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:
+                pass
+            self.dropped += len(batch)
+            log.warning("query log: could not write %d events: %s", len(batch), exc)
+            return 0
+        self.written += len(rows)
+        return len(rows)
+
+    def enforce_retention(self, conn) -> None:
+        """Delete rows past `retention_days` and rollups past `rollup_days`, in small chunks."""
+        now = self.clock()
+        self._last_retention = now
+        cutoff = now - self.settings.retention_days * 86400
+        hour_cutoff = int((now - self.settings.rollup_days * 86400) // 3600)
+        try:
+            while True:
+                deleted = conn.execute(
+                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
+                    (cutoff, DELETE_CHUNK)).rowcount
+                if deleted < DELETE_CHUNK:
+                    break
+            conn.execute("DELETE FROM rollups WHERE hour < ?", (hour_cutoff,))
+            conn.execute("DELETE FROM name_rollups WHERE blocked IN (0, 1) AND hour < ?", (int(cutoff // 3600),))
+            conn.execute("DELETE FROM overrides WHERE (ended IS NOT NULL AND ended < ?)"
+                         " OR (until IS NOT NULL AND until < ?)", (cutoff, cutoff))
+            conn.execute("PRAGMA optimize")   # keeps the planner's statistics fresh as the log grows
+        except Exception as exc:
+            log.warning("query log: retention failed: %s", exc)
+
+
+def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
+    """Turn queued events into query rows, rollup increments and per-client activity.
+
+    Names are decoded here, off the hot path. Anonymous mode keeps the counts but not the
+    name; the protected category is logged as its category only, never the name.
+    """
+    rows = []
+    rollups: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    names: dict[tuple, int] = defaultdict(int)
+    seen: dict[str, list] = {}
+    for ts, client, device, profile, key, qtype, decision, rcode, latency, mode in events:
+        if mode == "off":
+            continue
+        blocked = decision.action in ("block", "nxdomain")
+        name = None if mode == "anonymous" or decision.rule == "csam" else name_from_question(key)
+        reason = decision.reason if name is not None or decision.rule == "csam" else decision.rule
+        rows.append((ts, device, client, name, qtype, decision.action, decision.rule, reason,
+                     decision.category, rcode, latency, profile))
+        hour = int(ts // 3600)
+        counts = rollups[(hour, device or client, decision.category or "")]
+        counts[0] += 1
+        counts[1] += blocked
+        if name is not None and decision.action != "local":   # the filter's own names are no "top site"
+            names[(hour, device or client, int(blocked), name)] += 1
+        entry = seen.get(client)
+        if entry is None:
+            seen[client] = [neighbours.get(client), device, ts, ts, 1]
+        else:
+            entry[3] = ts
+            entry[4] += 1
+    return rows, rollups, seen, names

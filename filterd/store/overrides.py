@@ -1,0 +1,149 @@
+"""Parents' temporary changes — pause, resume, temporary allow, bonus time — kept in the state DB.
+
+One service layer for the CLI, the web UI and the API, so they cannot drift apart. The daemon
+reads the active overrides within a second (it watches the DB's data_version); expired ones
+simply stop matching, nothing needs to clean them up for the rules to be right.
+"""
+from __future__ import annotations
+
+import datetime
+import difflib
+import re
+import sqlite3
+
+from filterd.lists.domains import normalise_domain
+from filterd.rules.policy import Override, _window
+from filterd.store.state import audit
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?:in)?)?(?:(\d+)s)?")
+
+
+class OverrideError(ValueError):
+    """A request a parent made that cannot be carried out; the message says why."""
+
+
+def parse_duration(text: str) -> float:
+    """'30m', '1h', '1h30m', '2d', '45s', or a bare number of minutes → seconds."""
+    text = text.strip().lower()
+    if re.fullmatch(r"[0-9]+", text):
+        total = int(text) * 60
+    else:
+        match = _DURATION.fullmatch(text)
+        if not text or not match or not any(match.groups()):
+            raise OverrideError(f'"{text}" is not a duration (write e.g. 30m, 1h, 1h30m, 2d)')
+        days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+        total = days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if not 0 < total <= 366 * 86400:
+        raise OverrideError(f'"{text}" must be between 1 second and a year')
+    return float(total)
+
+
+def subject_of(config, name: str) -> tuple[str, str]:
+    """A device or profile by name → ("device" | "profile", its configured name)."""
+    for device in config.rules.devices:
+        if device.name.lower() == name.lower():
+            return "device", device.name
+    for profile in config.rules.profiles:
+        if profile.lower() == name.lower():
+            return "profile", profile
+    devices = ", ".join(d.name for d in config.rules.devices) or "none"
+    raise OverrideError(f'no device or profile named "{name}" (devices: {devices}; '
+                        f'profiles: {", ".join(config.rules.profiles)})')
+
+
+def _insert(conn: sqlite3.Connection, kind: str, subject: tuple[str, str], value: str | None,
+            seconds: float | None, now: float, source: str) -> int:
+    until = now + seconds if seconds else None
+    cursor = conn.execute(
+        "INSERT INTO overrides (kind, subject_kind, subject, value, created, until, source) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)", (kind, subject[0], subject[1], value, now, until, source))
+    detail = f"{subject[0]} {subject[1]}" + (f" {value}" if value else "") + \
+        (f" for {_human(seconds)}" if seconds else " until resumed" if kind == "pause" else "")
+    audit(conn, source, kind, detail, now)
+    return cursor.lastrowid
+
+
+def pause(conn, config, name: str, seconds: float | None, now: float, source: str = "cli") -> int:
+    """Block everything but the profile's allow list for a device or profile."""
+    return _insert(conn, "pause", subject_of(config, name), None, seconds, now, source)
+
+
+def resume(conn, config, name: str, now: float, source: str = "cli") -> int:
+    """End the pauses of a device or profile now; returns how many were ended.
+
+    A device paused through its profile stays paused: the error says to resume the profile.
+    """
+    subject = subject_of(config, name)
+    if subject[0] == "device":
+        profile = next(d.profile for d in config.rules.devices if d.name == subject[1])
+        if not conn.execute("SELECT 1 FROM overrides WHERE kind = 'pause' AND subject_kind = 'device'"
+                            " AND subject = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
+                            (subject[1], now)).fetchone() and \
+                conn.execute("SELECT 1 FROM overrides WHERE kind = 'pause' AND subject_kind = 'profile'"
+                             " AND subject = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
+                             (profile, now)).fetchone():
+            raise OverrideError(f"{subject[1]} is paused through its profile {profile}: resume {profile}")
+    cursor = conn.execute(
+        "UPDATE overrides SET ended = ? WHERE kind = 'pause' AND subject_kind = ? AND subject = ? "
+        "AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], now))
+    audit(conn, source, "resume", f"{subject[0]} {subject[1]}", now)
+    return cursor.rowcount
+
+
+def allow(conn, config, name: str, what: str, seconds: float | None, now: float, source: str = "cli") -> int:
+    """Let a domain or a service through for a while ("30 more minutes of YouTube")."""
+    value = what.strip().lower()
+    if value not in config.catalog.services:
+        domain = normalise_domain(value)
+        if domain is None or "." not in domain:
+            # A single word is a mistyped service far more often than a top-level domain.
+            close = difflib.get_close_matches(value, list(config.catalog.services), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (services: youtube, tiktok, roblox…)"
+            raise OverrideError(f'"{what}" is neither a known service{hint} nor a domain name')
+        value = domain
+    return _insert(conn, "allow", subject_of(config, name), value, seconds, now, source)
+
+
+def revoke(conn, config, name: str, what: str, now: float, source: str = "cli") -> int:
+    """End the temporary allows of a domain or service for a device or profile."""
+    subject = subject_of(config, name)
+    value = what.strip().lower()
+    value = value if value in config.catalog.services else (normalise_domain(value) or value)
+    cursor = conn.execute(
+        "UPDATE overrides SET ended = ? WHERE kind = 'allow' AND subject_kind = ? AND subject = ? AND value = ?"
+        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], value, now))
+    audit(conn, source, "revoke", f"{subject[0]} {subject[1]} {value}", now)
+    return cursor.rowcount
+
+
+def bonus(conn, config, name: str, seconds: float | None, now: float, source: str = "cli") -> int:
+    """Lift schedules for a while; with no duration, until the running window would end."""
+    subject = subject_of(config, name)
+    if seconds is None:
+        profile_name = next((d.profile for d in config.rules.devices if d.name == subject[1]), subject[1])
+        profile = config.rules.profiles[profile_name]
+        from zoneinfo import ZoneInfo
+        moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
+        ends = [end for end in (_window(s, moment) for s in profile.schedules) if end is not None]
+        if not ends:
+            raise OverrideError(f"no schedule of {subject[0]} {subject[1]} is running now")
+        seconds = max(ends).timestamp() - now
+    return _insert(conn, "bonus", subject, None, seconds, now, source)
+
+
+def active(conn: sqlite3.Connection, now: float) -> tuple[Override, ...]:
+    """The overrides in force at `now`, oldest first."""
+    rows = conn.execute(
+        "SELECT kind, subject_kind, subject, until, value FROM overrides "
+        "WHERE ended IS NULL AND (until IS NULL OR until > ?) ORDER BY id", (now,)).fetchall()
+    return tuple(Override(kind, subject_kind, subject, until, value)
+                 for kind, subject_kind, subject, until, value in rows)
+
+
+def _human(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h" + (f" {minutes % 60} min" if minutes % 60 else "")
