@@ -46,7 +46,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from filterd.rules import policy as policy_module
     from filterd.dns.clients import ClientMap
     from filterd.lists.domains import normalise_domain
-    from filterd.dns.server import build_policy
+    from filterd.lists.build import build_policy
 
     config = _load_or_exit(args.config)
     if config is None:

@@ -40,3 +40,13 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
             pass
         raise
     fsync_directory(path.parent)
+
+
+def file_signature(path) -> tuple[int, int, int] | None:
+    """(mtime in ns, inode, size): what changes when a file is edited in place or replaced by a
+    rename; None when it cannot be read. The daemon and the web UI reload the config on a change."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)

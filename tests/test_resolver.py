@@ -13,7 +13,7 @@ from filterd.dns.cache import entry_from_response
 from filterd.rules.config import parse_config, read_yaml
 from filterd.rules.policy import Override
 from filterd.dns.resolver import Resolver
-from filterd.dns.server import build_policy
+from filterd.lists.build import build_policy
 
 
 class RecordingLog:

@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask, g
 from flask.json.provider import DefaultJSONProvider
 
+from filterd.files import file_signature
 from filterd.store import state
 from filterd.rules.config import Config, load_config
 
@@ -31,11 +32,7 @@ class AppState:
 
     def config(self) -> Config:
         """The current config; a broken file keeps the last good one (the page says so)."""
-        try:
-            st = os.stat(self.config_path)
-            signature = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            signature = None
+        signature = file_signature(self.config_path)
         with self._lock:
             if self._config is None or signature != self._signature:
                 try:
@@ -53,18 +50,14 @@ class AppState:
     def policy(self):
         """The daemon's policy for the current config and compiled lists (for "why?" and the block page)."""
         from filterd.lists import sources
-        from filterd.rules.policy import Policy
+        from filterd.lists.build import build_policy
 
         config = self.config()
         key = (id(config), sources.current_signature_path(config))
         with self._lock:
             if getattr(self, "_policy_key", None) != key:
-                try:
-                    index = sources.open_index(config, compile_if_missing=False)
-                except FileNotFoundError:
-                    from filterd.lists.index import DomainIndex
-                    index = DomainIndex.empty()   # the daemon has not compiled these lists yet
-                self._policy = Policy(config.rules, config.catalog, index, config.timezone)
+                # The daemon compiles; until it has, the page decides with no list (never compiles here).
+                self._policy = build_policy(config, compile_if_missing=False, missing_ok=True)
                 self._policy_key = key
             return self._policy
 
@@ -108,8 +101,8 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.globals["take_flashes"] = security.take_flashes
     app.jinja_env.filters["datetimeformat"] = _datetimeformat
 
-    from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, requests
-    for module in (auth, blockpage, dashboard, devices, log, pages, requests, notifications, certificate,
+    from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, request_pages
+    for module in (auth, blockpage, dashboard, devices, log, pages, request_pages, notifications, certificate,
                    backup, api):
         app.register_blueprint(module.bp)
 

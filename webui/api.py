@@ -11,8 +11,8 @@ from flask import Blueprint, current_app, jsonify, request
 from filterd.family import access_requests
 from filterd.store import log_reader
 
-from . import requests as access_requests_page
-from . import services
+from . import request_pages as access_requests_page
+from . import actions
 from .dashboard import daemon_status
 from .devices import device_rows
 from .log import query_filter
@@ -25,7 +25,7 @@ def _state():
     return app_state.config(), app_state.db()
 
 
-class NotFound(services.ActionError):
+class NotFound(actions.ActionError):
     """The device or profile in the URL does not exist (404)."""
 
 
@@ -35,12 +35,12 @@ def _body() -> dict:
         return {}
     data = request.get_json(force=True, silent=True)
     if not isinstance(data, dict):
-        raise services.ActionError("the body must be a JSON object, e.g. {\"minutes\": 30}", None)
+        raise actions.ActionError("the body must be a JSON object, e.g. {\"minutes\": 30}", None)
     return data
 
 
-@bp.errorhandler(services.ActionError)
-def action_error(exc: services.ActionError):
+@bp.errorhandler(actions.ActionError)
+def action_error(exc: actions.ActionError):
     status = 404 if isinstance(exc, NotFound) else 409 if exc.field == "version" else 400
     return jsonify({"error": str(exc), "field": exc.field}), status
 
@@ -61,7 +61,7 @@ def status():
 @bp.get("/devices")
 def devices():
     config, db = _state()
-    paused = services.paused(db)
+    paused = actions.paused(db)
     rows = device_rows(config, db)
     for row in rows:
         row["paused"] = row["name"] in paused
@@ -72,21 +72,21 @@ def devices():
 @bp.post("/devices/<name>/pause")
 def pause(name):
     config, db = _state()
-    services.pause(config, db, _device_name(config, name), _body().get("minutes"))
+    actions.pause(config, db, _device_name(config, name), _body().get("minutes"))
     return jsonify({"ok": True})
 
 
 @bp.post("/devices/<name>/resume")
 def resume(name):
     config, db = _state()
-    return jsonify({"ok": True, "resumed": services.resume(config, db, _device_name(config, name))})
+    return jsonify({"ok": True, "resumed": actions.resume(config, db, _device_name(config, name))})
 
 
 @bp.post("/devices/<name>/allow")
 def allow(name):
     config, db = _state()
     body = _body()
-    services.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
+    actions.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
                    body.get("minutes"))
     return jsonify({"ok": True})
 
@@ -94,7 +94,7 @@ def allow(name):
 @bp.post("/devices/<name>/bonus")
 def bonus(name):
     config, db = _state()
-    services.bonus(config, db, _device_name(config, name), _body().get("minutes"))
+    actions.bonus(config, db, _device_name(config, name), _body().get("minutes"))
     return jsonify({"ok": True})
 
 
@@ -142,7 +142,7 @@ def put_profile(name):
         for key in allowed & set(body):
             current[key] = body[key]
         profiles[name] = current
-    config, version = services.edit_config(db, body.get("version"), change, f"profile {name} changed through the API")
+    config, version = actions.edit_config(db, body.get("version"), change, f"profile {name} changed through the API")
     return jsonify({"ok": True, "version": version, "profile": _profile_json(config.rules.profiles[name])})
 
 
@@ -170,7 +170,7 @@ def requests_list():
     config, db = _state()
     status = request.args.get("status", "pending")
     if status not in ("pending", "answered", "all"):
-        raise services.ActionError("status must be pending, answered or all", "status")
+        raise actions.ActionError("status must be pending, answered or all", "status")
     pending, answered = access_requests_page.lists_for_page(config, db, time.time())
     chosen = (pending if status != "answered" else []) + (answered if status != "pending" else [])
     return jsonify([_request_json(config, item["request"]) for item in chosen])
@@ -183,7 +183,7 @@ def approve_request(request_id: int):
     body = _body()
     if "until" in body:
         if body["until"] != "tonight":
-            raise services.ActionError('until must be "tonight" (or send minutes)', "until")
+            raise actions.ActionError('until must be "tonight" (or send minutes)', "until")
         choice = "tonight"
     elif body.get("minutes") is not None:
         choice = str(body["minutes"])
@@ -198,7 +198,7 @@ def decline_request(request_id: int):
     config, db = _state()
     answer = _body().get("answer", "")
     if not isinstance(answer, str):
-        raise services.ActionError("answer must be text", "answer")
+        raise actions.ActionError("answer must be text", "answer")
     item = _answer(config, db, request_id, None, answer)
     return jsonify({"ok": True, "request": _request_json(config, item)})
 
@@ -212,5 +212,5 @@ def _answer(config, db, request_id: int, choice, answer: str):
 @bp.post("/lists/update")
 def lists_update():
     config, db = _state()
-    services.start_lists_update(config, db)
+    actions.start_lists_update(config, db)
     return jsonify({"ok": True, "started": True}), 202

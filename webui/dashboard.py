@@ -11,7 +11,7 @@ from filterd.lists import sources
 from filterd.family import notify
 
 from . import charts
-from .requests import pending_for_page
+from .request_pages import pending_for_page
 
 bp = Blueprint("dashboard", __name__)
 

@@ -11,7 +11,7 @@ from filterd.house import dhcp
 from filterd.store import log_reader, overrides
 from filterd.dns.clients import is_private_mac
 
-from . import services
+from . import actions
 from .security import flash, safe_redirect_target
 
 bp = Blueprint("devices", __name__)
@@ -85,7 +85,7 @@ def index(failed: dict | None = None):
         keys = {row["name"] if row["known"] else (row["ip"] or row["mac"]) for row in rows}
         failed["on_card"] = failed["key"] in keys    # else (the device went meanwhile) at the top
     return render_template("devices.html", devices=rows, profiles=list(config.rules.profiles),
-                           version=services.config_version(), paused=services.paused(db),
+                           version=actions.config_version(), paused=actions.paused(db),
                            default_profile=config.rules.default_profile, failed=failed)
 
 
@@ -134,7 +134,7 @@ def _action(name: str, do) -> object:
     try:
         message = do(config, db)
         flash(message, "ok")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         flash(str(exc), "error")
     return redirect(safe_redirect_target(request.form.get("back"), url_for("devices.detail", name=name)))
 
@@ -142,19 +142,19 @@ def _action(name: str, do) -> object:
 @bp.route("/devices/<name>/pause", methods=["POST"])
 def pause(name: str):
     minutes = request.form.get("minutes")
-    return _action(name, lambda c, db: (services.pause(c, db, name, minutes),
+    return _action(name, lambda c, db: (actions.pause(c, db, name, minutes),
                                         f"{name} paused" + (f" for {minutes} min" if minutes else " until resumed"))[1])
 
 
 @bp.route("/devices/<name>/resume", methods=["POST"])
 def resume(name: str):
-    return _action(name, lambda c, db: (services.resume(c, db, name), f"{name} resumed")[1])
+    return _action(name, lambda c, db: (actions.resume(c, db, name), f"{name} resumed")[1])
 
 
 @bp.route("/devices/<name>/bonus", methods=["POST"])
 def bonus(name: str):
     minutes = request.form.get("minutes")
-    return _action(name, lambda c, db: (services.bonus(c, db, name, minutes),
+    return _action(name, lambda c, db: (actions.bonus(c, db, name, minutes),
                                         f"{name}: schedules lifted" + (f" for {minutes} min" if minutes else " tonight"))[1])
 
 
@@ -164,7 +164,7 @@ def allow(name: str):
     def shown(config) -> str:       # "YouTube", not the catalog's id "youtube"
         service = config.catalog.services.get(what.strip().lower())
         return service.name if service else what
-    return _action(name, lambda c, db: (services.allow(c, db, name, what, minutes),
+    return _action(name, lambda c, db: (actions.allow(c, db, name, what, minutes),
                                         f"{shown(c)} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
 
 
@@ -173,10 +173,10 @@ def assign():
     db = current_app.extensions["filterd"].db()
     form = request.form
     try:
-        services.set_device(db, form.get("version"), form.get("name", "").strip(), form.get("profile", ""),
+        actions.set_device(db, form.get("version"), form.get("name", "").strip(), form.get("profile", ""),
                             ip=form.get("ip") or None, mac=form.get("mac") or None, old_name=form.get("old_name") or None)
         flash(f"Saved {form.get('name')}. The filter applies it within a second.", "ok")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         where = exc.field or ""     # "name", or a YAML path such as devices[3].profile
         field = "profile" if where.endswith("profile") else "name" if where.endswith("name") else "form"
         failed = {"key": form.get("old_name") or form.get("ip") or form.get("mac") or "", "field": field,

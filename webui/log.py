@@ -11,7 +11,7 @@ from filterd.store import log_reader, overrides
 from filterd.rules import policy
 from filterd.lists.domains import normalise_domain
 
-from . import services
+from . import actions
 from .security import flash, safe_redirect_target
 
 bp = Blueprint("log", __name__)
@@ -91,9 +91,9 @@ def rule():
         flash("That is not a domain name.", "error")
     else:
         try:
-            services.add_to_profile(db, profile, key, name)
+            actions.add_to_profile(db, profile, key, name)
             flash(f"{name} {'allowed' if key == 'allow' else 'blocked'} for profile {profile}. "
                   "The filter applies it within a second.", "ok")
-        except services.ActionError as exc:
+        except actions.ActionError as exc:
             flash(str(exc), "error")
     return redirect(safe_redirect_target(request.form.get("back"), url_for("log.index")))

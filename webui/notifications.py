@@ -18,7 +18,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 from filterd.family import alerts, notify, summary
 from filterd.store import state
 
-from . import services
+from . import actions
 from .security import flash
 
 bp = Blueprint("notifications", __name__)
@@ -139,7 +139,7 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
     return render_template(
         "notifications.html", channels=channels, tz=ZoneInfo(config.timezone),
         events=[(EVENT_NAMES[e], notify_config.channels_for(e)) for e in notify.EVENTS],
-        event_names=EVENT_NAMES, priorities=PRIORITIES, version=services.config_version(),
+        event_names=EVENT_NAMES, priorities=PRIORITIES, version=actions.config_version(),
         add_values=_submitted_values() if error_form == "add" else _new_values(),
         add_errors=errors if error_form == "add" else {},
         public_url=notify.public_url(config), rule=rule,
@@ -195,7 +195,7 @@ def add_channel():
         section = _notify_section(document)
         channels = _mapping_in(section, "channels")
         if any(str(existing).lower() == name.lower() for existing in channels):
-            raise services.ActionError(f"A channel named {name} exists already: choose another name.", "name")
+            raise actions.ActionError(f"A channel named {name} exists already: choose another name.", "name")
         body = {"type": kind}
         _apply_settings(body, kind, form, existing=False)
         channels[name] = body
@@ -203,9 +203,9 @@ def add_channel():
 
     try:
         chosen = _chosen_events(form)
-        services.edit_config(app_state.db(), form.get("version"), change,
+        actions.edit_config(app_state.db(), form.get("version"), change,
                              f"notification channel {name} added ({kind}; events: {', '.join(chosen) or 'none'})")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         return settings(_error_of(exc, name, kind), "add")
     flash(f"Channel {name} added. Send it a test notification to check that it arrives.", "ok")
     return redirect(url_for("notifications.settings", _anchor=f"channel-{name}"), 303)
@@ -230,16 +230,16 @@ def edit_channel():
         section = _notify_section(document)
         body = _mapping_in(section, "channels").get(name)
         if not isinstance(body, dict) or body.get("type") != kind:
-            raise services.ActionError(f"The channel {name} was changed meanwhile: reload the page.", "version")
+            raise actions.ActionError(f"The channel {name} was changed meanwhile: reload the page.", "version")
         _apply_settings(body, kind, form, existing=True)
         _set_events(section, name, chosen)
 
     try:
         chosen = _chosen_events(form)
-        services.edit_config(app_state.db(), form.get("version"), change,
+        actions.edit_config(app_state.db(), form.get("version"), change,
                              f"notification channel {name} changed (events: {', '.join(chosen) or 'none'}"
                              f"{'; a new secret' if new_secret else ''})")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         return settings(_error_of(exc, name, kind), name)
     flash(f"Saved channel {name}.", "ok")
     return redirect(url_for("notifications.settings", _anchor=f"channel-{name}"), 303)
@@ -258,14 +258,14 @@ def remove_channel():
         section = _notify_section(document)
         channels = _mapping_in(section, "channels")
         if name not in channels:
-            raise services.ActionError(f"The channel {name} was removed meanwhile: reload the page.", "version")
+            raise actions.ActionError(f"The channel {name} was removed meanwhile: reload the page.", "version")
         del channels[name]
         _set_events(section, name, ())
 
     try:
-        services.edit_config(app_state.db(), request.form.get("version"), change,
+        actions.edit_config(app_state.db(), request.form.get("version"), change,
                              f"notification channel {name} removed")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         return settings(_error_of(exc, name, ""), name)
     flash(f"Channel {name} removed.", "ok")
     return redirect(url_for("notifications.settings"), 303)
@@ -274,7 +274,7 @@ def remove_channel():
 def _chosen_events(form) -> tuple[str, ...]:
     chosen = form.getlist("event")
     if any(event not in notify.EVENTS for event in chosen):
-        raise services.ActionError("Choose among the events offered.", "event")
+        raise actions.ActionError("Choose among the events offered.", "event")
     return tuple(e for e in notify.EVENTS if e in chosen)
 
 
@@ -282,7 +282,7 @@ def _notify_section(document) -> dict:
     if document.get("notify") is None:
         document["notify"] = {}
     if not isinstance(document["notify"], dict):
-        raise services.ActionError("notify: in the config file is not a mapping: fix it by hand.", "form")
+        raise actions.ActionError("notify: in the config file is not a mapping: fix it by hand.", "form")
     return document["notify"]
 
 
@@ -290,7 +290,7 @@ def _mapping_in(section: dict, key: str) -> dict:
     if section.get(key) is None:
         section[key] = {}
     if not isinstance(section[key], dict):
-        raise services.ActionError(f"notify.{key} in the config file is not a mapping: fix it by hand.", "form")
+        raise actions.ActionError(f"notify.{key} in the config file is not a mapping: fix it by hand.", "form")
     return section[key]
 
 
@@ -353,12 +353,12 @@ def _set_events(section: dict, name: str, chosen) -> None:
             return
         events = section["events"] = {}
     if not isinstance(events, dict):
-        raise services.ActionError("notify.events in the config file is not a mapping: fix it by hand.", "form")
+        raise actions.ActionError("notify.events in the config file is not a mapping: fix it by hand.", "form")
     for event in notify.EVENTS:
         current = events.get(event)
         items = [] if current is None else [current] if isinstance(current, str) else current
         if not isinstance(items, list):
-            raise services.ActionError(f"notify.events.{event} in the config file is not a list: fix it by hand.",
+            raise actions.ActionError(f"notify.events.{event} in the config file is not a list: fix it by hand.",
                                        "form")
         if event in chosen and name not in items:
             if isinstance(current, list):

@@ -13,7 +13,7 @@ from filterd.rules.presets import PRESETS
 from filterd.rules.model import DAYS
 from filterd.store.state import audit
 
-from . import services
+from . import actions
 from .auth import change_password
 from .security import flash, token_hash
 
@@ -29,7 +29,7 @@ def _state():
 def profiles(errors: dict[str, str] | None = None):
     _, config, _ = _state()
     return render_template("profiles.html", profiles=config.rules.profiles, presets=PRESETS,
-                           devices=config.rules.devices, version=services.config_version(),
+                           devices=config.rules.devices, version=actions.config_version(),
                            errors=errors or {}, form=request.form if errors else None)
 
 
@@ -47,11 +47,11 @@ def create_profile():
     def change(document):
         profiles = _profiles_of(document)
         if name in profiles:
-            raise services.ActionError(f"A profile named {name} exists already.", "name")
+            raise actions.ActionError(f"A profile named {name} exists already.", "name")
         profiles[name] = {"preset": preset} if preset else {}
     try:
-        services.edit_config(db, request.form.get("version"), change, f"profile {name} created from {preset or 'nothing'}")
-    except services.ActionError as exc:
+        actions.edit_config(db, request.form.get("version"), change, f"profile {name} created from {preset or 'nothing'}")
+    except actions.ActionError as exc:
         field = exc.field or ""
         return profiles({"name" if field in ("name", f"profiles.{name}") else
                          "version" if field == "version" else "form": str(exc)})
@@ -89,13 +89,13 @@ def profile(name: str):
             body["youtube"] = form.get("youtube", "off") if form.get("youtube") in ("strict", "moderate", "off") else "off"
             body["schedules"] = schedules
         try:
-            services.edit_config(db, form.get("version"), change, f"profile {name} edited")
+            actions.edit_config(db, form.get("version"), change, f"profile {name} edited")
             flash(f"Saved {name}. The filter applies it within a second.", "ok")
             return redirect(url_for("pages.profile", name=name))
-        except services.ActionError as exc:
+        except actions.ActionError as exc:
             errors[_field_of(exc.field, name)] = str(exc)
     return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
-                           version=services.config_version(), errors=errors, days=DAYS, form=request.form if errors else None)
+                           version=actions.config_version(), errors=errors, days=DAYS, form=request.form if errors else None)
 
 
 # The profile editor's fields that show their own error; any other goes on top of the form.
@@ -146,7 +146,7 @@ def lists_page(errors: dict[str, str] | None = None):
     update = sources.read_update_status(config)
     response = current_app.make_response((render_template(
         "lists.html", status=daemon_status(db, config), files=files, missing=missing, update=update,
-        categories=config.catalog.categories, version=services.config_version(), errors=errors or {},
+        categories=config.catalog.categories, version=actions.config_version(), errors=errors or {},
         tz=ZoneInfo(config.timezone),
         form=request.form if errors else None), 200))
     if update is not None and update["running"]:
@@ -160,9 +160,9 @@ def lists_update():
     """Start `filterd lists update` in the background; the page shows its progress."""
     _, config, db = _state()
     try:
-        services.start_lists_update(config, db)
+        actions.start_lists_update(config, db)
         flash("Updating the lists: the progress is shown below.", "ok")
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         flash(str(exc), "error")
     return redirect(url_for("pages.lists_page") + "#update")
 
@@ -177,9 +177,9 @@ def lists_add():
     _, config, db = _state()
     form = request.form
     try:
-        services.add_list_by_url(config, db, form.get("version"), form.get("id", ""), form.get("url", ""),
+        actions.add_list_by_url(config, db, form.get("version"), form.get("id", ""), form.get("url", ""),
                                  form.get("category", ""))
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         field = (exc.field or "").rsplit(".", 1)[-1].split("[")[0]
         return lists_page(errors={field if field in LIST_FIELDS else "add": str(exc)})
     flash(f"List {form.get('id', '').strip().lower()} added. The filter uses it within a few seconds.", "ok")
@@ -238,7 +238,7 @@ def render_settings(errors: dict[str, str], new_token: str | None = None):
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
     return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
-                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=services.config_version(),
+                           failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=actions.config_version(),
                            form=request.form if errors else None)
 
 
@@ -268,8 +268,8 @@ def _save_filter_settings(db, form) -> tuple[str, str] | None:
         log["retention_days"] = int(retention)
         document.setdefault("web", {})["hostnames"] = hostnames
     try:
-        services.edit_config(db, form.get("version"), change, "filter settings changed")
-    except services.ActionError as exc:
+        actions.edit_config(db, form.get("version"), change, "filter settings changed")
+    except actions.ActionError as exc:
         path = exc.field or ""
         field = next((name for name, prefix in FILTER_FIELDS.items() if path.startswith(prefix)), "filter")
         return field, str(exc)
@@ -298,7 +298,7 @@ def wizard():
             if child:
                 profiles = _profiles_of(document)
                 if child in profiles:   # never replace a profile (and its rules) from the wizard
-                    raise services.ActionError(f"A profile named {child} exists already: "
+                    raise actions.ActionError(f"A profile named {child} exists already: "
                                                "choose another name, or edit it on the Profiles page.", "child")
                 profiles[child] = {"preset": preset}
                 devices = document.setdefault("devices", [])
@@ -308,12 +308,12 @@ def wizard():
                 document["default_profile"] = unknown_profile
         if not errors:
             try:
-                services.edit_config(db, request.form.get("version"), change, "first-run wizard")
+                actions.edit_config(db, request.form.get("version"), change, "first-run wizard")
                 flash("All set. Name the devices on the Devices page any time.", "ok")
                 return redirect(url_for("dashboard.index"))
-            except services.ActionError as exc:
+            except actions.ActionError as exc:
                 errors[_wizard_field(exc.field, child)] = str(exc)
-    return render_template("wizard.html", config=config, presets=PRESETS, version=services.config_version(),
+    return render_template("wizard.html", config=config, presets=PRESETS, version=actions.config_version(),
                            seen=[d for d in device_rows(config, db) if not d["known"]], errors=errors,
                            form=request.form if errors else None)
 

@@ -24,6 +24,8 @@ from filterd.store.log_writer import QueryLog
 from filterd.dns.clients import read_neighbours
 from filterd.rules.config import Config, ConfigError, Listen, load_config
 from filterd.rules.policy import Policy
+from filterd.lists.build import build_policy
+from filterd.files import file_signature
 from filterd.dns.resolver import Resolver
 
 log = logging.getLogger("filterd.server")
@@ -183,27 +185,14 @@ class ConfigWatcher:
 
     def __init__(self, path: Path):
         self.path = path
-        self.signature = self._signature()
-
-    def _signature(self):
-        try:
-            st = os.stat(self.path)
-            return (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            return None
+        self.signature = file_signature(self.path)
 
     def changed(self) -> bool:
-        signature = self._signature()
+        signature = file_signature(self.path)
         if signature is None or signature == self.signature:
             return False
         self.signature = signature
         return True
-
-
-def build_policy(config: Config, compile_if_missing: bool = True) -> Policy:
-    """The policy for a config: its rules, the catalog and the compiled block lists."""
-    index = sources.open_index(config, compile_if_missing)
-    return Policy(config.rules, config.catalog, index, config.timezone)
 
 
 class Worker:

@@ -208,7 +208,7 @@ def house_resolver(folder: Path, house: House, allowed: int = 4_000, blocked: in
     from filterd.dns.cache import entry_from_response
     from filterd.rules.config import parse_config, read_yaml
     from filterd.dns.resolver import Resolver
-    from filterd.dns.server import build_policy
+    from filterd.lists.build import build_policy
 
     config = parse_config(*read_yaml(yaml.safe_dump({
         "timezone": "UTC", "data_dir": str(folder / "var"),

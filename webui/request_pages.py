@@ -15,7 +15,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 from filterd.family import access_requests
 from filterd.family.access_requests import AccessRequest
 
-from . import services
+from . import actions
 from .security import flash
 
 bp = Blueprint("requests", __name__)
@@ -54,7 +54,7 @@ def answer(config, db, request_id: int, choice: str | None, answer_text: str = "
         if choice == "always":
             item = access_requests.require_pending(db, request_id)
             if item.more_time:
-                raise services.ActionError("More time can only be given for a while.", "for")
+                raise actions.ActionError("More time can only be given for a while.", "for")
             _always(config, db, item)
             return access_requests.mark_approved(db, request_id, None, now, actor)
         if choice == "tonight":
@@ -63,13 +63,13 @@ def answer(config, db, request_id: int, choice: str | None, answer_text: str = "
             try:
                 minutes = float(choice)
             except ValueError:
-                raise services.ActionError("Choose how long: 15, 60, tonight or always.", "for") from None
+                raise actions.ActionError("Choose how long: 15, 60, tonight or always.", "for") from None
             if not 1 <= minutes <= 366 * 1440:
-                raise services.ActionError("Minutes must be between 1 and a year.", "minutes")
+                raise actions.ActionError("Minutes must be between 1 and a year.", "minutes")
             until = now + minutes * 60
         return access_requests.approve(db, config, request_id, until, now, actor)
     except access_requests.RequestError as exc:
-        raise services.ActionError(str(exc).capitalize() + ".", "request") from None
+        raise actions.ActionError(str(exc).capitalize() + ".", "request") from None
 
 
 def _always(config, db, item: AccessRequest) -> None:
@@ -79,12 +79,12 @@ def _always(config, db, item: AccessRequest) -> None:
     profile = config.rules.profiles[device.profile if device else name]
     if item.unblocks in config.catalog.services:
         if item.unblocks in profile.block_services:
-            services.set_profile_list(db, None, profile.name, "block_services",
+            actions.set_profile_list(db, None, profile.name, "block_services",
                                       [s for s in profile.block_services if s != item.unblocks])
         else:   # blocked by a category or a schedule's service list: allow its main domain
-            services.add_to_profile(db, profile.name, "allow", item.domain)
+            actions.add_to_profile(db, profile.name, "allow", item.domain)
     else:
-        services.add_to_profile(db, profile.name, "allow", item.unblocks)
+        actions.add_to_profile(db, profile.name, "allow", item.unblocks)
 
 
 def pending_for_page(config, db) -> list[dict]:
@@ -118,7 +118,7 @@ def _answer(request_id: int, choice: str | None):
     config, db = _state()
     try:
         item = answer(config, db, request_id, choice, request.form.get("answer", ""))
-    except services.ActionError as exc:
+    except actions.ActionError as exc:
         flash(str(exc), "error")
     else:
         who = item.device or item.client

@@ -1,0 +1,22 @@
+"""The policy the daemon serves: the config's rules and catalog with the compiled block lists.
+
+The daemon, `filterd explain` and the web UI (the log's "why?", the block page) build it here, so
+the three decide with the same rules and the same index.
+"""
+from __future__ import annotations
+
+from filterd.lists import sources
+from filterd.lists.index import DomainIndex
+from filterd.rules.policy import Policy
+
+
+def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = False) -> Policy:
+    """The policy for a config. With `missing_ok`, lists not compiled yet count as empty (the
+    web UI never compiles: that is the daemon's job)."""
+    try:
+        index = sources.open_index(config, compile_if_missing)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+        index = DomainIndex.empty()
+    return Policy(config.rules, config.catalog, index, config.timezone)
