@@ -43,8 +43,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from dnslib import QTYPE
 
-    from filterd.rules import policy as policy_module
-    from filterd.dns.clients import ClientMap
+    from filterd.rules.explain import UnknownDevice, explain
+    from filterd.dns.clients import read_neighbours
     from filterd.lists.domains import normalise_domain
     from filterd.lists.build import build_policy
 
@@ -69,28 +69,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
             return 2
     else:
         now = datetime.datetime.now(tz)
-    clients = ClientMap(config.rules)
-    if args.device:
-        device = clients.by_name.get(args.device.lower())
-        if device is None:
-            known = ", ".join(d.name for d in config.rules.devices) or "none configured"
-            print(f"filterd: no device named {args.device!r} (devices: {known})", file=sys.stderr)
-            return 2
-        device_name, profile = device.name, device.profile
-    elif args.client:
+    if args.client:
         import ipaddress
         try:
             ipaddress.ip_address(args.client)
         except ValueError:
             print(f"filterd: --client {args.client!r} is not an IP address", file=sys.stderr)
             return 2
-        identity = clients.identify(args.client)
-        device_name, profile = identity.device, identity.profile
-    else:
-        device_name, profile = None, config.rules.default_profile
     policy = build_policy(config)
-    decision = policy_module.decide(policy, profile, name, qtype, now, device_name, _overrides(config))
-    who = f"device {device_name} (profile {profile})" if device_name else f"profile {profile}"
+    try:
+        who, decision = explain(policy, name, qtype, now, _overrides(config), device=args.device,
+                                ip=args.client, neighbours=read_neighbours() if args.client else None)
+    except UnknownDevice as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 2
+    who = who.describe()
     print(f"{name} ({args.type.upper()}) for {who} at {now:%Y-%m-%d %H:%M} {config.timezone}")
     print(f"  {decision.action.upper()}: {decision.reason}")
     details = [f"rule: {decision.rule}"]

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd.dns.clients import ClientMap, Identity, parse_arp_table, parse_neighbour_messages, read_neighbours
+from filterd.dns.clients import parse_arp_table, parse_neighbour_messages, read_neighbours
+from filterd.rules.devices import ClientMap, Identity
 from filterd.rules.config import parse_config, read_yaml
 
 CONFIG = """
@@ -55,9 +56,13 @@ def test_identify(clients, ip, mac, device, profile):
     assert clients.identify(ip, mac) == Identity(device, profile, mac)
 
 
-def test_devices_are_found_by_name_whatever_the_case(clients):
-    assert clients.by_name["alice-tablet"].ip == "192.168.1.23"
-    assert "Alice-Tablet".lower() in clients.by_name
+def test_devices_are_found_by_name_whatever_the_case():
+    data, lines = read_yaml(CONFIG)
+    rules = parse_config(data, lines).rules
+    assert rules.device("alice-tablet").ip == "192.168.1.23"
+    assert rules.device("Alice-TABLET").name == "alice-tablet"
+    assert rules.device("nobody") is None and rules.device(None) is None
+    assert rules.profile_of("BOB-phone") == "teens" and rules.profile_of("nobody") == "adults"
 
 
 def test_without_devices_everyone_gets_the_default_profile():

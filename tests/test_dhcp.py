@@ -12,6 +12,7 @@ import pytest
 from webui_fixtures import CONFIG_TEXT, Env
 
 from filterd.house import dhcp
+from filterd.rules import dhcp_settings
 from filterd.rules.config import ConfigError, parse_config, read_yaml
 
 BASE = """
@@ -51,7 +52,7 @@ def test_dhcp_is_off_when_the_section_is_missing(tmp_path):
 
 def test_dhcp_section_is_read_into_typed_settings(tmp_path):
     settings = config_from(DHCP_ON, tmp_path).dhcp
-    assert settings == dhcp.DhcpConfig(enabled=True, interface="eth0", range_start="192.168.1.100",
+    assert settings == dhcp_settings.DhcpConfig(enabled=True, interface="eth0", range_start="192.168.1.100",
                                        range_end="192.168.1.199", netmask="255.255.255.0", router="192.168.1.1",
                                        lease_time_s=43_200, dns_server=None, domain="home")
 
@@ -79,8 +80,37 @@ def test_bad_dhcp_settings_are_refused_naming_their_yaml_path(tmp_path, section,
     assert problems[0].startswith(f"{path}: ") and words in problems[0], problems
 
 
+@pytest.mark.parametrize("section, path", [
+    ('dhcp: {enabled: false, interface: "eth0\\n"}', "dhcp.interface"),
+    ('dhcp: {enabled: false, interface: "eth0\\ndhcp-script=/tmp/x"}', "dhcp.interface"),
+    ('dhcp: {enabled: false, domain: "home\\nserver=6.6.6.6"}', "dhcp.domain"),
+    ('dhcp: {enabled: false, lease_time: "12\\n"}', "dhcp.lease_time"),
+    ('dhcp: {enabled: false, lease_file: "{data_dir}/l\\nconf-file=/tmp/evil"}', "dhcp.lease_file"),
+    ('dhcp: {enabled: false, lease_file: /etc/dhcp.leases}', "dhcp.lease_file"),
+    ('dhcp: {enabled: false, lease_file: "{data_dir}/../outside.leases"}', "dhcp.lease_file"),
+])
+def test_a_value_that_would_add_a_dnsmasq_directive_is_refused(tmp_path, section, path):
+    """A newline (accepted by a restore, `re.match('^…$')` lets "eth0\\n" through) would turn the
+    rest of a value into dnsmasq directives of its own: a script run as root, a rogue DNS server."""
+    problems = problems_of(section.replace("{data_dir}", str(tmp_path / "var")), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: "), problems
+
+
+def test_a_lease_file_inside_the_data_directory_is_kept(tmp_path):
+    config = config_from(f"dhcp: {{enabled: false, lease_file: {tmp_path / 'var' / 'd.leases'}}}", tmp_path)
+    assert dhcp.lease_path(config) == tmp_path / "var" / "d.leases"
+
+
+def test_the_dnsmasq_writer_refuses_a_line_with_a_newline_whatever_reached_it(tmp_path):
+    import dataclasses
+    config = config_from(DHCP_ON, tmp_path)
+    forged = dataclasses.replace(config, dhcp=dataclasses.replace(config.dhcp, interface="eth0\ndhcp-script=/x"))
+    with pytest.raises(dhcp.DhcpError, match="control character"):
+        dhcp.dnsmasq_config(forged)
+
+
 def test_lease_time_accepts_minutes_hours_days_and_seconds():
-    assert [dhcp.parse_duration_s(v) for v in ("30m", "12h", "1d", 3600, "90 s", "soon", True)] == \
+    assert [dhcp_settings.parse_duration_s(v) for v in ("30m", "12h", "1d", 3600, "90 s", "soon", True)] == \
         [1800, 43200, 86400, 3600, 90, None, None]
 
 

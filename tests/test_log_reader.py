@@ -14,7 +14,8 @@ from filterd import cli
 from filterd.store import log_reader
 from filterd.store.log_reader import QueryFilter
 from filterd.rules.policy import Decision
-from filterd.store.log_writer import LogConfig, QueryLog
+from filterd.rules.log_settings import LogConfig
+from filterd.store.log_writer import QueryLog
 
 from test_log_writer import ALLOWED, BYPASS, CSAM, GAMBLING, SAFESEARCH, conn, db_file, event  # noqa: F401
 

@@ -18,7 +18,8 @@ from filterd.store import log_writer, state
 from filterd.dns import wire
 from filterd.rules.config import ConfigError, parse_config, read_yaml
 from filterd.rules.policy import Decision
-from filterd.store.log_writer import LogConfig, QueryLog
+from filterd.rules.log_settings import LogConfig
+from filterd.store.log_writer import QueryLog
 
 DAY = 86400.0
 NOW = 1_767_225_600.0   # 2026-01-01 00:00 UTC, on an hour boundary

@@ -28,7 +28,9 @@ from conftest import wait_until
 from standin import free_port, make_certificate
 
 from filterd.family import alerts, channels, notify
+from filterd.rules import notify_settings
 from filterd.store import state
+from filterd.store import status as daemon_status
 from filterd.rules.config import ConfigError, load_config, parse_config, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +261,7 @@ notify:
     assert notify_config.channels_for("new_device") == ()
     mum = notify_config.channel("mum")
     assert (mum.port, mum.security, mum.recipients) == (587, "starttls", ("mum@example.com",))
-    assert notify_config.repeated_attempts == notify.RepeatedAttempts(("adult", "gambling"), 3, 300)
+    assert notify_config.repeated_attempts == notify_settings.RepeatedAttempts(("adult", "gambling"), 3, 300)
     assert (notify_config.weekly_summary.weekday, notify_config.weekly_summary.minute) == (5, 9 * 60 + 30)
     assert notify.public_url(config) == "http://filter.home:8080/"   # web.listen is on port 8080
     for channel in notify_config.channels:       # secrets stay out of repr (and so out of logs)
@@ -517,7 +519,7 @@ notify:
   weekly_summary: {profiles: [kids, grandma]}
 """)
     check = Checker(lines)
-    parsed = notify.parse_notify_config(data["notify"], check, categories={"adult": 1, "gambling": 2},
+    parsed = notify_settings.parse_notify_config(data["notify"], check, categories={"adult": 1, "gambling": 2},
                                         profiles={"kids": 1})
     assert [p.split(" (line")[0] for p in check.problems] == [
         'notify.repeated_attempts.categories[1]: "casinos" is not a category id (e.g. adult, gambling; '
@@ -686,7 +688,7 @@ notify:
     assert alerts.run_detectors(db, config, now=t0 + 21, running_since=t0 - 1000) == 1
 
     # The daemon stops reporting: announced once it has been quiet for DAEMON_DOWN_S.
-    later = t0 + 20 + alerts.DAEMON_STALE_S + 1
+    later = t0 + 20 + daemon_status.STALE_S + 1
     assert alerts.run_detectors(db, config, now=later, running_since=t0 - 1000) == 0
     down_at = t0 + 20 + alerts.DAEMON_DOWN_S
     assert alerts.run_detectors(db, config, now=down_at, running_since=t0 - 1000) == 1

@@ -10,6 +10,7 @@ from test_webui_pages import assert_no_raw_payload, inline_code
 from webui_fixtures import CONFIG_TEXT, XSS_PAYLOADS, Env, csrf_from, insert_query, version_from
 
 from filterd.family import notify
+from filterd.rules import notify_settings
 from standin import free_port
 
 URL_TOKEN = "path-token-0f9e8d"
@@ -167,7 +168,7 @@ def add_form(page: str) -> str:
     return page[page.index('<section class="card" id="add">'):page.index("<h2>What goes where</h2>")]
 
 
-def current_notify(env) -> notify.NotifyConfig:
+def current_notify(env) -> notify_settings.NotifyConfig:
     return env.new_app().extensions["filterd"].config().notify
 
 

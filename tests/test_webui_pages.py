@@ -374,7 +374,8 @@ def test_a_devices_page_shows_what_it_did_today_hour_by_hour_from_the_real_log_w
     import datetime
     from zoneinfo import ZoneInfo
 
-    from filterd.store.log_writer import LogConfig, QueryLog
+    from filterd.rules.log_settings import LogConfig
+    from filterd.store.log_writer import QueryLog
     from test_log_writer import ALLOWED, GAMBLING, event
 
     now = time.time()

@@ -46,7 +46,7 @@ def action_error(exc: actions.ActionError):
 
 
 def _device_name(config, name: str) -> str:
-    device = next((d for d in config.rules.devices if d.name.lower() == name.lower()), None)
+    device = config.rules.device(name)
     if device is None:
         raise NotFound(f"no device named {name}", "name")
     return device.name

@@ -24,7 +24,8 @@ from flask import Blueprint, current_app, redirect, render_template, request
 from filterd.family import access_requests
 from filterd.store import overrides
 from filterd.rules import policy
-from filterd.dns.clients import ClientMap, read_neighbours
+from filterd.dns.clients import read_neighbours
+from filterd.rules.explain import explain, who_is
 from filterd.lists.domains import normalise_domain
 
 from .security import host_of
@@ -73,7 +74,6 @@ def page():
     config = app_state.config()
     name = normalise_domain(host_of(request.headers.get("Host", ""))) or ""
     ip = request.remote_addr or ""
-    identity = ClientMap(config.rules).identify(ip, read_neighbours().get(ip))
     now = time.time()
     tz = ZoneInfo(config.timezone)
     db = app_state.db()
@@ -81,8 +81,12 @@ def page():
         active = overrides.active(db, now)
     except Exception:    # a state DB that cannot be read must not hide the block page
         active = ()
-    decision = policy.decide(app_state.policy(), identity.profile, name, 1, datetime.datetime.now(tz),
-                             identity.device, active) if name else None
+    neighbours = read_neighbours()
+    if name:
+        identity, decision = explain(app_state.policy(), name, 1, datetime.datetime.now(tz), active, ip=ip,
+                                     neighbours=neighbours)
+    else:
+        identity, decision = who_is(config.rules, ip=ip, neighbours=neighbours), None
     protected = decision is not None and decision.rule == "csam"
     device = identity.device or ""
     can_ask = bool(name) and decision is not None and decision.blocked and not protected

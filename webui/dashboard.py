@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, render_template
 
-from filterd.store import log_reader
+from filterd.store import log_reader, status
 from filterd.lists import sources
 from filterd.family import notify
 
@@ -15,16 +15,12 @@ from .request_pages import pending_for_page
 
 bp = Blueprint("dashboard", __name__)
 
-DAEMON_STALE_S = 30          # no status row newer than this: the daemon is down
 LIST_STALE_S = 8 * 86400     # a downloaded list older than this: its updates are failing
 
 
 def daemon_status(db, config) -> dict:
     """Running or not, last reload, last config error, and the age of each list."""
-    now = time.time()
-    rows = db.execute("SELECT pid, worker, started, updated, last_reload, last_error, log_dropped, upstreams,"
-                      " upstreams_failing FROM daemon_status ORDER BY updated DESC").fetchall()
-    alive = [r for r in rows if now - r[3] < DAEMON_STALE_S]
+    alive = status.alive(status.read_all(db))
     list_ages = []
     for source in config.rules.lists:
         path = sources.lists_dir(config) / f"{source.id}.txt" if source.url else None
@@ -35,11 +31,11 @@ def daemon_status(db, config) -> dict:
     return {
         "running": bool(alive),
         "workers": len(alive),
-        "started": alive[0][2] if alive else None,
-        "last_reload": max((r[4] for r in alive if r[4]), default=None),
-        "last_error": next((r[5] for r in alive if r[5]), None),
-        "log_dropped": sum(r[6] for r in alive),
-        "upstreams_down": any(r[7] and r[8] >= r[7] for r in alive),
+        "started": alive[0].started if alive else None,
+        "last_reload": max((r.last_reload for r in alive if r.last_reload), default=None),
+        "last_error": next((r.last_error for r in alive if r.last_error), None),
+        "log_dropped": sum(r.log_dropped for r in alive),
+        "upstreams_down": any(r.upstreams_down for r in alive),
         "lists": list_ages,
     }
 

@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 
 from filterd.house import dhcp
 from filterd.store import log_reader, overrides
-from filterd.dns.clients import is_private_mac
+from filterd.rules.devices import is_private_mac
 
 from . import actions
 from .security import flash, safe_redirect_target
@@ -96,7 +96,7 @@ def detail(name: str):
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     db = app_state.db()
-    device = next((d for d in config.rules.devices if d.name.lower() == name.lower()), None)
+    device = config.rules.device(name)
     if device is None:
         abort(404, description="There is no device with that name. Name it on the Devices page first.")
     tz = ZoneInfo(config.timezone)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
 from filterd.store import log_reader, overrides
-from filterd.rules import policy
+from filterd.rules.explain import explain
 from filterd.lists.domains import normalise_domain
 
 from . import actions
@@ -57,13 +57,14 @@ def index():
                            next_before=next_before, searched_to=searched_to, since_choices=SINCE_CHOICES)
 
 
-def explain(config, name: str, device: str | None, qtype: int = 1, at: float | None = None) -> policy.Decision:
-    """The same explanation `filterd explain` prints, for the web UI."""
+def why_decided(config, name: str, device: str | None, qtype: int = 1, at: float | None = None):
+    """(who, decision): the same explanation `filterd explain` prints, for the web UI. A device
+    name that is no longer in the config is explained as an unnamed device."""
     app_state = current_app.extensions["filterd"]
-    profile = next((d.profile for d in config.rules.devices if d.name == device), config.rules.default_profile)
     moment = datetime.datetime.fromtimestamp(at or time.time(), ZoneInfo(config.timezone))
     active = overrides.active(app_state.db(), moment.timestamp())
-    return policy.decide(app_state.policy(), profile, name, qtype, moment, device, active)
+    known = device if config.rules.device(device) else None
+    return explain(app_state.policy(), name, qtype, moment, active, device=known)
 
 
 @bp.route("/log/why")
@@ -73,11 +74,10 @@ def why():
     if name is None:
         abort(400, description="That is not a domain name.")
     device = request.args.get("device") or None
-    decision = explain(config, name, device, request.args.get("qtype", 1, type=int))
-    return render_template("why.html", name=name, device=device, decision=decision, tz=ZoneInfo(config.timezone),
-                           categories=config.catalog.categories, services=config.catalog.services,
-                           profile=next((d.profile for d in config.rules.devices if d.name == device),
-                                        config.rules.default_profile))
+    who, decision = why_decided(config, name, device, request.args.get("qtype", 1, type=int))
+    return render_template("why.html", name=name, device=who.device or device, decision=decision,
+                           tz=ZoneInfo(config.timezone), categories=config.catalog.categories,
+                           services=config.catalog.services, profile=who.profile)
 
 
 @bp.route("/log/rule", methods=["POST"])

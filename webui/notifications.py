@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from filterd.family import alerts, notify, summary
+from filterd.rules import notify_settings
 from filterd.store import state
 
 from . import actions
@@ -121,7 +122,7 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     db = app_state.db()
-    notify_config = config.notify or notify.NotifyConfig()
+    notify_config = config.notify or notify_settings.NotifyConfig()
     problems = {p.name: p for p in notify.channel_problems(db, time.time())}
     errors = errors or {}
     channels = []
@@ -129,7 +130,7 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
         mine = error_form == channel.name
         channels.append({
             "name": channel.name, "type": channel.type, "target": channel.target(),
-            "events": [EVENT_NAMES[e] for e in notify.EVENTS if channel.name in notify_config.channels_for(e)],
+            "events": [EVENT_NAMES[e] for e in notify_settings.EVENTS if channel.name in notify_config.channels_for(e)],
             "values": _submitted_values() if mine else _channel_values(channel, notify_config),
             "errors": errors if mine else {},
             "has_secret": bool(channel.secret), "has_password": bool(channel.password),
@@ -138,12 +139,12 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
     weekly = notify_config.weekly_summary
     return render_template(
         "notifications.html", channels=channels, tz=ZoneInfo(config.timezone),
-        events=[(EVENT_NAMES[e], notify_config.channels_for(e)) for e in notify.EVENTS],
+        events=[(EVENT_NAMES[e], notify_config.channels_for(e)) for e in notify_settings.EVENTS],
         event_names=EVENT_NAMES, priorities=PRIORITIES, version=actions.config_version(),
         add_values=_submitted_values() if error_form == "add" else _new_values(),
         add_errors=errors if error_form == "add" else {},
         public_url=notify.public_url(config), rule=rule,
-        weekly_day=notify.DAY_NAMES[weekly.weekday].capitalize(),
+        weekly_day=notify_settings.DAY_NAMES[weekly.weekday].capitalize(),
         weekly_time=f"{weekly.minute // 60:02d}:{weekly.minute % 60:02d}",
         summary_profiles=alerts.summary_profiles(config) if notify_config.channels_for("weekly_summary") else [],
         profiles=list(config.rules.profiles))
@@ -152,7 +153,7 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
 def _new_values() -> dict:
     values = dict.fromkeys(PLAIN_FIELDS, "")
     values.update({"type": "ntfy", "ntfy-priority": "default", "email-security": "starttls",
-                   "events": set(notify.EVENTS)})
+                   "events": set(notify_settings.EVENTS)})
     return values
 
 
@@ -176,7 +177,7 @@ def _channel_values(channel, notify_config) -> dict:
             "email-port": "" if channel.port == DEFAULT_PORTS.get(channel.security) else str(channel.port),
             "email-security": channel.security, "email-username": channel.username or "",
             "email-from": channel.sender or "", "email-to": ", ".join(channel.recipients)})
-    values["events"] = {e for e in notify.EVENTS if channel.name in notify_config.channels_for(e)}
+    values["events"] = {e for e in notify_settings.EVENTS if channel.name in notify_config.channels_for(e)}
     return values
 
 
@@ -217,7 +218,7 @@ def edit_channel():
     app_state = current_app.extensions["filterd"]
     form = request.form
     name = form.get("channel", "")
-    channel = (app_state.config().notify or notify.NotifyConfig()).channel(name)
+    channel = (app_state.config().notify or notify_settings.NotifyConfig()).channel(name)
     if channel is None:
         flash("There is no such channel in the config (removed meanwhile?).", "error")
         return redirect(url_for("notifications.settings"), 303)
@@ -250,7 +251,7 @@ def remove_channel():
     """Remove a channel and take it out of every event's list (its waiting messages are dropped)."""
     app_state = current_app.extensions["filterd"]
     name = request.form.get("channel", "")
-    if (app_state.config().notify or notify.NotifyConfig()).channel(name) is None:
+    if (app_state.config().notify or notify_settings.NotifyConfig()).channel(name) is None:
         flash("There is no such channel in the config (removed meanwhile?).", "error")
         return redirect(url_for("notifications.settings"), 303)
 
@@ -273,9 +274,9 @@ def remove_channel():
 
 def _chosen_events(form) -> tuple[str, ...]:
     chosen = form.getlist("event")
-    if any(event not in notify.EVENTS for event in chosen):
+    if any(event not in notify_settings.EVENTS for event in chosen):
         raise actions.ActionError("Choose among the events offered.", "event")
-    return tuple(e for e in notify.EVENTS if e in chosen)
+    return tuple(e for e in notify_settings.EVENTS if e in chosen)
 
 
 def _notify_section(document) -> dict:
@@ -354,7 +355,7 @@ def _set_events(section: dict, name: str, chosen) -> None:
         events = section["events"] = {}
     if not isinstance(events, dict):
         raise actions.ActionError("notify.events in the config file is not a mapping: fix it by hand.", "form")
-    for event in notify.EVENTS:
+    for event in notify_settings.EVENTS:
         current = events.get(event)
         items = [] if current is None else [current] if isinstance(current, str) else current
         if not isinstance(items, list):
@@ -403,7 +404,7 @@ def send_test():
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     name = request.form.get("channel", "")
-    notify_config = config.notify or notify.NotifyConfig()
+    notify_config = config.notify or notify_settings.NotifyConfig()
     if notify_config.channel(name) is None:
         flash("There is no such channel in the config.", "error")
         return redirect(url_for("notifications.settings"), 303)

@@ -75,7 +75,7 @@ def answer(config, db, request_id: int, choice: str | None, answer_text: str = "
 def _always(config, db, item: AccessRequest) -> None:
     """A permanent approval: the profile of that device lets the site (or service) through."""
     name = access_requests.subject_name(config, item)
-    device = next((d for d in config.rules.devices if d.name == name), None)
+    device = config.rules.device(name)
     profile = config.rules.profiles[device.profile if device else name]
     if item.unblocks in config.catalog.services:
         if item.unblocks in profile.block_services:

@@ -1,7 +1,7 @@
-"""Which device sent a query: source IP → device (exact IP, then MAC, then network) → profile.
+"""Which device sent a query: the kernel's neighbour table (IP → MAC) for `rules.devices.ClientMap`.
 
-The MAC comes from the kernel's neighbour table, read off the hot path by the daemon every few
-seconds; `identify` itself is pure. The table is dumped over rtnetlink (RTM_GETNEIGH), which
+The daemon reads it off the hot path every few seconds; identifying (IP → device, exact IP, then
+MAC, then network) is pure and lives with the rules. The table is dumped over rtnetlink (RTM_GETNEIGH), which
 has IPv6 neighbours too — a phone on IPv6 is still known by its MAC — with /proc/net/arp
 (IPv4 only) as the fallback where netlink is not allowed.
 """
@@ -10,49 +10,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
-
-from filterd.rules.model import Rules
 
 ARP_TABLE = "/proc/net/arp"
-
-
-@dataclass(frozen=True)
-class Identity:
-    device: str | None      # the configured device name, None for an unknown client
-    profile: str
-    mac: str | None = None
-
-
-class ClientMap:
-    def __init__(self, rules: Rules):
-        self.default_profile = rules.default_profile
-        self.by_ip = {d.ip: d for d in rules.devices if d.ip}
-        self.by_mac = {d.mac: d for d in rules.devices if d.mac}
-        # Most specific network first, so a /32 inside a guest /24 wins.
-        self.by_network = sorted((d for d in rules.devices if d.cidr), key=lambda d: -d.cidr.prefixlen)
-        self.by_name = {d.name.lower(): d for d in rules.devices}
-
-    def identify(self, ip: str, mac: str | None = None) -> Identity:
-        device = self.by_ip.get(ip)
-        if device is None and mac:
-            device = self.by_mac.get(mac)
-        if device is None and self.by_network:
-            try:
-                address = ipaddress.ip_address(ip.split("%", 1)[0])
-            except ValueError:
-                address = None
-            if address is not None:
-                device = next((d for d in self.by_network
-                               if d.cidr.version == address.version and address in d.cidr), None)
-        if device is None:
-            return Identity(None, self.default_profile, mac)
-        return Identity(device.name, device.profile, mac)
-
-
-def is_private_mac(mac: str | None) -> bool:
-    """Randomised ("private") addresses set the locally administered bit: 2nd hex digit 2, 6, A, E."""
-    return bool(mac) and len(mac) >= 2 and mac[1].lower() in "26ae"
 
 
 def parse_arp_table(text: str) -> dict[str, str]:

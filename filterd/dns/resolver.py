@@ -17,7 +17,7 @@ from collections import Counter
 from filterd.dns import wire
 from filterd.dns.access import AccessList, RateLimiter
 from filterd.dns.cache import AnswerCache, CachedAnswer, entry_from_response
-from filterd.dns.clients import ClientMap
+from filterd.rules.devices import ClientMap
 from filterd.rules.config import Config
 from filterd.rules.policy import ALLOW, REWRITE, Decision, Override, Policy, decide
 from filterd.dns.replies import decision_reply, rewrite_reply

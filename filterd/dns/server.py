@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from filterd.lists import sources
-from filterd.store import overrides, state
+from filterd.store import overrides, state, status
 from filterd.dns import sdnotify
 from filterd.store.log_writer import QueryLog
 from filterd.dns.clients import read_neighbours
@@ -274,7 +274,7 @@ class Worker:
         self.resolver.close()
         self.querylog.stop()
         try:
-            self.db.execute("DELETE FROM daemon_status WHERE pid = ?", (os.getpid(),))
+            status.remove(self.db, os.getpid())
         except Exception:
             pass
         self.db.close()
@@ -328,16 +328,9 @@ class Worker:
             # Failing = several failures in a row with no success since: an idle night does not
             # make an outage look over, and one lost packet does not make one.
             failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
-            self.db.execute(
-                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
-                " log_dropped, upstreams, upstreams_failing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (pid) DO UPDATE SET"
-                " updated = excluded.updated, config_mtime = excluded.config_mtime,"
-                " last_reload = excluded.last_reload, last_error = excluded.last_error,"
-                " log_dropped = excluded.log_dropped, upstreams = excluded.upstreams,"
-                " upstreams_failing = excluded.upstreams_failing",
-                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
-                 self.querylog.dropped, len(upstreams), failing))
+            status.write(self.db, status.WorkerStatus(
+                os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
+                self.querylog.dropped, len(upstreams), failing))
         except Exception as exc:
             log.debug("cannot write the daemon status: %s", exc)
 

@@ -162,7 +162,7 @@ def tonight(now: float, timezone: str) -> float:
 def subject_name(config, request: AccessRequest) -> str:
     """Whom an approval applies to: the device, or for a device not named yet the profile every
     unnamed device gets (the parent is told so)."""
-    if request.device and any(d.name == request.device for d in config.rules.devices):
+    if request.device and config.rules.device(request.device) is not None:
         return request.device
     return config.rules.default_profile
 

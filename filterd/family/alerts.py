@@ -14,16 +14,17 @@ import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from filterd.dns.clients import is_private_mac
-from filterd.family.notify import NotifyConfig, enqueue
+from filterd.rules.devices import is_private_mac
+from filterd.family.notify import enqueue
+from filterd.rules.notify_settings import NotifyConfig
+from filterd.store import status
 from filterd.store.state import transaction
 
 # Detector failures are logged as part of the notifications, under the name they always had.
 log = logging.getLogger("filterd.notify")
 
 DEVICE_LAG_S = 120.0                 # the query log commits a second or more after a device's first query
-DAEMON_STALE_S = 30.0                # as the dashboard: no status row newer than this and the daemon is down…
-DAEMON_DOWN_S = 120.0                # …but only announced once it has been down this long
+DAEMON_DOWN_S = 120.0                # no live status row (store/status.py) this long: the daemon is down
 LIST_STALE_S = 8 * 86400.0           # as the dashboard: a downloaded list this old means its updates fail
 WEEKLY_LATE_S = 86400.0              # a weekly summary not sent within a day of its time is skipped
 
@@ -133,9 +134,9 @@ def daemon_problems(db, config, now: float, running_since: float) -> dict[str, t
     from filterd.lists import sources
 
     problems: dict[str, tuple[str, str]] = {}
-    rows = db.execute("SELECT updated, last_error, upstreams, upstreams_failing FROM daemon_status").fetchall()
-    fresh = [r for r in rows if now - r[0] < DAEMON_STALE_S]
-    if any(r[2] and r[3] >= r[2] for r in fresh):
+    rows = status.read_all(db)
+    fresh = status.alive(rows, now)
+    if any(r.upstreams_down for r in fresh):
         names = ", ".join(spec.url for spec in config.dns.upstreams)
         problems["upstreams-down"] = ("no upstream resolver answers",
                                       f"Every upstream resolver keeps failing ({names}): devices cannot resolve "
@@ -143,14 +144,14 @@ def daemon_problems(db, config, now: float, running_since: float) -> dict[str, t
     seen = _mark(db, "daemon:alive")
     if fresh and (seen is None or now - seen > 60):
         _set_mark(db, "daemon:alive", now)      # the daemon deletes its row when it stops cleanly
-    last_alive = max([r[0] for r in rows] + ([seen] if seen else []), default=None)
+    last_alive = max([r.updated for r in rows] + ([seen] if seen else []), default=None)
     if (not fresh and last_alive is not None and now - last_alive >= DAEMON_DOWN_S
             and now - running_since >= DAEMON_DOWN_S):
         when = datetime.fromtimestamp(last_alive, ZoneInfo(config.timezone)).strftime("%a %d %b %H:%M")
         problems["daemon-down"] = ("the filter is not running",
                                    f"The DNS daemon has not reported since {when}. Devices may not be "
                                    "filtered (or not resolve names at all). Restart it: systemctl restart filterd")
-    for error in sorted({r[1] for r in fresh if r[1]}):
+    for error in sorted({r.last_error for r in fresh if r.last_error}):
         digest = hashlib.sha256(error.encode()).hexdigest()[:16]
         problems[f"config:{digest}"] = ("a change to the rules was refused",
                                         f"The daemon refused the new config and keeps the previous rules: {error}")

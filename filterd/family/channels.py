@@ -17,49 +17,16 @@ import json
 import socket
 import ssl
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
-# http.client, smtplib and email are imported where a message is sent: the daemon reads the
-# `notify:` config through this module's Channel and never sends, so it does not carry them.
+from filterd.rules.notify_settings import NTFY_PRIORITIES, Channel
 
-NTFY_PRIORITIES = {"min": 1, "low": 2, "default": 3, "high": 4, "urgent": 5, "max": 5}
+# http.client, smtplib and email are imported where a message is sent.
+
 SIGNATURE_HEADER = "X-Filterd-Signature"
-DEFAULT_TIMEOUT_S = 5.0
 MAX_RESPONSE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One place to send notifications to. Secrets are kept out of repr() (and so out of logs)."""
-
-    name: str
-    type: str                              # webhook | ntfy | email
-    url: str | None = None                 # webhook, ntfy: the URL to POST to (http/https)
-    secret: str | None = field(default=None, repr=False)     # webhook: HMAC-SHA256 key
-    token: str | None = field(default=None, repr=False)      # ntfy: access token (Bearer)
-    priority: str = "default"              # ntfy: min | low | default | high | urgent
-    title: str | None = None               # ntfy: put before each notification's title
-    host: str | None = None                # email: SMTP server
-    port: int = 0
-    security: str = "starttls"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    sender: str | None = None              # email: From
-    recipients: tuple[str, ...] = ()       # email: To
-    ca_file: str | None = None             # a PEM bundle to verify the server with (else the system's)
-    timeout_s: float = DEFAULT_TIMEOUT_S
-
-    def target(self) -> str:
-        """Where it goes, for a page: scheme and host only (a URL's path can hold a token)."""
-        if self.type == "email":
-            return f"{', '.join(self.recipients)} via {self.host}:{self.port}"
-        parts = urlsplit(self.url or "")
-        return f"{parts.scheme}://{parts.netloc}/…"
-
-    def secrets(self) -> list[str]:
-        return [s for s in (self.secret, self.token, self.password) if s]
 
 
 # ---------------------------------------------------------------- what a notification says

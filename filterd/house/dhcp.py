@@ -10,38 +10,16 @@ the defaults when a parent names it.
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from filterd.files import write_atomically
+from filterd.rules.dhcp_settings import DhcpConfig
 
 LEASE_FILE_NAME = "dhcp.leases"
 DNSMASQ_CONFIG_NAME = "dnsmasq-dhcp.conf"
-MIN_LEASE_S = 120            # dnsmasq's own floor
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_INTERFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-
-
 class DhcpError(Exception):
     """The config cannot be turned into a DHCP server; the message names the YAML path."""
-
-
-@dataclass(frozen=True)
-class DhcpConfig:
-    enabled: bool = False
-    interface: str | None = None          # None: every interface but loopback
-    range_start: str | None = None
-    range_end: str | None = None
-    netmask: str | None = None            # None: the interface's own
-    router: str | None = None             # option 3, the gateway (usually the ISP router)
-    lease_time_s: int = 43_200
-    dns_server: str | None = None         # option 6; None: web.address (the filter's LAN address)
-    domain: str | None = None             # option 15, e.g. "home"
-    lease_file: str | None = None         # None: data_dir/dhcp.leases
 
 
 @dataclass(frozen=True)
@@ -52,96 +30,6 @@ class Lease:
     ip: str
     hostname: str | None
     expires: float | None                 # None: an infinite lease
-
-
-def parse_duration_s(value) -> int | None:
-    """12h, 30m, 1d, 3600 (seconds) → seconds; None when it is not a duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    match = _DURATION.match(str(value).lower())
-    return int(match.group(1)) * _UNITS[match.group(2)] if match else None
-
-
-def parse_dhcp_config(data, check) -> DhcpConfig:
-    known = {"enabled", "interface", "range", "netmask", "router", "lease_time", "dns_server", "domain",
-             "lease_file"}
-    data = check.mapping(data, "dhcp", known)
-    if not data:
-        return DhcpConfig()
-    enabled = data.get("enabled", False)
-    if not isinstance(enabled, bool):
-        check.error("dhcp.enabled", f"{enabled!r} must be true or false")
-        enabled = False
-
-    def ipv4(key: str, required: bool) -> str | None:
-        value = data.get(key)
-        if value is None:
-            if required and enabled:
-                check.error(f"dhcp.{key}", "is needed when dhcp.enabled is true")
-            return None
-        try:
-            return str(ipaddress.IPv4Address(str(value).strip()))
-        except ValueError:
-            check.error(f"dhcp.{key}", f'"{value}" is not an IPv4 address (e.g. 192.168.1.1)')
-            return None
-
-    start = end = None
-    value = data.get("range")
-    if value is None:
-        if enabled:
-            check.error("dhcp.range", 'is needed when dhcp.enabled is true (e.g. "192.168.1.100-192.168.1.200")')
-    else:
-        parts = value if isinstance(value, list) else str(value).split("-")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            first, last = (ipaddress.IPv4Address(str(p).strip()) for p in parts)
-            if first > last:
-                check.error("dhcp.range", f'"{value}" starts after it ends')
-            else:
-                start, end = str(first), str(last)
-        except ValueError:
-            check.error("dhcp.range", f'"{value}" must be two IPv4 addresses, "FIRST-LAST" '
-                        '(e.g. "192.168.1.100-192.168.1.200")')
-    router = ipv4("router", required=True)
-    dns_server = ipv4("dns_server", required=False)
-    netmask = None
-    if data.get("netmask") is not None:
-        try:
-            network = ipaddress.IPv4Network(f"0.0.0.0/{data['netmask']}")
-            netmask = str(network.netmask)
-        except ValueError:
-            check.error("dhcp.netmask", f'"{data["netmask"]}" is not a netmask (e.g. 255.255.255.0)')
-    if netmask and start and end and router:
-        subnet = ipaddress.IPv4Network(f"{router}/{netmask}", strict=False)
-        for key, address in (("range", start), ("range", end)):
-            if ipaddress.IPv4Address(address) not in subnet:
-                check.error(f"dhcp.{key}", f"{address} is outside the router's network {subnet}")
-                break
-    lease_time = parse_duration_s(data.get("lease_time", "12h"))
-    if lease_time is None or not MIN_LEASE_S <= lease_time <= 365 * 86400:
-        check.error("dhcp.lease_time", f'"{data.get("lease_time")}" must be a duration from 2m to 365d '
-                    '(e.g. 12h, 30m, 1d)')
-        lease_time = 43_200
-    interface = data.get("interface")
-    if interface is not None and (not isinstance(interface, str) or not _INTERFACE.match(interface)):
-        check.error("dhcp.interface", f'"{interface}" is not a network interface name (e.g. eth0, wlan0)')
-        interface = None
-    domain = data.get("domain")
-    if domain is not None:
-        domain = str(domain).strip().lower().rstrip(".")
-        if not _DOMAIN.match(domain):
-            check.error("dhcp.domain", f'"{data["domain"]}" is not a domain name (e.g. home)')
-            domain = None
-    lease_file = data.get("lease_file")
-    if lease_file is not None and (not isinstance(lease_file, str) or not os.path.isabs(lease_file)):
-        check.error("dhcp.lease_file", f'"{lease_file}" must be an absolute file path')
-        lease_file = None
-    return DhcpConfig(enabled=enabled, interface=interface, range_start=start, range_end=end, netmask=netmask,
-                      router=router, lease_time_s=lease_time, dns_server=dns_server, domain=domain,
-                      lease_file=lease_file)
 
 
 def lease_path(config) -> Path:
@@ -188,6 +76,11 @@ def dnsmasq_config(config) -> str:
         lines.append("except-interface=lo")
     if dhcp.domain:
         lines += [f"domain={dhcp.domain}", f"dhcp-option=option:domain-name,{dhcp.domain}"]
+    # Every value was checked when the config was read; this is the last guard against a value
+    # that would add a directive of its own (dhcp-script=, conf-file=, a rogue DNS server).
+    for line in lines:
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in line):
+            raise DhcpError(f"refusing to write a dnsmasq line with a control character: {line!r}")
     return "\n".join(lines) + "\n"
 
 

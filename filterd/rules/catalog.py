@@ -16,8 +16,7 @@ from typing import Any
 
 import yaml
 
-from filterd.rules.checking import Checker, YamlSyntaxError, parse_yaml, show
-from filterd.rules.config import ConfigError
+from filterd.rules.checking import Checker, ConfigError, YamlSyntaxError, parse_yaml, show
 from filterd.lists.domains import FORMATS, normalise_domain
 
 __all__ = [

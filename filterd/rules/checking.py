@@ -7,9 +7,19 @@ path and line, and a wrong value is quoted the same way everywhere. One reader a
 """
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; `problems` lists them as lines."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
 
 
 class YamlSyntaxError(ValueError):
@@ -127,3 +137,37 @@ class Checker:
             else:
                 out.append((f"{path}.{key}[{i}]", str(item)))
         return out
+
+
+# ---------------------------------------------------------------- checks shared by several sections
+
+
+@dataclass(frozen=True)
+class Listen:
+    """An address to listen on (dns.listen, web.listen)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(text: str) -> Listen:
+    """'127.0.0.1:5353', '[::]:53', ':53' (every IPv4 address) or a bare address (port 53)."""
+    host, port_text = text, "53"
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("is not an address: write [IPv6]:port")
+        port_text = rest[1:] or "53"
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    host = host or "0.0.0.0"  # nosec B104
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("is not a valid port")
+    return Listen(host, int(port_text))

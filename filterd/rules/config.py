@@ -14,31 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from filterd.rules.checking import Checker, YamlSyntaxError, parse_yaml, show
-from filterd.house.dhcp import parse_dhcp_config
-from filterd.family.notify import parse_notify_config
-from filterd.store.log_writer import parse_log_config
+from filterd.rules.checking import (Checker, ConfigError, Listen, YamlSyntaxError, parse_listen,  # noqa: F401 (re-exported)
+                                    parse_yaml, show)
+from filterd.rules.dhcp_settings import parse_dhcp_config
+from filterd.rules.notify_settings import parse_notify_config
+from filterd.rules.log_settings import parse_log_config
 from filterd.rules.model import parse_rules
-
-
-class ConfigError(Exception):
-    """One or more problems in a config file; `problems` lists them as lines."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+from filterd.rules.catalog import CatalogError, load_catalog
 
 
 # ---------------------------------------------------------------- typed config
-
-
-@dataclass(frozen=True)
-class Listen:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -92,9 +77,9 @@ class Config:
     data_dir: Path
     dns: DnsConfig
     rules: Any = None            # rules.Rules: web, lists, profiles, devices
-    log: Any = None              # querylog.LogConfig
-    notify: Any = None           # notify.NotifyConfig: channels and which events go where
-    dhcp: Any = None             # dhcp.DhcpConfig: dnsmasq as the house's DHCP server (off by default)
+    log: Any = None              # log_settings.LogConfig
+    notify: Any = None           # notify_settings.NotifyConfig: channels and which events go where
+    dhcp: Any = None             # dhcp_settings.DhcpConfig: dnsmasq as the house's DHCP server (off by default)
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
 
 
@@ -128,26 +113,6 @@ def read_yaml(text: str, source: str = "<config>") -> tuple[dict, dict[str, int]
 
 
 # ---------------------------------------------------------------- addresses
-
-
-def parse_listen(text: str) -> Listen:
-    """'127.0.0.1:5353', '[::]:53', ':53' (every IPv4 address) or a bare address (port 53)."""
-    host, port_text = text, "53"
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError("is not an address: write [IPv6]:port")
-        port_text = rest[1:] or "53"
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    host = host or "0.0.0.0"  # nosec B104
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError("is not a valid port")
-    return Listen(host, int(port_text))
 
 
 def parse_upstream(text: str) -> UpstreamSpec:
@@ -288,7 +253,7 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
                         catalog.services if catalog else {})
     log_config = parse_log_config(data.get("log"), check)
     notify = parse_notify_config(data.get("notify"), check, catalog.categories if catalog else None, rules.profiles)
-    dhcp = parse_dhcp_config(data.get("dhcp"), check)
+    dhcp = parse_dhcp_config(data.get("dhcp"), check, data_dir)
     if check.problems:
         raise ConfigError(check.problems)
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
@@ -297,8 +262,6 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
 
 def _load_catalog(folder: Any, check: Checker):
     """The categories, services and SafeSearch catalogs (config/*.yaml shipped with filterd)."""
-    from filterd.rules.catalog import CatalogError, load_catalog
-
     if folder is not None and not isinstance(folder, str):
         check.error("catalog_dir", f"{show(folder)} must be a folder path")
         folder = None

@@ -9,11 +9,11 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from filterd.rules.checking import show
+from filterd.rules.checking import parse_listen, show
 from filterd.lists.domains import normalise_domain
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
 from filterd.rules.presets import PRESETS
-from filterd.store.log_writer import LOG_MODES
+from filterd.rules.log_settings import LOG_MODES
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAYS[:5], "weekends": DAYS[5:], "weekend": DAYS[5:], "daily": DAYS,
@@ -94,6 +94,18 @@ class Rules:
     devices: tuple[Device, ...]
     default_profile: str
 
+    def device(self, name: str | None) -> Device | None:
+        """The device with this name, whatever its case (names are unique regardless of case)."""
+        if not name:
+            return None
+        wanted = name.lower()
+        return next((d for d in self.devices if d.name.lower() == wanted), None)
+
+    def profile_of(self, device_name: str | None) -> str:
+        """The profile a named device is on; the default profile for an unnamed one."""
+        device = self.device(device_name)
+        return device.profile if device else self.default_profile
+
 
 def _time(text, path: str, check, end: bool = False) -> int | None:
     if isinstance(text, int) and not isinstance(text, bool):
@@ -135,7 +147,6 @@ def _names(check, data: dict, key: str, path: str, known: dict | set, what: str)
 
 
 def _parse_web(data, check) -> WebConfig:
-    from filterd.rules.config import parse_listen
 
     data = check.mapping(data, "web", {"listen", "address", "address6", "hostnames", "blockpage_https", "https_port"})
     host, port = "127.0.0.1", 8080

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from filterd.lists.index import DomainIndex
-from filterd.rules.model import PROTECTED_CATEGORY, Profile, Rules, Schedule
+from filterd.rules.model import PROTECTED_CATEGORY, Profile, Rules
+from filterd.rules.schedule import window_end
 
 ALLOW, BLOCK, REWRITE, LOCAL, NXDOMAIN = "allow", "block", "rewrite", "local", "nxdomain"
 EDE_BLOCKED, EDE_FILTERED = 15, 17
@@ -147,36 +148,6 @@ class Policy:
         return out
 
 
-def _window(schedule: Schedule, now: datetime.datetime) -> datetime.datetime | None:
-    """The end of `schedule`'s window that contains `now`, or None when outside it.
-
-    A window belongs to the day it starts (Friday 21:00–07:00 runs into Saturday morning)
-    and is read in wall-clock time of the house's zone, so it stays right on DST days.
-    """
-    tz = now.tzinfo
-    today = now.date()
-    for days_back in (0, 1):
-        day = today - datetime.timedelta(days=days_back)
-        if day.weekday() not in schedule.days:
-            continue
-        start = datetime.datetime.combine(day, _clock(schedule.start), tzinfo=tz)
-        if schedule.end == 1440:  # "24:00": the window ends at midnight
-            end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(0), tzinfo=tz)
-        else:
-            end_day = day if schedule.end > schedule.start else day + datetime.timedelta(days=1)
-            end = datetime.datetime.combine(end_day, _clock(schedule.end), tzinfo=tz)
-        # Compare instants, not wall times: on DST days the same tzinfo would compare naively.
-        if start.timestamp() <= now.timestamp() < end.timestamp():
-            # An end inside the spring-forward gap (01:30 that night) is really an hour later:
-            # say the time on the clock when it actually ends.
-            return datetime.datetime.fromtimestamp(end.timestamp(), tz)
-    return None
-
-
-def _clock(minutes: int) -> datetime.time:
-    return datetime.time(minutes // 60, minutes % 60)
-
-
 def _active(overrides: tuple[Override, ...], kind: str, device: str | None, profile: str,
             epoch: float) -> list[Override]:
     return [o for o in overrides
@@ -246,7 +217,7 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
                     until=_moment(until, policy.tz), ede=EDE_FILTERED)
     if profile.schedules and not _active(overrides, "bonus", device, profile.name, epoch):
         for schedule in profile.schedules:
-            end = _window(schedule, local_now)
+            end = window_end(schedule, local_now)
             if end is None or _first(names, schedule.allow):
                 continue
             if schedule.block_all:

@@ -13,43 +13,18 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from filterd.store import state
 from filterd.dns.wire import name_from_question
+from filterd.rules.log_settings import LogConfig
 
 log = logging.getLogger("filterd.querylog")
 
-LOG_MODES = ("full", "anonymous", "off")
 FLUSH_INTERVAL_S = 1.0
 MAX_BATCH = 5_000         # events per transaction: bounds the writer's memory and its GIL slices
 RETENTION_INTERVAL_S = 3600.0
 DELETE_CHUNK = 20_000
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    mode: str = "full"
-    retention_days: int = 30
-    rollup_days: int = 365
-    queue_size: int = 20_000
-
-
-def parse_log_config(data, check) -> LogConfig:
-    data = check.mapping(data, "log", {"mode", "retention_days", "rollup_days", "queue_size"})
-    mode = data.get("mode", "full")
-    if mode is False:   # YAML reads a bare `off` as false
-        mode = "off"
-    if mode not in LOG_MODES:
-        check.error("log.mode", f'"{mode}" must be one of {", ".join(LOG_MODES)}')
-        mode = "full"
-    return LogConfig(
-        mode=mode,
-        retention_days=check.integer(data, "retention_days", "log", 30, 1, 3650),
-        rollup_days=check.integer(data, "rollup_days", "log", 365, 1, 3650),
-        queue_size=check.integer(data, "queue_size", "log", 20_000, 100, 10_000_000),
-    )
 
 
 class CpuBudget:

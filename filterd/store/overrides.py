@@ -12,7 +12,8 @@ import re
 import sqlite3
 
 from filterd.lists.domains import normalise_domain
-from filterd.rules.policy import Override, _window
+from filterd.rules.policy import Override
+from filterd.rules.schedule import window_end
 from filterd.store.state import audit
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m(?:in)?)?(?:(\d+)s)?")
@@ -40,9 +41,9 @@ def parse_duration(text: str) -> float:
 
 def subject_of(config, name: str) -> tuple[str, str]:
     """A device or profile by name → ("device" | "profile", its configured name)."""
-    for device in config.rules.devices:
-        if device.name.lower() == name.lower():
-            return "device", device.name
+    device = config.rules.device(name)
+    if device is not None:
+        return "device", device.name
     for profile in config.rules.profiles:
         if profile.lower() == name.lower():
             return "profile", profile
@@ -75,7 +76,7 @@ def resume(conn, config, name: str, now: float, source: str = "cli") -> int:
     """
     subject = subject_of(config, name)
     if subject[0] == "device":
-        profile = next(d.profile for d in config.rules.devices if d.name == subject[1])
+        profile = config.rules.profile_of(subject[1])
         if not conn.execute("SELECT 1 FROM overrides WHERE kind = 'pause' AND subject_kind = 'device'"
                             " AND subject = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
                             (subject[1], now)).fetchone() and \
@@ -120,11 +121,11 @@ def bonus(conn, config, name: str, seconds: float | None, now: float, source: st
     """Lift schedules for a while; with no duration, until the running window would end."""
     subject = subject_of(config, name)
     if seconds is None:
-        profile_name = next((d.profile for d in config.rules.devices if d.name == subject[1]), subject[1])
+        profile_name = config.rules.profile_of(subject[1]) if subject[0] == "device" else subject[1]
         profile = config.rules.profiles[profile_name]
         from zoneinfo import ZoneInfo
         moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
-        ends = [end for end in (_window(s, moment) for s in profile.schedules) if end is not None]
+        ends = [end for end in (window_end(s, moment) for s in profile.schedules) if end is not None]
         if not ends:
             raise OverrideError(f"no schedule of {subject[0]} {subject[1]} is running now")
         seconds = max(ends).timestamp() - now

@@ -37,7 +37,8 @@ from filterd import wire  # noqa: E402
 from filterd.store import log_reader, log_writer, state
 from filterd.store.log_reader import QueryFilter  # noqa: E402
 from filterd.rules.policy import Decision  # noqa: E402
-from filterd.store.log_writer import LogConfig, QueryLog  # noqa: E402
+from filterd.rules.log_settings import LogConfig
+from filterd.store.log_writer import QueryLog  # noqa: E402
 
 CACHE = Path("/tmp/filterd-bench")
 DAY = 86400.0

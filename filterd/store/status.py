@@ -1,0 +1,59 @@
+"""The daemon's status rows (`daemon_status`): each worker writes its own every few seconds; the
+dashboard, the API and the parents' alerts read them. One module owns the table's columns, so
+readers see named fields, never positions, and agree on when a row is too old to count.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+STALE_S = 30.0        # no row updated since: that worker (or the whole daemon) is not running
+
+COLUMNS = ("pid", "worker", "started", "updated", "config_mtime", "last_reload", "last_error", "log_dropped",
+           "upstreams", "upstreams_failing")
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    pid: int
+    worker: int
+    started: float
+    updated: float
+    config_mtime: float | None
+    last_reload: float | None
+    last_error: str | None
+    log_dropped: int
+    upstreams: int
+    upstreams_failing: int
+
+    @property
+    def upstreams_down(self) -> bool:
+        """Every upstream keeps failing (several failures in a row with no success since)."""
+        return bool(self.upstreams) and self.upstreams_failing >= self.upstreams
+
+
+def write(db: sqlite3.Connection, status: WorkerStatus) -> None:
+    """Insert or refresh this worker's row (keyed by its pid)."""
+    names = ", ".join(COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("pid", "worker", "started"))
+    db.execute(f"INSERT INTO daemon_status ({names}) VALUES ({', '.join('?' * len(COLUMNS))})"  # nosec B608
+               f" ON CONFLICT (pid) DO UPDATE SET {updates}",
+               tuple(getattr(status, c) for c in COLUMNS))
+
+
+def remove(db: sqlite3.Connection, pid: int) -> None:
+    """A worker that stops cleanly takes its row with it."""
+    db.execute("DELETE FROM daemon_status WHERE pid = ?", (pid,))
+
+
+def read_all(db: sqlite3.Connection) -> list[WorkerStatus]:
+    """Every row, the most recently updated first."""
+    rows = db.execute(f"SELECT {', '.join(COLUMNS)} FROM daemon_status ORDER BY updated DESC").fetchall()  # nosec B608
+    return [WorkerStatus(*row) for row in rows]
+
+
+def alive(rows: list[WorkerStatus], now: float | None = None) -> list[WorkerStatus]:
+    """The rows of workers that reported within STALE_S."""
+    now = time.time() if now is None else now
+    return [r for r in rows if now - r.updated < STALE_S]
