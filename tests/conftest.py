@@ -13,7 +13,9 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
+import http.server
 from pathlib import Path
 from typing import Callable
 
@@ -333,3 +335,61 @@ def black_hole() -> BlackHole:
     hole = BlackHole()
     yield hole
     hole.close()
+
+
+# ---------------------------------------------------------------- an HTTP receiver (webhooks, ntfy)
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 in a thread that records every POST (path, headers, body)."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.received: list[tuple[str, dict, bytes]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((self.path, dict(self.headers.items()), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- fixture configs
+
+
+POLICY_FIXTURES = Path(__file__).parent / "fixtures" / "policy"
+
+
+def write_fixture_config(template: str, folder: Path) -> Path:
+    """A config from tests/fixtures/policy with its list paths and data_dir made absolute."""
+    text = (POLICY_FIXTURES / template).read_text().replace("@FIXTURES@", str(POLICY_FIXTURES)) \
+        .replace("@DATA_DIR@", str(folder / "var"))
+    path = folder / template
+    path.write_text(text)
+    return path

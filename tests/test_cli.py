@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_fixture_config
 from filterd import cli
 from filterd.lists import sources
 from filterd.rules.config import load_config
@@ -19,25 +20,17 @@ from filterd.rules.config import load_config
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"
 
 
-def write_config(template: str, folder: Path) -> Path:
-    text = (FIXTURES / template).read_text().replace("@FIXTURES@", str(FIXTURES)) \
-        .replace("@DATA_DIR@", str(folder / "var"))
-    path = folder / template
-    path.write_text(text)
-    return path
-
-
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> Path:
     """The family config, its lists compiled once for the module."""
-    path = write_config("family.yaml", tmp_path_factory.mktemp("family"))
+    path = write_fixture_config("family.yaml", tmp_path_factory.mktemp("family"))
     sources.ensure_compiled(load_config(path))
     return path
 
 
 @pytest.fixture(scope="module")
 def dst(tmp_path_factory) -> Path:
-    path = write_config("dst.yaml", tmp_path_factory.mktemp("dst"))
+    path = write_fixture_config("dst.yaml", tmp_path_factory.mktemp("dst"))
     sources.ensure_compiled(load_config(path))
     return path
 

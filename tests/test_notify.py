@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from conftest import wait_until
+from conftest import Receiver, wait_until
 from standin import free_port, make_certificate
 
 from filterd.family import alerts, channels, notify
@@ -62,39 +62,6 @@ default_profile: adults
 # ---------------------------------------------------------------- stand-in receivers
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1 in a thread that records every POST (path, headers, body)."""
-
-    def __init__(self, status: int = 200):
-        self.status = status
-        self.received: list[tuple[str, dict, bytes]] = []
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.received.append((self.path, dict(self.headers.items()), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 class SmtpSink:
     """aiosmtpd on 127.0.0.1: STARTTLS required before AUTH, one user; records the messages."""
 
@@ -127,13 +94,6 @@ class SmtpSink:
 
     def stop(self) -> None:
         self.controller.stop()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

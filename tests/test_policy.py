@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from dnslib import QTYPE
 
+from conftest import write_fixture_config
 from filterd.rules import policy as policy_module
 from filterd.rules.config import ConfigError, load_config
 from filterd.lists.domains import parse_list
@@ -60,15 +61,6 @@ def test_the_moments_fall_on_the_days_they_are_named_after():
     assert {moment: f"{moment:%a}" for moment in days} == days
 
 
-def write_config(template: str, folder: Path) -> Path:
-    """A fixture config with its list paths and data_dir made absolute; returns its path."""
-    text = (FIXTURES / template).read_text().replace("@FIXTURES@", str(FIXTURES)) \
-        .replace("@DATA_DIR@", str(folder / "var"))
-    path = folder / template
-    path.write_text(text)
-    return path
-
-
 def compile_fixture_lists(config, folder: Path) -> DomainIndex:
     """The config's own lists (not the seed lists) compiled into one index file."""
     entries = [IndexList(source.id, source.category, parse_list(Path(source.path).read_bytes(), source.format))
@@ -81,7 +73,7 @@ def compile_fixture_lists(config, folder: Path) -> DomainIndex:
 @pytest.fixture(scope="module")
 def family(tmp_path_factory) -> Policy:
     folder = tmp_path_factory.mktemp("family")
-    config = load_config(write_config("family.yaml", folder))
+    config = load_config(write_fixture_config("family.yaml", folder))
     index = compile_fixture_lists(config, folder)
     yield Policy(config.rules, config.catalog, index, config.timezone)
     index.close()
@@ -90,7 +82,7 @@ def family(tmp_path_factory) -> Policy:
 @pytest.fixture(scope="module")
 def dst(tmp_path_factory) -> Policy:
     folder = tmp_path_factory.mktemp("dst")
-    config = load_config(write_config("dst.yaml", folder))
+    config = load_config(write_fixture_config("dst.yaml", folder))
     return Policy(config.rules, config.catalog, DomainIndex.empty(), config.timezone)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_notify import SECRET, SMTP_PASSWORD, NTFY_TOKEN, Receiver
+from test_notify import SECRET, SMTP_PASSWORD, NTFY_TOKEN
 from test_webui_pages import assert_no_raw_payload, inline_code
 from webui_fixtures import CONFIG_TEXT, XSS_PAYLOADS, Env, csrf_from, insert_query, version_from
 
@@ -14,13 +14,6 @@ from filterd.rules import notify_settings
 from standin import free_port
 
 URL_TOKEN = "path-token-0f9e8d"
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 
 from filterd.lists import sources
 from filterd.rules.presets import PRESETS
+from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.model import DAYS
 from filterd.store.state import audit
 
@@ -86,7 +87,7 @@ def profile(name: str):
             body["allow"] = allow
             body["block"] = block
             body["safesearch"] = form.get("safesearch") == "on"
-            body["youtube"] = form.get("youtube", "off") if form.get("youtube") in ("strict", "moderate", "off") else "off"
+            body["youtube"] = form.get("youtube", "off") if form.get("youtube") in YOUTUBE_LEVELS else "off"
             body["schedules"] = schedules
         try:
             actions.edit_config(db, form.get("version"), change, f"profile {name} edited")

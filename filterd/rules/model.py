@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from filterd.rules.checking import parse_listen, show
 from filterd.lists.domains import normalise_domain
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
+from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.presets import PRESETS
 from filterd.rules.log_settings import LOG_MODES
 
@@ -19,7 +20,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAYS[:5], "weekends": DAYS[5:], "weekend": DAYS[5:], "daily": DAYS,
               "everyday": DAYS, "all": DAYS}
 LIST_FORMATS = ("hosts", "domains", "adblock", "sha256")
-YOUTUBE_LEVELS = ("strict", "moderate", "off")
 PROTECTED_CATEGORY = "csam"
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}").fullmatch
