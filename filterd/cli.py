@@ -100,17 +100,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _overrides(config) -> tuple:
-    """Pauses and temporary allows in force, from the state DB (none when it does not exist yet)."""
+    """Pauses, temporary allows and spent limits in force, from the state DB (none when it does not exist yet)."""
     import time
 
-    from filterd.store import overrides, state
+    from filterd.family import limits
+    from filterd.store import state
 
     path = state.db_path(config.data_dir)
     if not path.exists():
         return ()
     conn = state.connect(path)
     try:
-        return overrides.active(conn, time.time())
+        return limits.overrides_in_force(conn, config, time.time())
     finally:
         conn.close()
 
@@ -350,6 +351,46 @@ def cmd_dhcp(args: argparse.Namespace) -> int:
     os.execv(program, dhcp.dnsmasq_command(program, config_file))
 
 
+def cmd_limits(args: argparse.Namespace) -> int:
+    """A device's daily limits: used today, allowed, left, reset; --extend adds minutes for today."""
+    import time
+
+    from filterd.family import limits
+    from filterd.rules.model import parse_minutes
+    from filterd.store import state
+
+    config = _load_or_exit(args.config)
+    if config is None:
+        return 2
+    conn = state.connect(state.db_path(config.data_dir))
+    try:
+        for item in args.extend or []:
+            name, _, amount = item.partition("=")
+            minutes = parse_minutes(amount)
+            if not name or minutes is None:
+                print(f"filterd: --extend {item!r}: write LIMIT=MINUTES, e.g. youtube=15m", file=sys.stderr)
+                return 2
+            limits.extend(conn, config, args.name, name, minutes, time.time(), source="cli")
+        rows = limits.usage(conn, config, args.name)
+    except limits.LimitError as exc:
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    if not rows:
+        print(f"{args.name}: no daily limits (add limits: to its profile)")
+        return 0
+    for row in rows:
+        if row.allowed_minutes is None:
+            print(f"{row.name}: not limited today (resets at {row.resets_at:%H:%M})")
+            continue
+        extra = f" (+{row.extra_minutes} added today)" if row.extra_minutes else ""
+        print(f"{row.name}: {row.used_minutes} of {row.allowed_minutes + row.extra_minutes} minutes used{extra}, "
+              f"{row.remaining_minutes} left · resets at {row.resets_at:%a %H:%M}"
+              + (" · per profile" if row.per == "profile" else ""))
+    return 0
+
+
 def _load_or_exit(path: str):
     try:
         return load_config(path)
@@ -417,6 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--since", default="24h", help="how far back, e.g. 1h, 24h, 7d (default 24h)")
     stats.add_argument("--top", type=int, default=5, help="how many top blocked domains (default 5)")
     stats.set_defaults(func=cmd_stats)
+
+    limits_cmd = commands.add_parser("limits", help="a device's daily limits: used, allowed, left; add minutes")
+    limits_cmd.add_argument("name", help="a device name")
+    limits_cmd.add_argument("--extend", action="append", metavar="LIMIT=TIME",
+                            help="add time for today, e.g. youtube=15m (may repeat)")
+    limits_cmd.add_argument("--config", default=DEFAULT_CONFIG)
+    limits_cmd.set_defaults(func=cmd_limits)
 
     dhcp_cmd = commands.add_parser("dhcp", help="serve DHCP (dnsmasq, DHCP only) from the dhcp: section")
     dhcp_cmd.add_argument("--config", default=DEFAULT_CONFIG)

@@ -1,75 +1,14 @@
-"""Who asked: source IP → device (exact IP, then MAC from the neighbour table, then network) → profile."""
+"""The kernel's neighbour table (`filterd/dns/clients.py`): the MAC behind a source address, read from
+/proc/net/arp or over netlink, so a device known by MAC is found (who it is: test_devices.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
+from test_devices import clients  # noqa: F401  (a fixture: the devices of test_devices.CONFIG)
+
 from filterd.dns.clients import parse_arp_table, parse_neighbour_messages, read_neighbours
-from filterd.rules.devices import ClientMap, Identity
-from filterd.rules.config import parse_config, read_yaml
-
-CONFIG = """
-timezone: Europe/London
-dns: {upstreams: ["udp://127.0.0.1:53"]}
-profiles:
-  kids: {}
-  teens: {}
-  guests: {}
-  adults: {}
-  lab: {}
-devices:
-  - {name: alice-tablet, ip: 192.168.1.23, profile: kids}
-  - {name: bob-phone, mac: "AA-BB-CC-DD-EE-FF", profile: teens}
-  - {name: guest-wifi, cidr: 192.168.50.0/24, profile: guests}
-  - {name: guest-printer, cidr: 192.168.50.7/32, profile: lab}
-  - {name: house, cidr: 192.168.0.0/16, profile: kids}
-  - {name: dad-v6, ip: "2001:DB8::10", profile: adults}
-  - {name: lab-v6, cidr: "2001:db8:1::/48", profile: lab}
-default_profile: adults
-"""
-
-
-@pytest.fixture(scope="module")
-def clients() -> ClientMap:
-    data, lines = read_yaml(CONFIG)
-    return ClientMap(parse_config(data, lines).rules)
-
-
-@pytest.mark.parametrize("ip, mac, device, profile", [
-    ("192.168.1.23", None, "alice-tablet", "kids"),                   # exact IP
-    ("192.168.1.23", "aa:bb:cc:dd:ee:ff", "alice-tablet", "kids"),    # exact IP beats MAC
-    ("192.168.50.20", "aa:bb:cc:dd:ee:ff", "bob-phone", "teens"),     # MAC beats CIDR
-    ("192.168.1.77", "aa:bb:cc:dd:ee:ff", "bob-phone", "teens"),      # MAC, config written with dashes
-    ("192.168.50.20", "11:22:33:44:55:66", "guest-wifi", "guests"),   # unknown MAC → CIDR
-    ("192.168.50.20", None, "guest-wifi", "guests"),                  # the /24 beats the /16
-    ("192.168.50.7", None, "guest-printer", "lab"),                   # the /32 beats the /24
-    ("192.168.7.7", None, "house", "kids"),                           # only the /16
-    ("10.0.0.5", None, None, "adults"),                               # unknown → default_profile
-    ("2001:db8::10", None, "dad-v6", "adults"),                       # IPv6, config written upper case
-    ("2001:db8:1::99", None, "lab-v6", "lab"),
-    ("2001:db8:2::1", None, None, "adults"),
-    ("fe80::1%eth0", None, None, "adults"),                            # scoped link-local: no crash
-    ("not an address", None, None, "adults"),
-])
-def test_identify(clients, ip, mac, device, profile):
-    assert clients.identify(ip, mac) == Identity(device, profile, mac)
-
-
-def test_devices_are_found_by_name_whatever_the_case():
-    data, lines = read_yaml(CONFIG)
-    rules = parse_config(data, lines).rules
-    assert rules.device("alice-tablet").ip == "192.168.1.23"
-    assert rules.device("Alice-TABLET").name == "alice-tablet"
-    assert rules.device("nobody") is None and rules.device(None) is None
-    assert rules.profile_of("BOB-phone") == "teens" and rules.profile_of("nobody") == "adults"
-
-
-def test_without_devices_everyone_gets_the_default_profile():
-    data, lines = read_yaml('dns: {upstreams: ["udp://127.0.0.1:53"]}\nprofiles: {family: {}}\n')
-    clients = ClientMap(parse_config(data, lines).rules)
-    assert clients.identify("192.168.1.23", "aa:bb:cc:dd:ee:ff") == \
-        Identity(None, "family", "aa:bb:cc:dd:ee:ff")
 
 
 # A /proc/net/arp as a Raspberry Pi on a home network shows it: complete entries (flags 0x2),

@@ -63,6 +63,21 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A daily allowance ("one hour of YouTube a day"), counted per device (or per profile)."""
+
+    name: str
+    minutes: tuple[int | None, ...]   # per weekday (0 = Monday): the allowance, None where it does not apply
+    services: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    all: bool = False                 # every allowed name (but the filter's own and the allow list)
+    per: str = "device"               # device: an allowance per device; profile: one for all its devices
+    reset: int = 0                    # minutes after midnight when the day's count starts again
+    notify: bool = False              # tell the parents when it runs out
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     preset: str | None = None
@@ -75,6 +90,7 @@ class Profile:
     schedules: tuple[Schedule, ...] = ()
     bypass_protection: bool = False
     log: str | None = None        # full | anonymous | off; None: the config's log.mode
+    limits: tuple[Limit, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,14 +245,10 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
     return tuple(out)
 
 
-def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | None:
-    item = check.mapping(item, path, {"name", "days", "start", "end", "block", "allow"})
-    name = item.get("name", "")
-    if not isinstance(name, str) or not name.strip():
-        check.error(f"{path}.name", "every schedule needs a name (e.g. bedtime)")
-        name = "schedule"
+def _days(check, item: dict, key: str, path: str) -> set[int]:
+    """`days:` of a schedule or a limit: mon … sun and the groups (weekdays, weekends, daily)."""
     days: set[int] = set()
-    for day_path, text in check.string_list(item, "days", path, list(DAYS)):
+    for day_path, text in check.string_list(item, key, path, list(DAYS)):
         text = text.strip().lower()[:3] if text.strip().lower() not in DAY_GROUPS else text.strip().lower()
         if text in DAY_GROUPS:
             days.update(DAYS.index(d) for d in DAY_GROUPS[text])
@@ -244,6 +256,80 @@ def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | N
             days.add(DAYS.index(text))
         else:
             check.error(day_path, f'"{text}" is not a day (mon … sun, weekdays, weekends, daily)')
+    return days
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?\s*(?:(\d+)m(?:in)?)?").fullmatch
+LIMIT_KEYS = ("daily", "weekdays", "weekends") + DAYS
+
+
+def parse_minutes(value) -> int | None:
+    """30m, 1h, 1h30m, 90 (minutes) → minutes; None when it is not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    match = _DURATION(text)
+    if not text or not match or not (match.group(1) or match.group(2)):
+        return None
+    return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+
+
+def _parse_limit(item, path: str, check, categories, services) -> Limit | None:
+    known = {"name", "services", "categories", "domains", "all", "days", "per", "reset", "notify", *LIMIT_KEYS}
+    item = check.mapping(item, path, known)
+    name = item.get("name")
+    if not isinstance(name, str) or not _ID(name.strip().lower()):
+        check.error(f"{path}.name", f"{show(name)}: every limit needs a short name (letters, digits, - or _), "
+                    "e.g. youtube")
+        return None
+    amounts: dict[str, int] = {}
+    for key in LIMIT_KEYS:
+        if key in item:
+            minutes = parse_minutes(item[key])
+            if minutes is None or not 0 <= minutes <= 1440:
+                check.error(f"{path}.{key}", f"{show(item[key])} is not a duration from 0m to 24h "
+                            "(write e.g. 30m, 1h or 1h30m)")
+            else:
+                amounts[key] = minutes
+    if not any(key in item for key in LIMIT_KEYS):
+        check.error(f"{path}.daily", "is needed: how long a day (e.g. daily: 1h)")
+    days = _days(check, item, "days", path) if "days" in item else set(range(7))
+    minutes: list[int | None] = []
+    for index, day in enumerate(DAYS):
+        group = "weekends" if index >= 5 else "weekdays"
+        amount = amounts.get(day, amounts.get(group, amounts.get("daily")))
+        minutes.append(amount if index in days else None)
+    scope_all = item.get("all", False)
+    if not isinstance(scope_all, bool):
+        check.error(f"{path}.all", f"{show(scope_all)} must be true or false")
+        scope_all = False
+    chosen_services = _names(check, item, "services", path, services, "service")
+    chosen_categories = _names(check, item, "categories", path, categories, "category")
+    domains = _domains(check, item, "domains", path)
+    if not (scope_all or chosen_services or chosen_categories or domains) and not check.problems:
+        check.error(path, "needs what it counts: services, categories, domains or all: true")
+    per = item.get("per", "device")
+    if per not in ("device", "profile"):
+        check.error(f"{path}.per", f"{show(per)} must be device or profile")
+        per = "device"
+    reset = _time(item.get("reset", "00:00"), f"{path}.reset", check) if "reset" in item else 0
+    notify = item.get("notify", False)
+    if not isinstance(notify, bool):
+        check.error(f"{path}.notify", f"{show(notify)} must be true or false")
+        notify = False
+    return Limit(name.strip().lower(), tuple(minutes), chosen_services, chosen_categories, domains,
+                 scope_all, per, reset or 0, notify)
+
+
+def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | None:
+    item = check.mapping(item, path, {"name", "days", "start", "end", "block", "allow"})
+    name = item.get("name", "")
+    if not isinstance(name, str) or not name.strip():
+        check.error(f"{path}.name", "every schedule needs a name (e.g. bedtime)")
+        name = "schedule"
+    days = _days(check, item, "days", path)
     start = _time(item.get("start"), f"{path}.start", check)
     end = _time(item.get("end"), f"{path}.end", check, end=True)
     if start is not None and end is not None and start == end:
@@ -268,7 +354,7 @@ def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | N
 def parse_profile(name: str, data, check, categories, services) -> Profile:
     path = f"profiles.{name}"
     known = {"preset", "block_categories", "block_services", "allow", "block", "safesearch", "youtube",
-             "schedules", "bypass_protection", "log"}
+             "schedules", "bypass_protection", "log", "limits"}
     data = check.mapping(data, path, known)
     preset_name = data.get("preset")
     preset: dict = {}
@@ -308,6 +394,19 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
         schedule = _parse_schedule(item, f"{path}.schedules[{i}]", check, blockable)
         if schedule is not None:
             schedules.append(schedule)
+    limits: list[Limit] = []
+    raw_limits = merged.get("limits") or []
+    if not isinstance(raw_limits, list):
+        check.error(f"{path}.limits", "must be a list of {name, services or categories or all, daily}")
+        raw_limits = []
+    for i, item in enumerate(raw_limits):
+        limit = _parse_limit(item, f"{path}.limits[{i}]", check, categories, services)
+        if limit is None:
+            continue
+        if any(other.name == limit.name for other in limits):
+            check.error(f"{path}.limits[{i}].name", f'"{limit.name}" is the name of another limit of this profile')
+            continue
+        limits.append(limit)
     return Profile(
         name=name,
         preset=preset_name if isinstance(preset_name, str) and preset_name in PRESETS else None,
@@ -320,6 +419,7 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
         schedules=tuple(schedules),
         bypass_protection=bypass,
         log=log_mode,
+        limits=tuple(limits),
     )
 
 

@@ -8,7 +8,7 @@ Precedence, strongest first (README "How a decision is made"):
   2. the filter's own host names (the web UI stays reachable, even at bedtime), then the
      bypass canaries (always NXDOMAIN for protected profiles, even when paused)
   3. the profile's allow list and temporary allows (SafeSearch still applies to what they allow)
-  4. pauses, then schedules (unless bonus time lifts them)
+  4. pauses, then schedules (unless bonus time lifts them), then spent daily limits
   5. the profile's own block list (domains and *wildcard* patterns)
   6. categories, services and lists
   7. SafeSearch rewrites
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from filterd.lists.index import DomainIndex
-from filterd.rules.model import PROTECTED_CATEGORY, Profile, Rules
+from filterd.rules.model import PROTECTED_CATEGORY, Limit, Profile, Rules
 from filterd.rules.schedule import window_end
 
 ALLOW, BLOCK, REWRITE, LOCAL, NXDOMAIN = "allow", "block", "rewrite", "local", "nxdomain"
@@ -44,23 +44,25 @@ class Override:
     "until resumed"; `value` the domain or service of an allow.
     """
 
-    kind: str                   # pause | allow | bonus
+    kind: str                   # pause | allow | bonus | spent (a daily limit used up)
     subject_kind: str           # device | profile
     subject: str
     until: float | None = None
-    value: str | None = None
+    value: str | None = None    # allow: the domain or service; spent: the limit's name
+    minutes: int | None = None  # spent: the minutes that were allowed that day
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     action: str                 # allow | block | rewrite | local | nxdomain
     rule: str                   # csam, filter_host, allow_list, temporary_allow, pause, schedule,
-                                # profile_block, bypass, category, service, safesearch, default
+                                # limit, profile_block, bypass, category, service, safesearch, default
     reason: str                 # one line a parent understands
     category: str | None = None
     list_id: str | None = None
     service: str | None = None
     schedule: str | None = None
+    limit: str | None = None    # the daily limit that was used up
     matched: str | None = None  # the listed domain or pattern that matched (never for csam)
     target: str | None = None   # rewrite target (SafeSearch)
     until: datetime.datetime | None = None  # when a schedule or pause ends
@@ -89,6 +91,16 @@ def _first(names: list[str], table) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class CompiledLimit:
+    """A daily limit's scope, compiled: what a query must match to count toward it."""
+
+    limit: Limit
+    category_mask: int
+    services: frozenset[str]
+    domains: frozenset[str]
+
+
 @dataclass
 class CompiledProfile:
     """A profile with its rules turned into sets, masks and regexes for quick matching."""
@@ -100,6 +112,7 @@ class CompiledProfile:
     category_mask: int
     services: frozenset[str]
     safesearch: dict[str, str] = field(default_factory=dict)   # host → safe target
+    limits: dict[str, CompiledLimit] = field(default_factory=dict)
 
 
 class Policy:
@@ -134,8 +147,11 @@ class Policy:
             target = youtube.strict if profile.youtube == "strict" else youtube.moderate
             for host in youtube.hosts:
                 safesearch[host] = target
+        limits = {limit.name: CompiledLimit(
+            limit, sum(1 << info.bit for info in self.index.lists if info.category in set(limit.categories)),
+            frozenset(limit.services), frozenset(limit.domains)) for limit in profile.limits}
         return CompiledProfile(profile, frozenset(profile.allow), frozenset(d for d in profile.block if "*" not in d),
-                               patterns, mask, frozenset(profile.block_services), safesearch)
+                               patterns, mask, frozenset(profile.block_services), safesearch, limits)
 
     def category_name(self, category: str | None) -> str:
         info = self.catalog.categories.get(category) if category else None
@@ -231,6 +247,16 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
                             schedule=schedule.name, until=end, ede=EDE_FILTERED,
                             **({"category": what} if kind == "category" else {"service": what}))
 
+    if compiled.limits:
+        for spent in _active(overrides, "spent", device, profile.name, epoch):
+            limit = compiled.limits.get(spent.value or "")
+            if limit is not None and _in_limit(policy, limit, names, mask):
+                resets = _moment(spent.until, policy.tz)
+                minutes = spent.minutes if spent.minutes is not None else "all"
+                return made(BLOCK, "limit", f"daily limit {limit.limit.name}: {minutes} of {minutes} minutes used"
+                            + (f"; resets at {resets:%H:%M}" if resets else ""),
+                            limit=limit.limit.name, until=resets, ede=EDE_FILTERED)
+
     # 5. The profile's own block list.
     blocked = _first(names, compiled.block)
     if blocked is None:
@@ -264,6 +290,40 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
     if target:
         return made(REWRITE, "safesearch", f"SafeSearch: answered with {target}", target=target, matched=name)
     return made(ALLOW, "default", "allowed: no rule blocks it")
+
+
+def _in_limit(policy: Policy, limit: CompiledLimit, names: list[str], mask: int) -> bool:
+    """Whether a name counts toward a limit (and is closed when it is used up). The filter's own
+    names and the profile's allow list never reach here; the names devices ask for to check
+    their connection never count, or a phone would use up "all" lying on a desk."""
+    if _first(names, UNCOUNTED_DOMAINS):
+        return False
+    if limit.limit.all or mask & limit.category_mask or _first(names, limit.domains):
+        return True
+    return bool(limit.services) and any(s in limit.services for s in policy.services_of(names))
+
+
+def limits_counting(policy: Policy, profile_name: str, name: str) -> tuple[str, ...]:
+    """The names of the profile's limits that an allowed query for `name` counts toward."""
+    compiled = policy.profiles.get(profile_name)
+    if compiled is None or not compiled.limits or name in policy.filter_hosts:
+        return ()
+    names = suffixes(name)
+    if _first(names, compiled.allow):
+        return ()
+    mask = policy.index.lookup(name)
+    return tuple(n for n, limit in compiled.limits.items() if _in_limit(policy, limit, names, mask))
+
+
+# Connectivity checks, time and captive-portal probes: every device asks for these on its own,
+# whether anyone is using it or not.
+UNCOUNTED_DOMAINS = frozenset({
+    "connectivitycheck.gstatic.com", "connectivitycheck.android.com", "clients3.google.com",
+    "clients1.google.com", "www.gstatic.com", "captive.apple.com", "www.apple.com", "time.apple.com",
+    "time.google.com", "msftconnecttest.com", "msftncsi.com", "time.windows.com",
+    "detectportal.firefox.com", "nmcheck.gnome.org", "network-test.debian.org", "pool.ntp.org",
+    "ntp.org", "ntp.ubuntu.com", "connectivity-check.ubuntu.com", "use-application-dns.net",
+})
 
 
 def _bits(mask: int) -> set[int]:

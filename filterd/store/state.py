@@ -195,6 +195,34 @@ MIGRATIONS: list[str] = [
     ALTER TABLE daemon_status ADD COLUMN upstreams INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE daemon_status ADD COLUMN upstreams_failing INTEGER NOT NULL DEFAULT 0;
     """,
+    # daily limits: the minutes each device (or profile) used per limit and day, as a bitmap of
+    # the day's minutes (workers merge theirs with OR, so none counts a minute twice), and the
+    # minutes parents added for a day
+    """
+    CREATE TABLE limit_usage (
+        day TEXT NOT NULL,
+        subject_kind TEXT NOT NULL CHECK (subject_kind IN ('device', 'profile')),
+        subject TEXT NOT NULL,
+        name TEXT NOT NULL,
+        minutes BLOB NOT NULL,
+        used INTEGER NOT NULL,
+        last_minute INTEGER NOT NULL,
+        updated REAL NOT NULL,
+        PRIMARY KEY (day, subject_kind, subject, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE limit_extensions (
+        id INTEGER PRIMARY KEY,
+        day TEXT NOT NULL,
+        subject_kind TEXT NOT NULL CHECK (subject_kind IN ('device', 'profile')),
+        subject TEXT NOT NULL,
+        name TEXT NOT NULL,
+        minutes INTEGER NOT NULL,
+        created REAL NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE INDEX limit_extensions_day ON limit_extensions (day, subject_kind, subject, name);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

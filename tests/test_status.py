@@ -1,0 +1,103 @@
+"""`filterd/store/status.py`: the daemon's status rows in a real, migrated state DB — what the
+dashboard, the API and the parents' alerts read to say whether the filter is running."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from filterd.store import state, status
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+def db(tmp_path):
+    connection = state.connect(tmp_path / "state.db")
+    yield connection
+    connection.close()
+
+
+def worker(pid: int = 4242, updated: float = NOW, **changes) -> status.WorkerStatus:
+    row = status.WorkerStatus(pid=pid, worker=0, started=NOW - 600, updated=updated, config_mtime=NOW - 3600,
+                              last_reload=NOW - 60, last_error=None, log_dropped=0, upstreams=2,
+                              upstreams_failing=0)
+    return dataclasses.replace(row, **changes)
+
+
+def test_a_written_row_is_read_back_with_every_field(db):
+    row = worker(last_error='profiles.kids: "x" is not a preset (line 3)', log_dropped=7, upstreams_failing=1)
+    status.write(db, row)
+    assert status.read_all(db) == [row]
+
+
+def test_a_second_write_refreshes_the_row_but_keeps_when_the_worker_started(db):
+    status.write(db, worker())
+    status.write(db, worker(updated=NOW + 5, started=NOW, log_dropped=3, last_error="boom"))
+    [row] = status.read_all(db)
+    assert row.updated == NOW + 5 and row.log_dropped == 3 and row.last_error == "boom"
+    assert row.started == NOW - 600          # the first report's start stays
+
+
+def test_rows_are_read_most_recently_updated_first(db):
+    status.write(db, worker(pid=1, updated=NOW - 10))
+    status.write(db, worker(pid=2, updated=NOW))
+    status.write(db, worker(pid=3, updated=NOW - 5))
+    assert [r.pid for r in status.read_all(db)] == [2, 3, 1]
+
+
+def test_a_worker_that_stops_cleanly_takes_its_row_with_it(db):
+    status.write(db, worker(pid=1))
+    status.write(db, worker(pid=2))
+    status.remove(db, 1)
+    assert [r.pid for r in status.read_all(db)] == [2]
+    status.remove(db, 99)                     # an unknown pid: nothing happens
+    assert len(status.read_all(db)) == 1
+
+
+def test_rows_survive_a_new_connection(tmp_path):
+    path = tmp_path / "state.db"
+    first = state.connect(path)
+    status.write(first, worker())
+    first.close()
+    second = state.connect(path)
+    try:
+        assert [r.pid for r in status.read_all(second)] == [4242]
+    finally:
+        second.close()
+
+
+def test_a_stale_row_is_not_alive(db):
+    status.write(db, worker(pid=1, updated=NOW - status.STALE_S - 1))     # stopped reporting
+    status.write(db, worker(pid=2, updated=NOW - 1))
+    assert [r.pid for r in status.alive(status.read_all(db), now=NOW)] == [2]
+    assert status.alive(status.read_all(db), now=NOW + status.STALE_S) == []
+
+
+def test_a_row_exactly_stale_s_old_is_no_longer_alive():
+    assert status.alive([worker(updated=NOW - status.STALE_S)], now=NOW) == []
+    assert status.alive([worker(updated=NOW - status.STALE_S + 0.5)], now=NOW) != []
+
+
+def test_alive_reads_the_clock_when_no_time_is_given():
+    import time
+    assert status.alive([worker(updated=time.time())]) != []
+    assert status.alive([worker(updated=time.time() - 3600)]) == []
+
+
+@pytest.mark.parametrize("upstreams, failing, down", [
+    (2, 0, False),
+    (2, 1, False),       # one still answers: names resolve
+    (2, 2, True),
+    (1, 1, True),
+    (0, 0, False),       # a worker that has no upstream count yet
+])
+def test_upstreams_are_down_only_when_every_one_fails(upstreams, failing, down):
+    assert worker(upstreams=upstreams, upstreams_failing=failing).upstreams_down is down
+
+
+def test_a_row_written_by_an_older_daemon_reads_with_defaults(db):
+    """Older daemons wrote no upstream columns: the migration's defaults make them zero."""
+    db.execute("INSERT INTO daemon_status (pid, worker, started, updated) VALUES (7, 0, ?, ?)", (NOW, NOW))
+    [row] = status.read_all(db)
+    assert (row.pid, row.upstreams, row.upstreams_failing, row.upstreams_down) == (7, 0, 0, False)
