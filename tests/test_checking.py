@@ -7,8 +7,15 @@ import re
 import pytest
 import yaml
 
-from filterd.rules.checking import (Checker, ConfigError, Listen, YamlSyntaxError, parse_listen, parse_yaml,
-                                    show)
+from filterd.rules.checking import (
+    Checker,
+    ConfigError,
+    Listen,
+    YamlSyntaxError,
+    parse_listen,
+    parse_yaml,
+    show,
+)
 
 TEXT = """\
 timezone: UTC
@@ -89,7 +96,7 @@ def checker_for(text: str) -> tuple[dict, Checker]:
 
 
 def test_an_error_carries_its_path_and_its_line():
-    data, check = checker_for(TEXT)
+    _, check = checker_for(TEXT)
     check.error("profiles.kids.block[0]", "is not allowed here")
     check.error("no.such.path", "has no line")
     assert check.problems == ["profiles.kids.block[0]: is not allowed here (line 8)",

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_devices import clients  # noqa: F401  (a fixture: the devices of test_devices.CONFIG)
 
 from filterd.dns.clients import parse_arp_table, parse_neighbour_messages, read_neighbours
-
 
 # A /proc/net/arp as a Raspberry Pi on a home network shows it: complete entries (flags 0x2),
 # a permanent one (0x6), an incomplete one (0x0, zero MAC) and a failed one (0x0, stale MAC).
@@ -46,7 +44,7 @@ def test_read_neighbours_from_a_file_and_a_missing_one(tmp_path):
     assert read_neighbours(str(tmp_path / "missing"), netlink=False) == {}
 
 
-def test_a_device_known_by_mac_is_found_through_the_neighbour_table(clients):
+def test_a_device_known_by_mac_is_found_through_the_neighbour_table(clients):  # noqa: F811
     neighbours = parse_arp_table(ARP_TABLE.replace("192.168.1.23 ", "192.168.1.77 "))
     ip = "192.168.1.77"
     assert clients.identify(ip, neighbours.get(ip)).device == "bob-phone"

@@ -16,7 +16,6 @@ from conftest import wait_until
 
 from filterd.store import log_writer, state
 from filterd.dns import wire
-from filterd.rules.config import ConfigError, parse_config, read_yaml
 from filterd.rules.policy import Decision
 from filterd.rules.log_settings import LogConfig
 from filterd.store.log_writer import QueryLog
@@ -377,44 +376,6 @@ def test_a_worker_without_retention_deletes_nothing(db_file, conn):
     log.record(event("fresh.example"))
     log.stop()                         # the final flush has run: so would retention have
     assert count(conn) == 2
-
-
-# ---------------------------------------------------------------- the `log:` config section
-
-
-def config_from(text: str):
-    return parse_config(*read_yaml("dns: {upstreams: ['udp://9.9.9.9']}\n" + text))
-
-
-def test_the_log_section_defaults():
-    assert config_from("").log == LogConfig(mode="full", retention_days=30, rollup_days=365, queue_size=20_000)
-
-
-def test_the_log_section_is_read_and_checked():
-    config = config_from("log: {mode: anonymous, retention_days: 7, rollup_days: 90, queue_size: 5000}\n")
-    assert config.log == LogConfig(mode="anonymous", retention_days=7, rollup_days=90, queue_size=5000)
-    with pytest.raises(ConfigError) as caught:
-        config_from("log: {mode: verbose, retention_days: 0, queue_size: 10, keep: 3}\n")
-    problems = "\n".join(caught.value.problems)
-    assert 'log.mode: "verbose" must be one of full, anonymous, off' in problems
-    assert "log.retention_days" in problems and "log.queue_size" in problems and "log.keep: unknown key" in problems
-
-
-def test_a_profile_may_choose_its_own_log_mode():
-    config = config_from("log: {mode: 'off'}\nprofiles:\n  adults: {preset: adult, log: full}\n"
-                         "  kids: {preset: child}\n")
-    assert config.log.mode == "off"
-    assert config.rules.profiles["adults"].log == "full"
-    assert config.rules.profiles["kids"].log is None   # inherits the global mode
-
-
-def test_log_mode_off_may_be_written_unquoted():
-    """YAML reads a bare `off` as false; `log: {mode: off}` is what a parent writes."""
-    assert config_from("log: {mode: off}\n").log.mode == "off"
-
-
-def test_a_profile_log_off_may_be_written_unquoted():
-    assert config_from("profiles:\n  adults: {preset: adult, log: off}\n").rules.profiles["adults"].log == "off"
 
 
 # ---------------------------------------------------------------- CPU budget

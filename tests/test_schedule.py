@@ -12,7 +12,7 @@ from filterd.rules.model import Schedule
 from filterd.rules.schedule import window_end
 
 LONDON = ZoneInfo("Europe/London")
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
 
 
