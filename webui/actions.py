@@ -11,6 +11,8 @@ import time
 
 from flask import current_app, g
 
+from filterd.family import limits
+from filterd.family.limits import LimitUsage
 from filterd.store import configfile, overrides
 from filterd.store.state import audit
 
@@ -67,6 +69,23 @@ def bonus(config, db, name: str, minutes=None) -> None:
         overrides.bonus(db, config, name, _minutes(minutes), time.time(), _actor())
     except overrides.OverrideError as exc:
         raise ActionError(str(exc), "minutes") from None
+
+
+def extend_limit(config, db, name: str, limit: str, minutes) -> LimitUsage:
+    """Add minutes to a device's daily limit, for today."""
+    seconds = _minutes(minutes, allow_none=False)
+    try:
+        return limits.extend(db, config, name, limit, int(round(seconds / 60)), time.time(), _actor())
+    except limits.LimitError as exc:
+        raise ActionError(str(exc), "minutes" if "minutes" in str(exc) else "limit") from None
+
+
+def limits_of(config, db, name: str) -> list[dict]:
+    """A device's limits today, with its last 7 days (for the device page and the API)."""
+    rows = limits.usage(db, config, name)
+    history = limits.daily_history(db, config, name, 7)
+    return [{**row.as_dict(), "extra_minutes": row.extra_minutes, "spent": row.spent,
+             "week": history.get(row.name, [])} for row in rows]
 
 
 def edit_config(db, version: str | None, change, what: str):

@@ -91,6 +91,21 @@ def allow(name):
     return jsonify({"ok": True})
 
 
+@bp.get("/devices/<name>/limits")
+def device_limits(name):
+    config, db = _state()
+    rows = actions.limits_of(config, db, _device_name(config, name))
+    return jsonify([{k: row[k] for k in ("name", "used_minutes", "allowed_minutes", "remaining_minutes", "resets_at")}
+                    for row in rows])
+
+
+@bp.post("/devices/<name>/limits/<limit>/extend")
+def extend_limit(name, limit):
+    config, db = _state()
+    row = actions.extend_limit(config, db, _device_name(config, name), limit, _body().get("minutes"))
+    return jsonify({"ok": True, **{k: v for k, v in row.as_dict().items() if k != "per"}})
+
+
 @bp.post("/devices/<name>/bonus")
 def bonus(name):
     config, db = _state()

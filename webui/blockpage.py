@@ -21,8 +21,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from filterd.family import access_requests
-from filterd.store import overrides
+from filterd.family import access_requests, limits
 from filterd.rules import policy
 from filterd.dns.clients import read_neighbours
 from filterd.rules.explain import explain, who_is
@@ -38,6 +37,7 @@ CHILD_REASONS = {
     "service": "{what} is switched off on this device.",
     "schedule": "It's {what} right now, so this is switched off.",
     "pause": "The internet is paused on this device for now.",
+    "limit": "You've used your {what} for today. It's back {back}.",
     "profile_block": "Your parents have blocked this site.",
     "safesearch": "This search engine can't be set to safe mode, so it's blocked.",
     "bypass": "This is switched off on this network.",
@@ -55,7 +55,28 @@ def child_reason(config, decision: policy.Decision) -> str:
         what = config.catalog.services[decision.service].name
     if decision.rule == "schedule":
         what = decision.schedule or "quiet time"
-    return CHILD_REASONS.get(decision.rule, "This site is blocked on this network.").format(what=what)
+    back = ""
+    if decision.rule == "limit":
+        what, back = _limit_words(config, decision)
+    return CHILD_REASONS.get(decision.rule, "This site is blocked on this network.").format(what=what, back=back)
+
+
+def _limit_words(config, decision: policy.Decision) -> tuple[str, str]:
+    """("hour of YouTube", "tomorrow") for a spent limit: the time in words and when it returns."""
+    minutes = decision.limit_minutes or 0
+    amount = ("hour" if minutes == 60 else f"{minutes // 60} hours" if minutes and minutes % 60 == 0
+              else f"{minutes} minutes" if minutes else "time")
+    name = decision.limit or ""
+    service = config.catalog.services.get(name)
+    label = service.name if service else name.replace("_", " ")
+    back = "tomorrow"
+    if decision.until is not None:
+        now = datetime.datetime.now(decision.until.tzinfo)
+        if decision.until.date() == now.date():
+            back = f"at {decision.until:%H:%M}"
+        elif decision.until.hour or decision.until.minute:
+            back = f"tomorrow at {decision.until:%H:%M}"
+    return f"{amount} of {label}", back
 
 
 def ask_token(client: str, domain: str, hour: int) -> str:
@@ -78,7 +99,7 @@ def page():
     tz = ZoneInfo(config.timezone)
     db = app_state.db()
     try:
-        active = overrides.active(db, now)
+        active = limits.overrides_in_force(db, config, now)
     except Exception:    # a state DB that cannot be read must not hide the block page
         active = ()
     neighbours = read_neighbours()
@@ -103,9 +124,10 @@ def page():
     return render_template(
         "blockpage.html", name=None if protected else name, decision=decision, protected=protected,
         reason=child_reason(config, decision) if decision else "This page is not available.",
-        until=decision.until.astimezone(tz).strftime("%H:%M") if decision and decision.until else None,
+        until=decision.until.astimezone(tz).strftime("%H:%M")
+        if decision and decision.until and decision.rule != "limit" else None,     # a limit's reason says when
         can_ask=can_ask and (status is None or status["kind"] not in ("pending", "cooldown")),
-        more_time=decision is not None and decision.rule in ("schedule", "pause"),
+        more_time=decision is not None and decision.rule in ("schedule", "pause", "limit"),
         status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)),
     ), 403 if decision and decision.blocked else 200
 

@@ -116,8 +116,18 @@ def detail(name: str):
               if (o.subject_kind == "device" and o.subject == device.name)
               or (o.subject_kind == "profile" and o.subject == device.profile)]
     return render_template("device.html", device=device, hours=hours, active=active, tz=tz,
+                           limits=actions.limits_of(config, db, device.name),
                            blocked=log_reader.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
                            services=sorted(config.catalog.services.values(), key=lambda s: s.name))
+
+
+@bp.route("/devices/<name>/limits/<limit>/extend", methods=["POST"])
+def extend_limit(name: str, limit: str):
+    def do(config, db):
+        row = actions.extend_limit(config, db, name, limit, request.form.get("minutes"))
+        return (f"{row.name}: {request.form.get('minutes')} more minutes for today "
+                f"({row.remaining_minutes} left).")
+    return _action(name, do)
 
 
 def _site(name: str) -> str:

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, url_for
 
-from filterd.store import log_reader, overrides
+from filterd.family import limits
+from filterd.store import log_reader
 from filterd.rules.explain import explain
 from filterd.lists.domains import normalise_domain
 
@@ -62,7 +63,7 @@ def why_decided(config, name: str, device: str | None, qtype: int = 1, at: float
     name that is no longer in the config is explained as an unnamed device."""
     app_state = current_app.extensions["filterd"]
     moment = datetime.datetime.fromtimestamp(at or time.time(), ZoneInfo(config.timezone))
-    active = overrides.active(app_state.db(), moment.timestamp())
+    active = limits.overrides_in_force(app_state.db(), config, moment.timestamp())
     known = device if config.rules.device(device) else None
     return explain(app_state.policy(), name, qtype, moment, active, device=known)
 

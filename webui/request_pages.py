@@ -32,7 +32,9 @@ def _state():
 def describe(config, item: AccessRequest) -> dict:
     """What the parent needs to answer: who, what, why, and what approving lets through."""
     device = item.device or f"unnamed device ({item.client})"
-    if item.more_time:
+    if item.limit is not None:
+        unblocks = f"more time for today's {item.limit} limit"
+    elif item.more_time:
         unblocks = "more time: lifts the schedule"
     elif item.unblocks in config.catalog.services:
         unblocks = f"the service {config.catalog.services[item.unblocks].name}"

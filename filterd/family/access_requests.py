@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+from filterd.family import limits
 from filterd.store import overrides
 from filterd.rules.policy import Decision
 from filterd.store.state import audit, transaction
@@ -27,6 +28,7 @@ DECLINE_COOLDOWN_S = 3600
 MESSAGE_MAX = 300
 ANSWER_MAX = 300
 SCHEDULES = "schedules"          # `unblocks` of a schedule's request: approval lifts schedules
+LIMIT_PREFIX = "limit:"          # `unblocks` of a spent limit's request ("limit:youtube"): approval adds minutes
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -64,7 +66,12 @@ class AccessRequest:
 
     @property
     def more_time(self) -> bool:
-        return self.unblocks == SCHEDULES
+        return self.unblocks == SCHEDULES or self.limit is not None
+
+    @property
+    def limit(self) -> str | None:
+        """The daily limit a "more time" request is for (approval adds minutes to today's)."""
+        return self.unblocks[len(LIMIT_PREFIX):] if self.unblocks.startswith(LIMIT_PREFIX) else None
 
 
 _COLUMNS = ("id, device, domain, reason, rule, unblocks, message, client, created, updated, asks, status, "
@@ -90,6 +97,8 @@ def unblocks_for(decision: Decision, domain: str) -> str:
     """What approving a request for `domain`, blocked by `decision`, should let through."""
     if decision.rule == "schedule":
         return SCHEDULES
+    if decision.rule == "limit" and decision.limit:
+        return LIMIT_PREFIX + decision.limit
     if decision.service:
         return decision.service
     matched = decision.matched or ""
@@ -180,12 +189,15 @@ def approve(conn: sqlite3.Connection, config, request_id: int, until: float | No
     name = subject_name(config, request)
     try:
         with transaction(conn):   # the allow and the answer together, or neither
-            if request.more_time:
+            if request.limit is not None:
+                limits.extend(conn, config, request.device, request.limit, max(1, round(seconds / 60)), now,
+                              actor, in_transaction=True)
+            elif request.more_time:
                 overrides.bonus(conn, config, name, seconds, now, actor)
             else:
                 overrides.allow(conn, config, name, request.unblocks, seconds, now, actor)
             return mark_approved(conn, request_id, until, now, actor)
-    except overrides.OverrideError as exc:
+    except (overrides.OverrideError, limits.LimitError) as exc:
         raise RequestError(str(exc)) from None
 
 

@@ -177,8 +177,9 @@ def usage(db, config, device_name: str, now: float | None = None) -> list[LimitU
 
 
 def extend(db, config, device_name: str, limit_name: str, minutes: int, now: float | None = None,
-           source: str = "cli") -> LimitUsage:
-    """Add minutes to today's allowance (for the device, or its profile with `per: profile`)."""
+           source: str = "cli", in_transaction: bool = False) -> LimitUsage:
+    """Add minutes to today's allowance (for the device, or its profile with `per: profile`).
+    `in_transaction`: the caller's transaction holds it (an approval and its answer together)."""
     if not 1 <= minutes <= 24 * 60:
         raise LimitError(f"{minutes} minutes: add from 1 minute to 24 hours")
     device = _device(config, device_name)
@@ -190,10 +191,12 @@ def extend(db, config, device_name: str, limit_name: str, minutes: int, now: flo
     now = time.time() if now is None else now
     moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
     subject = subject_for(limit, device.name, profile.name)
-    with transaction(db):
-        db.execute("INSERT INTO limit_extensions (day, subject_kind, subject, name, minutes, created, source)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?)", (day_key(limit, moment), *subject, limit.name, minutes, now, source))
-        audit(db, source, "limit extended", f"{limit.name} +{minutes} min for {subject[0]} {subject[1]}", now)
+    if not in_transaction:
+        with transaction(db):
+            return extend(db, config, device_name, limit_name, minutes, now, source, in_transaction=True)
+    db.execute("INSERT INTO limit_extensions (day, subject_kind, subject, name, minutes, created, source)"
+               " VALUES (?, ?, ?, ?, ?, ?, ?)", (day_key(limit, moment), *subject, limit.name, minutes, now, source))
+    audit(db, source, "limit extended", f"{limit.name} +{minutes} min for {subject[0]} {subject[1]}", now)
     return next(u for u in usage(db, config, device.name, now) if u.name == limit.name)
 
 

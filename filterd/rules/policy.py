@@ -63,6 +63,7 @@ class Decision:
     service: str | None = None
     schedule: str | None = None
     limit: str | None = None    # the daily limit that was used up
+    limit_minutes: int | None = None   # and the minutes it allowed that day
     matched: str | None = None  # the listed domain or pattern that matched (never for csam)
     target: str | None = None   # rewrite target (SafeSearch)
     until: datetime.datetime | None = None  # when a schedule or pause ends
@@ -255,7 +256,7 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
                 minutes = spent.minutes if spent.minutes is not None else "all"
                 return made(BLOCK, "limit", f"daily limit {limit.limit.name}: {minutes} of {minutes} minutes used"
                             + (f"; resets at {resets:%H:%M}" if resets else ""),
-                            limit=limit.limit.name, until=resets, ede=EDE_FILTERED)
+                            limit=limit.limit.name, limit_minutes=spent.minutes, until=resets, ede=EDE_FILTERED)
 
     # 5. The profile's own block list.
     blocked = _first(names, compiled.block)
