@@ -257,3 +257,23 @@ def test_the_cli_shows_what_is_left_and_extends(config, tmp_path):
     assert "youtube: 0 of 17 minutes used (+15 added today), 17 left" in extended.stdout
     wrong = subprocess.run(run + ["--extend", "youtube"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "write LIMIT=MINUTES" in wrong.stderr
+
+
+def test_a_limit_with_notify_tells_the_parents_once_when_it_runs_out(tmp_path):
+    from filterd.family import alerts, channels
+
+    text = CONFIG.replace("daily: 2m}}", "daily: 2m, notify: true}}") + (
+        "notify:\n  channels: {{hook: {{type: webhook, url: 'http://127.0.0.1:9/hook'}}}}\n"
+        "  events: {{limit_spent: [hook]}}\n")
+    config = make_config(tmp_path, text)
+    db = state.connect(state.db_path(config.data_dir))
+    use_minutes(config, db, "Emma-Tablet", "youtube", 2, MONDAY_NOON)
+    now = (MONDAY_NOON + datetime.timedelta(minutes=3)).timestamp()
+    assert alerts.run_detectors(db, config, now=now) == 1
+    assert alerts.run_detectors(db, config, now=now + 60) == 0          # once, not every round
+    import json
+    event, payload = db.execute("SELECT event, payload FROM notifications").fetchone()
+    message = channels.compose(event, json.loads(payload), "http://filter.home/", TZ)
+    assert message.title == "Emma-Tablet: youtube limit used up"
+    assert "has used today's 2 minutes of youtube. It opens again at 00:00." in message.text
+    assert message.link == "http://filter.home/devices/Emma-Tablet#limits"

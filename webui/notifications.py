@@ -96,6 +96,7 @@ EVENT_NAMES = {
     "repeated_attempts": "repeated blocked attempts",
     "daemon_problem": "a problem with the filter",
     "weekly_summary": "the weekly summary",
+    "limit_spent": "a daily limit runs out (limits with notify: true)",
 }
 
 

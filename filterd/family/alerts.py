@@ -39,7 +39,8 @@ def run_detectors(db, config, now: float | None = None, running_since: float | N
     notify = config.notify or NotifyConfig()
     queued = 0
     for event, detector in (("new_device", detect_new_devices), ("repeated_attempts", detect_repeated_attempts),
-                            ("daemon_problem", detect_daemon_problems), ("weekly_summary", detect_weekly_summary)):
+                            ("daemon_problem", detect_daemon_problems), ("weekly_summary", detect_weekly_summary),
+                            ("limit_spent", detect_spent_limits)):
         if not notify.channels_for(event):
             continue
         try:
@@ -90,6 +91,31 @@ def detect_new_devices(db, config, now: float) -> int:
             _set_mark(db, key, now)
     if now - watermark >= 60:      # the look-back (DEVICE_LAG_S) covers the rest: one write a minute
         _set_mark(db, "new-device:watermark", now)
+    return queued
+
+
+def detect_spent_limits(db, config, now: float) -> int:
+    """Each daily limit with `notify: true` that runs out: one message, once a day per device
+    (or profile) and limit."""
+    from filterd.family import limits
+
+    wanted = {(profile.name, limit.name) for profile in config.rules.profiles.values()
+              for limit in profile.limits if limit.notify}
+    if not wanted:
+        return 0
+    queued = 0
+    for spent in limits.spent_overrides(db, config, now):
+        profile = spent.subject if spent.subject_kind == "profile" else config.rules.profile_of(spent.subject)
+        if (profile, spent.value) not in wanted:
+            continue
+        key = f"limit:{spent.subject_kind}:{spent.subject}:{spent.value}:{int(spent.until or 0)}"
+        if _mark(db, key) is not None:
+            continue
+        with transaction(db):
+            queued += enqueue(db, config.notify, "limit_spent",
+                              {"subject_kind": spent.subject_kind, "subject": spent.subject, "limit": spent.value,
+                               "minutes": spent.minutes, "resets_at": spent.until}, now)
+            _set_mark(db, key, now)
     return queued
 
 

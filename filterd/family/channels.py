@@ -18,6 +18,7 @@ import socket
 import ssl
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import quote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -86,6 +87,18 @@ def compose(event: str, payload: dict, base: str, tz: ZoneInfo) -> Message:
     if event == "daemon_problem":
         return Message(event, f"filterd: {payload.get('summary')}", str(payload.get("detail") or ""), base,
                        payload, tags="rotating_light")
+    if event == "limit_spent":
+        who = payload.get("subject")
+        if payload.get("subject_kind") == "profile":
+            who = f"profile {who}"
+        resets = payload.get("resets_at")
+        back = f" It opens again at {datetime.fromtimestamp(float(resets), tz):%H:%M}." if resets else ""
+        lines = [f"{who} has used today's {payload.get('minutes')} minutes of {payload.get('limit')}.{back}",
+                 "You can add time for today on the device's page."]
+        link = f"{base}devices/{quote(str(payload.get('subject') or ''), safe='')}#limits" \
+            if payload.get("subject_kind") == "device" else f"{base}devices"
+        return Message(event, f"{who}: {payload.get('limit')} limit used up", "\n".join(lines), link, payload,
+                       tags="hourglass")
     if event == "weekly_summary":
         from filterd.family import summary
         link = f"{base}summary/{quote(str(payload.get('profile') or ''), safe='')}"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from filterd.rules.checking import show
 from filterd.rules.model import DAYS
 
-EVENTS = ("access_request", "new_device", "repeated_attempts", "daemon_problem", "weekly_summary")
+EVENTS = ("access_request", "new_device", "repeated_attempts", "daemon_problem", "weekly_summary", "limit_spent")
 CHANNEL_TYPES = ("webhook", "ntfy", "email")
 EMAIL_SECURITY = ("starttls", "tls", "none")
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
