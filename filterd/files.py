@@ -20,10 +20,12 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_atomically(path: Path, data: bytes, mode: int = 0o644, before_replace=None) -> None:
     """Replace `path` with `data` all at once: a temporary file in the same folder, created with
     `mode` from the start (a private key is never readable by others, not even for a moment),
-    fsynced, renamed into place, the rename fsynced. A crash leaves the old file or the new one."""
+    fsynced, renamed into place, the rename fsynced. A crash leaves the old file or the new one.
+    `before_replace` runs once the new data is safely on disk, just before the rename (the
+    config edit keeps the old file as .bak there)."""
     path = Path(path)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")   # 0600
     try:
@@ -32,6 +34,8 @@ def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(temporary, path)
     except BaseException:
         try:

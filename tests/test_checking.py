@@ -221,3 +221,14 @@ def test_listen_addresses_are_read_and_written_back(text, host, port, shown):
 def test_an_invalid_listen_address_is_refused_saying_why(text, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         parse_listen(text)
+
+
+def test_a_key_written_twice_is_refused_with_both_lines():
+    """YAML loaders keep the last of two equal keys without a word: a second `profiles:` block
+    would silently drop every rule of the first."""
+    text = "profiles:\n  kids: {}\ndns: {}\nprofiles:\n  adults: {}\n"
+    with pytest.raises(YamlSyntaxError, match=r"^not valid YAML \(line 4, column 1\): profiles is written twice "
+                                              r"\(first on line 1\)$"):
+        parse_yaml(text)
+    with pytest.raises(YamlSyntaxError, match=r"profiles\.kids\.allow is written twice"):
+        parse_yaml("profiles:\n  kids:\n    allow: [a.example]\n    allow: [b.example]\n")

@@ -49,8 +49,16 @@ def _to_python(node: yaml.Node, path: str, lines: dict[str, int]) -> Any:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out = {}
+        key_lines: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            if key in out:
+                # YAML loaders keep the last one silently: a second `profiles:` would drop the first.
+                where = f"{path}.{key}" if path else str(key)
+                mark = key_node.start_mark
+                raise YamlSyntaxError(f"not valid YAML (line {mark.line + 1}, column {mark.column + 1}): "
+                                      f"{where} is written twice (first on line {key_lines[key]})")
+            key_lines[key] = key_node.start_mark.line + 1
             out[key] = _to_python(value_node, f"{path}.{key}" if path else str(key), lines)
         return out
     if isinstance(node, yaml.SequenceNode):

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -30,7 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from filterd.rules.config import Config, ConfigError, parse_config, read_yaml
-from filterd.files import fsync_directory
+from filterd import files
 
 
 class VersionConflict(Exception):
@@ -242,38 +241,29 @@ def keep_untouched(old_text: str, old_document, new_text: str, new_document) -> 
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """temp file in the same folder → fsync → keep the old file as .bak → rename over it."""
+    """Keep the current file as .bak, then replace it all at once (`files.write_atomically`),
+    with the mode it had: a config holding notification secrets stays readable by root only."""
     path = Path(path)
-    directory = path.parent
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        mode = 0o644
+
+    def keep_backup() -> None:
+        if not path.exists():
+            return
+        # A hard link to the current file becomes the .bak: no copy, no window without one.
+        backup = path.with_name(path.name + ".bak")
+        staged = path.with_name(path.name + ".bak.new")
         try:
-            os.chmod(temp, os.stat(path).st_mode & 0o777)
+            if staged.exists():
+                staged.unlink()
+            os.link(path, staged)
         except OSError:
-            pass
-        if path.exists():
-            # A hard link to the current file becomes the .bak: no copy, no window without one.
-            backup = path.with_name(path.name + ".bak")
-            staged = path.with_name(path.name + ".bak.new")
-            try:
-                if staged.exists():
-                    staged.unlink()
-                os.link(path, staged)
-            except OSError:
-                staged.write_bytes(path.read_bytes())
-            os.replace(staged, backup)
-        os.replace(temp, path)
-        fsync_directory(directory)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
+            staged.write_bytes(path.read_bytes())
+        os.replace(staged, backup)
+
+    files.write_atomically(path, text.encode("utf-8"), mode, before_replace=keep_backup)
 
 
 __all__ = ["ConfigError", "VersionConflict", "edit", "read", "validate_text", "version_of", "write_atomically"]
