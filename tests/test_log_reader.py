@@ -337,3 +337,15 @@ def test_stats_on_an_empty_log(capsys, stats_config, db_file):
     code, out, _ = run_stats(capsys, "--config", str(stats_config))
     assert code == 0
     assert out.splitlines() == ["since 24h ago:", "  0 queries, 0 blocked (–)"]
+
+
+def test_the_pages_read_the_log_through_the_reader_and_write_no_sql_of_their_own():
+    """The web UI's blueprints go through log_reader (and the other store modules) for what the
+    log says: a page's own SELECT on the log tables would drift from the reader's."""
+    import re
+    from pathlib import Path
+
+    webui = Path(__file__).resolve().parent.parent / "webui"
+    offenders = [f"{path.name}: {match}" for path in sorted(webui.glob("*.py"))
+                 for match in re.findall(r"FROM (?:queries|name_rollups|rollups)\b", path.read_text())]
+    assert offenders == []

@@ -23,8 +23,7 @@ def device_rows(config, db) -> list[dict]:
     now = time.time()
     midnight = datetime.datetime.now(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0,
                                                                         microsecond=0).timestamp()
-    today = {row[0]: row[1] for row in db.execute(
-        "SELECT coalesce(device, client), count(*) FROM queries WHERE ts >= ? GROUP BY 1", (midnight,))}
+    today = log_reader.queries_per_asker(db, midnight)
     rows = []
     named = set()
     for device in config.rules.devices:
@@ -104,9 +103,7 @@ def detail(name: str):
     timeline: dict[int, dict[str, int]] = {}
     # From the hourly per-name counts (one short range of today's rows), not the log itself:
     # a busy tablet makes tens of thousands of queries a day.
-    for hour_index, name, count in db.execute(
-            "SELECT hour, name, queries FROM name_rollups WHERE blocked = 0 AND hour >= ? AND device = ?",
-            (int(midnight // 3600), device.name)):
+    for hour_index, name, count in log_reader.allowed_names_per_hour(db, device.name, midnight):
         hour = datetime.datetime.fromtimestamp(hour_index * 3600, tz).hour
         sites = timeline.setdefault(hour, {})
         site = _site(name)

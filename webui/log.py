@@ -47,8 +47,7 @@ def index():
         next_before = rows[-1].id
     elif floor is not None:     # this page read as far back as one page may: offer to go on
         next_before = floor
-        found = db.execute("SELECT ts FROM queries WHERE id >= ? ORDER BY id LIMIT 1", (floor,)).fetchone()
-        searched_to = found[0] if found else None
+        searched_to = log_reader.time_of_row(db, floor)
     else:
         next_before = None
     return render_template("log.html", rows=rows, chosen=chosen, tz=ZoneInfo(config.timezone),

@@ -182,3 +182,22 @@ def clients_seen(conn: sqlite3.Connection) -> list[SeenClient]:
 
 def devices_active(conn: sqlite3.Connection, since: float) -> list[SeenClient]:
     return [c for c in clients_seen(conn) if c.last_seen >= since]
+
+
+def queries_per_asker(db, since: float) -> dict[str, int]:
+    """Queries since `since` per device name (or client address for unnamed devices)."""
+    return {who: count for who, count in db.execute(
+        "SELECT coalesce(device, client), count(*) FROM queries WHERE ts >= ? GROUP BY 1", (since,))}
+
+
+def allowed_names_per_hour(db, device: str, since: float) -> list[tuple[int, str, int]]:
+    """(hour index, name, queries) of a device's allowed names since `since`, from the hourly
+    rollups (a busy tablet makes tens of thousands of queries a day: never the log itself)."""
+    return db.execute("SELECT hour, name, queries FROM name_rollups WHERE blocked = 0 AND hour >= ? AND device = ?",
+                      (int(since // 3600), device)).fetchall()
+
+
+def time_of_row(db, row_id: int) -> float | None:
+    """The time of the first logged query at or after `row_id` (how far back a search reached)."""
+    found = db.execute("SELECT ts FROM queries WHERE id >= ? ORDER BY id LIMIT 1", (row_id,)).fetchone()
+    return found[0] if found else None
