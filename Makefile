@@ -21,12 +21,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The daemon and the web UI on unprivileged ports; Ctrl-C stops both.
+# The daemon and the web UI on unprivileged ports; Ctrl-C stops both. The trap signals the two
+# by pid (`kill 0` would signal this shell too and run the trap again until its stack overflows).
 run: venv
 	@echo "DNS on the address in $(CONFIG) (dns.listen); web UI: http://127.0.0.1:8080/"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) -m filterd run --config $(CONFIG) & \
-	$(VENV)/bin/filterd-webui --config $(CONFIG) & \
+	@$(PY) -m filterd run --config $(CONFIG) & daemon=$$!; \
+	$(VENV)/bin/filterd-webui --config $(CONFIG) & webui=$$!; \
+	trap 'kill $$daemon $$webui 2>/dev/null; wait; exit 0' INT TERM EXIT; \
 	wait
 
 debs:

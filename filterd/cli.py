@@ -17,10 +17,15 @@ def _setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from filterd.dns import server
+    from filterd.store import state
 
     config = _load_or_exit(args.config)
     if config is None:
         return 2
+    problem = state.data_dir_problem(config.data_dir)
+    if problem:
+        print(f"filterd: {problem}", file=sys.stderr)
+        return 1
     return server.run(config)
 
 

@@ -21,22 +21,38 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print("filterd-webui: config refused:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return 2
-    from waitress import serve
+    from waitress import create_server
+
+    from filterd.store import state
 
     from . import create_app
+    problem = state.data_dir_problem(config.data_dir)
+    if problem:
+        print(f"filterd-webui: {problem}", file=sys.stderr)
+        return 1
     app = create_app(args.config)
+    web = config.rules.web
+    host = web.host
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        # ident="" : no Server banner; no proxy headers are trusted, so the peer address is the socket's.
+        server = create_server(app, host=host, port=web.port, threads=args.threads, ident="",
+                               clear_untrusted_proxy_headers=True, max_request_body_size=2 * 2**20,
+                               channel_timeout=30)
+    except OSError as exc:
+        # One line, as the daemon says it: a traceback hides the cause from a parent reading the journal.
+        print(f"filterd-webui: cannot listen on {shown}:{web.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     from .certificate import start_https
     from .notifications import start_worker
     start_worker(app, config)
     start_https(app, config)
-    web = config.rules.web
-    host = web.host
-    shown = f"[{host}]" if ":" in host else host
     logging.getLogger("filterd.webui").info("web UI on http://%s:%d/ (also http://%s/ once DNS points here)",
                                             shown, web.port, web.hostnames[0] if web.hostnames else shown)
-    # ident="" : no Server banner; no proxy headers are trusted, so the peer address is the socket's.
-    serve(app, host=host, port=web.port, threads=args.threads, ident="", clear_untrusted_proxy_headers=True,
-          max_request_body_size=2 * 2**20, channel_timeout=30)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

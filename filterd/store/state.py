@@ -334,3 +334,16 @@ def audit(conn: sqlite3.Connection, actor: str, action: str, detail: str = "", n
 
     conn.execute("INSERT INTO audit (ts, actor, action, detail) VALUES (?, ?, ?, ?)",
                  (now if now is not None else time.time(), actor, action, detail))
+
+
+def data_dir_problem(data_dir: Path) -> str | None:
+    """Why the data directory cannot hold the state DB and the lists (None when it can): both
+    processes check this at start and say it in one line instead of a traceback."""
+    try:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        connect(db_path(data_dir)).close()
+    except StateError as exc:
+        return str(exc)
+    except (OSError, sqlite3.Error) as exc:
+        return f"cannot use the data directory {data_dir}: {getattr(exc, 'strerror', None) or exc}"
+    return None
