@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,27 @@ def test_read_yaml_maps_paths_to_lines():
 
     assert data["dns"]["cache"]["size"] == 5
     assert (lines["timezone"], lines["dns.listen[0]"], lines["dns.cache.size"]) == (1, 4, 6)
+
+
+def test_check_reports_problems_in_the_order_of_the_file_with_near_misses_named(tmp_path):
+    """Problems come in line order whatever section found them, an unknown name a typo away from
+    a known one gets a "did you mean", and a wrong day is quoted as the parent wrote it."""
+    text = ("dns: {upstreams: ['udp://127.0.0.1:1']}\n"
+            "profiles:\n"
+            "  kids:\n"
+            "    block_categories: [gamblingg]\n"
+            "    schedules:\n"
+            "      - {name: bedtime, days: [funday], start: '21:00', end: '07:00'}\n"
+            "log: {mode: loud}\n"
+            "notify:\n"
+            "  events: {new_devices: []}\n"
+            "devices:\n"
+            "  - {name: tab, ip: 192.168.1.5, profile: kidz}\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(*read_yaml(text))
+    problems = caught.value.problems
+    lines = [int(re.search(r"\(line (\d+)\)$", p).group(1)) for p in problems]
+    assert lines == sorted(lines), problems
+    assert any(p.startswith('profiles.kids.block_categories[0]: "gamblingg" is not a known category '
+                            '(did you mean "gambling"?)') for p in problems), problems
+    assert any(p.startswith('profiles.kids.schedules[0].days[0]: "funday" is not a day') for p in problems), problems

@@ -163,7 +163,7 @@ def test_an_unknown_event_or_channel_name_is_refused_listing_what_exists():
     _, problems = parse_section("notify:\n  channels: {a: {type: webhook, url: 'http://h/'}}\n"
                                 "  events: {new_devices: [a], new_device: [b]}\n")
     assert problems == [
-        ("notify.events.new_devices: unknown key (known here: access_request, daemon_problem, new_device, "
+        ("notify.events.new_devices: unknown key (known here: access_request, daemon_problem, limit_spent, new_device, "
          "repeated_attempts, weekly_summary) (line 3)"),
         'notify.events.new_device[0]: "b" is not a channel in notify.channels (there: a) (line 3)']
 

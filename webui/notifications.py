@@ -17,6 +17,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 
 from filterd.family import alerts, notify, summary
 from filterd.rules import notify_settings
+from filterd.rules.model import DAY_NAMES
 from filterd.store import state
 
 from . import actions
@@ -145,7 +146,7 @@ def settings(errors: dict[str, str] | None = None, error_form: str | None = None
         add_values=_submitted_values() if error_form == "add" else _new_values(),
         add_errors=errors if error_form == "add" else {},
         public_url=notify.public_url(config), rule=rule,
-        weekly_day=notify_settings.DAY_NAMES[weekly.weekday].capitalize(),
+        weekly_day=DAY_NAMES[weekly.weekday].capitalize(),
         weekly_time=f"{weekly.minute // 60:02d}:{weekly.minute % 60:02d}",
         summary_profiles=alerts.summary_profiles(config) if notify_config.channels_for("weekly_summary") else [],
         profiles=list(config.rules.profiles))

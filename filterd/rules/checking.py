@@ -86,6 +86,24 @@ def show(value: Any) -> str:
     return repr(value)
 
 
+def did_you_mean(text: str, known) -> str:
+    """' (did you mean "gambling"?)' for a near miss of a known name, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(text).lower(), [str(k) for k in known], n=1, cutoff=0.75)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def by_line(problems: list[str]) -> list[str]:
+    """Problems in the order of the file's lines (those without a line first, as they came)."""
+    import re
+
+    def line_of(problem: str) -> int:
+        match = re.search(r"\(line (\d+)\)$", problem)
+        return int(match.group(1)) if match else 0
+    return sorted(problems, key=line_of)
+
+
 class Checker:
     """Collects problems while reading a section; each problem carries its YAML path and line."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from filterd.rules.checking import (Checker, ConfigError, Listen, YamlSyntaxError, parse_listen,  # noqa: F401 (re-exported)
+from filterd.rules.checking import (Checker, ConfigError, Listen, YamlSyntaxError, by_line, parse_listen,  # noqa: F401 (re-exported)
                                     parse_yaml, show)
 from filterd.rules.dhcp_settings import parse_dhcp_config
 from filterd.rules.notify_settings import parse_notify_config
@@ -255,7 +255,7 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     notify = parse_notify_config(data.get("notify"), check, catalog.categories if catalog else None, rules.profiles)
     dhcp = parse_dhcp_config(data.get("dhcp"), check, data_dir)
     if check.problems:
-        raise ConfigError(check.problems)
+        raise ConfigError(by_line(check.problems))
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
                   catalog=catalog, log=log_config, notify=notify, dhcp=dhcp)
 

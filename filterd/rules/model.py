@@ -9,7 +9,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from filterd.rules.checking import parse_listen, show
+from filterd.rules.checking import did_you_mean, parse_listen, show
 from filterd.lists.domains import normalise_domain
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
 from filterd.rules.catalog import YOUTUBE_LEVELS
@@ -19,6 +19,7 @@ from filterd.rules.log_settings import LOG_MODES
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAYS[:5], "weekends": DAYS[5:], "weekend": DAYS[5:], "daily": DAYS,
               "everyday": DAYS, "all": DAYS}
+DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 LIST_FORMATS = ("hosts", "domains", "adblock", "sha256")
 PROTECTED_CATEGORY = "csam"
 
@@ -156,7 +157,7 @@ def _names(check, data: dict, key: str, path: str, known: dict | set, what: str)
     out = []
     for item_path, text in check.string_list(data, key, path, []):
         if text not in known:
-            check.error(item_path, f'"{text}" is not a known {what}')
+            check.error(item_path, f'"{text}" is not a known {what}' + did_you_mean(text, known))
         elif text != PROTECTED_CATEGORY:
             out.append(text)
     return tuple(dict.fromkeys(out))
@@ -248,14 +249,15 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
 def _days(check, item: dict, key: str, path: str) -> set[int]:
     """`days:` of a schedule or a limit: mon … sun and the groups (weekdays, weekends, daily)."""
     days: set[int] = set()
-    for day_path, text in check.string_list(item, key, path, list(DAYS)):
-        text = text.strip().lower()[:3] if text.strip().lower() not in DAY_GROUPS else text.strip().lower()
+    for day_path, written in check.string_list(item, key, path, list(DAYS)):
+        text = written.strip().lower()
         if text in DAY_GROUPS:
             days.update(DAYS.index(d) for d in DAY_GROUPS[text])
-        elif text in DAYS:
-            days.add(DAYS.index(text))
+        elif text in DAYS or text in DAY_NAMES:
+            days.add(DAYS.index(text[:3]))
         else:
-            check.error(day_path, f'"{text}" is not a day (mon … sun, weekdays, weekends, daily)')
+            check.error(day_path, f'"{written}" is not a day (mon … sun, weekdays, weekends, daily)'
+                        + did_you_mean(text, list(DAYS) + list(DAY_NAMES) + list(DAY_GROUPS)))
     return days
 
 

@@ -14,12 +14,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from filterd.rules.checking import show
-from filterd.rules.model import DAYS
+from filterd.rules.model import DAY_NAMES, DAYS
 
 EVENTS = ("access_request", "new_device", "repeated_attempts", "daemon_problem", "weekly_summary", "limit_spent")
 CHANNEL_TYPES = ("webhook", "ntfy", "email")
 EMAIL_SECURITY = ("starttls", "tls", "none")
-DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
 _EMAIL = re.compile(r"[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+")
 _TIME = re.compile(r"([01]?\d|2[0-3]):[0-5]\d")
