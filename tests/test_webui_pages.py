@@ -219,7 +219,9 @@ def test_profile_edit_is_saved_keeping_comments(env, admin):
     for comment in ("# The house's rules", "# where we live", "# The web UI", "# Emma and Noah", "# Devices, by address"):
         assert comment in text
     assert (env.folder / "filterd.yaml.bak").exists()
-    assert ("web UI", "config", "profile kids edited") in env.audit()
+    # The trail says what changed, in YAML paths.
+    detail = next(d for actor, action, d in env.audit() if action == "config")
+    assert detail.startswith("profile kids edited: ") and "profiles.kids.allow: + wikipedia.org" in detail, detail
 
 
 @pytest.mark.parametrize("change, field_heading, message", [
@@ -588,7 +590,9 @@ def test_settings_change_upstreams_block_mode_time_zone_log_and_host_names(env, 
     assert config.timezone == "Europe/Paris"
     assert (config.log.mode, config.log.retention_days) == ("anonymous", 14)
     assert config.rules.web.hostnames == ("filter.home", "filtre.maison")
-    assert ("web UI", "config", "filter settings changed") in env.audit()
+    trail = [detail for _, action, detail in env.audit() if action == "config"]
+    assert trail[-1].startswith("filter settings changed: timezone: UTC → Europe/Paris; ")
+    assert "log.mode: full → anonymous" in trail[-1]
 
 
 @pytest.mark.parametrize("field, value, says", [

@@ -17,7 +17,7 @@ from webui_fixtures import (ADMIN_HOST, CONFIG_TEXT, PASSWORD, PEER, XSS_PAYLOAD
 from webui import passwords, security
 
 SAMPLE_ARGS = {"name": "kids-tablet", "filename": "style.css", "request_id": 1, "profile": "kids", "channel": "phone",
-               "limit": "youtube"}
+               "limit": "youtube", "version_id": 1}
 PROFILE_ENDPOINTS = {"pages.profile", "api.profile", "api.put_profile"}
 EXTRA_METHODS = ("HEAD", "OPTIONS")
 FOREIGN_HOSTS = ("evil.example", "tiktok.com", "127.0.0.1.nip.io", "evil.example:8080", "filter.home.evil.example",
@@ -697,12 +697,21 @@ def test_served_by_waitress_no_banner_and_the_peer_is_the_socket(env, monkeypatc
     from webui import serve
 
     captured = {}
-    monkeypatch.setattr(waitress, "serve", lambda app, **options: captured.update(options, app=app))
+    create_server = waitress.create_server
+
+    class NotServing:
+        def run(self):
+            return None
+
+    def capture(app, **options):
+        captured.update(options, app=app)
+        return NotServing()
+    monkeypatch.setattr(waitress, "create_server", capture)
     assert serve.main(["--config", str(env.config_path)]) == 0
     options = {k: v for k, v in captured.items() if k not in ("app", "host", "port", "threads")}
     assert options["ident"] == "" and options["clear_untrusted_proxy_headers"] is True
     assert "trusted_proxy" not in options
-    server = waitress.create_server(captured["app"], host="127.0.0.1", port=0, threads=1, **options)
+    server = create_server(captured["app"], host="127.0.0.1", port=0, threads=1, **options)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

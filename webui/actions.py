@@ -13,7 +13,7 @@ from flask import current_app, g
 
 from filterd.family import limits
 from filterd.family.limits import LimitUsage
-from filterd.store import configfile, overrides
+from filterd.store import config_versions, configfile, overrides
 from filterd.store.state import audit
 
 
@@ -88,18 +88,29 @@ def limits_of(config, db, name: str) -> list[dict]:
              "week": history.get(row.name, [])} for row in rows]
 
 
-def edit_config(db, version: str | None, change, what: str):
-    """Apply a rules change to the config file (validated, atomic) and audit it."""
+def edit_config(db, version: str | None, change, what: str, new_text: str | None = None):
+    """Apply a rules change to the config file (validated, atomic), keep the version in the
+    history and audit it with what changed. `new_text`: replace the whole file (a restore)."""
     app_state = current_app.extensions["filterd"]
+    changes: list[str] = []
+
+    def written(old_text: str, text: str) -> None:
+        config_versions.record(db, old_text, text, _actor(), what)
+        changes.extend(config_versions.describe_changes(old_text, text))
+
     try:
-        config, new_version = configfile.edit(app_state.config_path, version, change)
+        if new_text is not None:
+            config, new_version = configfile.replace(app_state.config_path, version, new_text, written)
+        else:
+            config, new_version = configfile.edit(app_state.config_path, version, change, written)
     except configfile.VersionConflict as exc:
         raise ActionError(str(exc), "version") from None
     except configfile.ConfigError as exc:
         first = exc.problems[0] if exc.problems else str(exc)
         # "(line N)" would point into the text that was refused, not into the file: left out.
         raise ActionError(re.sub(r" \(line \d+\)$", "", first), first.split(":", 1)[0]) from None
-    audit(db, _actor(), "config", what)
+    detail = what + (": " + "; ".join(changes) if changes else "")
+    audit(db, _actor(), "config", detail if len(detail) <= 500 else detail[:499] + "…")
     return config, new_version
 
 

@@ -92,9 +92,11 @@ def _conflict() -> VersionConflict:
                            "reload the page and make the change again")
 
 
-def edit(path: Path, expected_version: str | None, change: Callable[[dict], None]) -> tuple[Config, str]:
+def edit(path: Path, expected_version: str | None, change: Callable[[dict], None],
+         written: Callable[[str, str], None] | None = None) -> tuple[Config, str]:
     """Apply `change` to the parsed document, validate, write atomically; return the new config
-    and version. Raises VersionConflict, or ConfigError (nothing written) when invalid."""
+    and version. Raises VersionConflict, or ConfigError (nothing written) when invalid.
+    `written(old_text, new_text)` is called once the new file is in place (the history keeps it)."""
     path = Path(path)
     with _edit_lock(path):
         text, version = read(path)
@@ -117,6 +119,24 @@ def edit(path: Path, expected_version: str | None, change: Callable[[dict], None
         if read(path)[1] != version:   # edited by hand while we worked: never overwrite that
             raise _conflict()
         write_atomically(path, new_text)
+        if written is not None:
+            written(text, new_text)
+    return config, version_of(new_text)
+
+
+def replace(path: Path, expected_version: str | None, new_text: str,
+            written: Callable[[str, str], None] | None = None) -> tuple[Config, str]:
+    """Replace the whole file with `new_text` (an older version being restored), validated like
+    any edit and with the same version check. Raises VersionConflict or ConfigError."""
+    path = Path(path)
+    with _edit_lock(path):
+        text, version = read(path)
+        if expected_version is not None and expected_version != version:
+            raise _conflict()
+        config = validate_text(new_text, path)
+        write_atomically(path, new_text)
+        if written is not None:
+            written(text, new_text)
     return config, version_of(new_text)
 
 
@@ -266,4 +286,4 @@ def write_atomically(path: Path, text: str) -> None:
     files.write_atomically(path, text.encode("utf-8"), mode, before_replace=keep_backup)
 
 
-__all__ = ["ConfigError", "VersionConflict", "edit", "read", "validate_text", "version_of", "write_atomically"]
+__all__ = ["ConfigError", "VersionConflict", "edit", "read", "replace", "validate_text", "version_of", "write_atomically"]

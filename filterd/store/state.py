@@ -222,6 +222,15 @@ MIGRATIONS: list[str] = [
         source TEXT NOT NULL
     );
     CREATE INDEX limit_extensions_day ON limit_extensions (day, subject_kind, subject, name);
+
+    CREATE TABLE config_versions (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL,
+        actor TEXT NOT NULL,
+        what TEXT NOT NULL,
+        changes TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL
+    );
     """,
 ]
 
