@@ -15,19 +15,33 @@ from filterd import cli
 from filterd.lists import sources
 from filterd.rules.config import ConfigError, load_config
 from filterd.lists.index import DomainIndex
+from filterd.rules.catalog import load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"
 
 
-def write_config(folder: Path, list_entries: str = "", name: str = "filterd.yaml") -> Path:
-    """A config whose data_dir is inside `folder`, with these `lists:` entries (YAML flow lines)."""
+CATALOG = load_catalog()
+
+
+def catalog_off(*categories: str) -> str:
+    """`lists:` lines switching off the catalog sources of these categories."""
+    return "".join(f"  - {{id: {source.id}, enabled: false}}\n"
+                   for c in categories for source in CATALOG.categories[c].sources)
+
+
+def write_config(folder: Path, list_entries: str = "", name: str = "filterd.yaml", mirror: str | None = None,
+                 catalog: bool = False) -> Path:
+    """A config whose data_dir is inside `folder`, with these `lists:` entries (YAML flow lines);
+    the catalog sources of the blocked categories switched off unless `catalog`."""
     path = folder / name
+    entries = (list_entries + "\n" if list_entries else "") + ("" if catalog else catalog_off("gambling", "adult"))
     path.write_text(f"""\
 timezone: Europe/London
 data_dir: {folder / 'var'}
 dns: {{upstreams: ["udp://127.0.0.1:53"]}}
+{f'lists_mirror: "{mirror}"' if mirror else ''}
 lists:
-{list_entries or '  []'}
+{entries.rstrip() or '  []'}
 profiles:
   kids: {{block_categories: [gambling, adult]}}
 default_profile: kids
@@ -155,7 +169,9 @@ def test_open_index_without_compiling_says_the_file_is_missing(tmp_path):
 
 
 class ListServer(ThreadingHTTPServer):
-    """Serves `routes[path](handler)`; remembers every request's path and headers."""
+    """A `lists_mirror` on 127.0.0.1: serves `routes[path](handler)` for the list at
+    `https://lists.test{path}` (asked as `/lists.test{path}`); remembers every request's path
+    (without that prefix) and headers."""
 
     daemon_threads = True
 
@@ -164,16 +180,26 @@ class ListServer(ThreadingHTTPServer):
         self.routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
 
+    @property
+    def mirror(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+        """The address the config names."""
+        return f"https://lists.test{path}"
+
+    def fetched(self, path: str) -> str:
+        """The address actually fetched, through the mirror."""
+        return f"{self.mirror}/lists.test{path}"
 
 
 class ListHandler(BaseHTTPRequestHandler):
     server: ListServer
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self.server.requests.append((self.path, dict(self.headers)))
-        route = self.server.routes.get(self.path)
+        path = self.path.removeprefix("/lists.test")
+        self.server.requests.append((path, dict(self.headers)))
+        route = self.server.routes.get(path)
         if route is None:
             send(self, 404, b"not here\n")
         else:
@@ -241,7 +267,8 @@ def downloaded(tmp_path, list_server, capsys) -> Path:
     """A config with one url list, after a first successful `filterd lists update`."""
     list_server.routes["/gambling.txt"] = serve_list(FIRST)
     config = write_config(tmp_path, (
-        f"  - {{id: dl-gambling, url: '{list_server.url('/gambling.txt')}', category: gambling, format: domains}}"))
+        f"  - {{id: dl-gambling, url: '{list_server.url('/gambling.txt')}', category: gambling, format: domains}}"),
+        mirror=list_server.mirror)
     status, out, err = run(capsys, "lists", "update", "--config", str(config))
     assert status == 0, err
     assert "dl-gambling: updated (" in err
@@ -279,7 +306,7 @@ def test_lists_update_404_exits_non_zero_and_keeps_the_last_good_copy(downloaded
     status, out, err = run(capsys, "lists", "update", "--config", str(downloaded))
     assert status != 0
     line = next(line for line in err.splitlines() if line.startswith("dl-gambling: "))
-    assert f"HTTP 404 from {list_server.url('/gambling.txt')}" in line
+    assert f"HTTP 404 from {list_server.fetched('/gambling.txt')}" in line
     assert "kept the copy from " in line
     assert (tmp_path / "var" / "lists" / "dl-gambling.txt").read_bytes() == FIRST
     assert "BLOCK" in explain(capsys, downloaded, "downloaded-one.test")
@@ -299,7 +326,7 @@ def test_lists_update_truncated_body_keeps_the_last_good_copy(downloaded, list_s
 
 def test_lists_update_first_download_failing_says_nothing_is_kept(tmp_path, list_server, capsys):
     config = write_config(tmp_path, (
-        f"  - {{id: never, url: '{list_server.url('/missing.txt')}', category: gambling}}"))
+        f"  - {{id: never, url: '{list_server.url('/missing.txt')}', category: gambling}}"), mirror=list_server.mirror)
     status, out, err = run(capsys, "lists", "update", "--config", str(config))
     assert status != 0
     assert "never: HTTP 404" in err and "no copy downloaded yet" in err
@@ -311,7 +338,7 @@ def test_lists_update_one_failure_of_two_still_takes_the_other(tmp_path, list_se
     list_server.routes["/good.txt"] = serve_list(FIRST)
     config = write_config(tmp_path, (
         f"  - {{id: broken, url: '{list_server.url('/broken.txt')}', category: adult}}\n"
-        f"  - {{id: good, url: '{list_server.url('/good.txt')}', category: gambling}}"))
+        f"  - {{id: good, url: '{list_server.url('/good.txt')}', category: gambling}}"), mirror=list_server.mirror)
     status, out, err = run(capsys, "lists", "update", "--config", str(config))
     assert status != 0
     assert "broken: HTTP 404" in err and "good: updated" in err
@@ -328,7 +355,8 @@ def test_lists_update_with_no_url_lists_compiles_the_seeds(tmp_path, capsys):
 
 def test_lists_update_command_names_the_failed_list(tmp_path, list_server):
     """The real command line: exit status and message as a parent running it sees them."""
-    config = write_config(tmp_path, f"  - {{id: gone-list, url: '{list_server.url('/gone.txt')}', category: gambling}}")
+    config = write_config(tmp_path, f"  - {{id: gone-list, url: '{list_server.url('/gone.txt')}', category: gambling}}",
+                          mirror=list_server.mirror)
     result = subprocess.run([sys.executable, "-m", "filterd", "lists", "update", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1

@@ -203,7 +203,7 @@ class Worker:
         self.index = index
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
         self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
-        self.lists_signature = sources.current_signature_path(config)
+        self.lists_signature = self.resolver.policy.index.path   # the last good one, if lists changed
         self.db = state.connect(state.db_path(config.data_dir))
         self.db_version = None
         self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
@@ -380,7 +380,7 @@ class Worker:
         self.resolver.querylog = self.querylog
         self.querylog.configure(config.log)
         self.config = config
-        self.lists_signature = sources.current_signature_path(config)
+        self.lists_signature = policy.index.path
         old.close()
         self.last_reload = time.time()
         self.last_error = None
@@ -419,8 +419,10 @@ def run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
-    # Compile the lists once, before any worker starts, so every worker just maps the file.
-    policy = build_policy(config)
+    # Compile the lists once, before any worker starts, so every worker just maps the file; when
+    # the lists changed since the last compile, serve the last good index at once and let worker 0
+    # compile the new one in the background (its watch sees the index in use is not the current).
+    policy = build_policy(config, last_good=True)
     if workers == 1:
         _run_worker(config, 0, policy)
         return 0

@@ -10,11 +10,13 @@ from filterd.lists.index import DomainIndex
 from filterd.rules.policy import Policy
 
 
-def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = False) -> Policy:
+def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = False,
+                 last_good: bool = False) -> Policy:
     """The policy for a config. With `missing_ok`, lists not compiled yet count as empty (the
-    web UI never compiles: that is the daemon's job)."""
+    web UI never compiles: that is the daemon's job). With `last_good`, lists not compiled yet
+    are served from the last good index meanwhile (the daemon's start: it answers at once)."""
     try:
-        index = sources.open_index(config, compile_if_missing)
+        index = sources.open_index(config, compile_if_missing, last_good)
     except FileNotFoundError:
         if not missing_ok:
             raise
