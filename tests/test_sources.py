@@ -2,6 +2,7 @@
 HTTP server on 127.0.0.1 serving fixture lists."""
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 import threading
@@ -15,9 +16,11 @@ from filterd import cli
 from filterd.lists import sources
 from filterd.rules.config import ConfigError, load_config
 from filterd.lists.index import DomainIndex
+from filterd.lists.essential import ESSENTIAL_DOMAINS, NEVER_BLOCKED_BY_LISTS
 from filterd.rules.catalog import load_catalog
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policy"
+REPO = Path(__file__).resolve().parents[1]
 
 
 CATALOG = load_catalog()
@@ -389,3 +392,178 @@ def test_a_list_named_like_a_seed_list_is_refused_or_compiled(tmp_path):
     with DomainIndex.open(sources.ensure_compiled(config)) as index:
         assert index.match("pokerstars.test") is not None
         assert index.match("pokerstars.com") is not None
+
+
+# ---------------------------------------------------------------- categories bring their lists
+
+UT1 = "/raw.githubusercontent.com/olbat/ut1-blacklists/master/blacklists"
+
+
+def serve_raw(body: bytes, content_encoding: str | None = None):
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        if content_encoding:
+            handler.send_header("Content-Encoding", content_encoding)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+    return route
+
+
+def test_a_blocked_categorys_catalog_sources_are_downloaded_with_no_config(tmp_path, list_server, capsys):
+    """Gambling is blocked: its three catalog sources are fetched (through the mirror), one of
+    them gzip-encoded on the wire; adult's are switched off; games (not blocked) is not fetched."""
+    list_server.routes[f"{UT1}/gambling/domains"] = serve_raw(b"ut1-casino.test\n")
+    list_server.routes["/blocklistproject.github.io/Lists/alt-version/gambling-nl.txt"] = serve_raw(
+        gzip.compress(b"# Title: BLP gambling\nblp-casino.test\n"), "gzip")
+    list_server.routes["/raw.githubusercontent.com/StevenBlack/hosts/master/alternates/gambling-only/hosts"] = \
+        serve_raw(b"0.0.0.0 sb-casino.test\nplain-line-in-hosts.test\n")
+    config = tmp_path / "filterd.yaml"
+    config.write_text(f"""\
+data_dir: {tmp_path / 'var'}
+dns: {{upstreams: ["udp://127.0.0.1:53"]}}
+lists_mirror: "{list_server.mirror}"
+lists:
+{catalog_off('adult')}
+profiles:
+  kids: {{block_categories: [adult], schedules: [{{name: evening, start: "18:00", end: "20:00", block: [gambling]}}]}}
+""")
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 0, err
+    asked = {path for path, _ in list_server.requests}
+    assert asked == set(list_server.routes)          # gambling only: from a schedule, no games
+    assert "stevenblack-gambling: 2 domains (1 plain-domain line, 1 hosts line)" in err
+    with DomainIndex.open(sources.current_signature_path(load_config(config))) as index:
+        assert index.match("www.ut1-casino.test").list_ids == ("ut1-gambling",)
+        assert index.match("blp-casino.test").list_ids == ("blp-gambling",)
+        assert index.match("plain-line-in-hosts.test").list_ids == ("stevenblack-gambling",)
+
+
+def test_a_list_split_in_parts_is_read_as_one_and_a_gz_file_is_unpacked(tmp_path, list_server, capsys):
+    parts = [b"first.test\nsplit-acr", b"oss-parts.test\nlast", b".test\n"]
+    for number, part in enumerate(parts):
+        list_server.routes[f"{UT1}/adult/domains.{number}"] = serve_list(part, etag=f'"p{number}"')
+    list_server.routes["/big.txt.gz"] = serve_raw(gzip.compress(b"zipped.test\n" * 3))
+    config = write_config(tmp_path, (
+        f"  - {{id: zipped, url: 'https://lists.test/big.txt.gz', category: adult}}\n"
+        + "".join(f"  - {{id: {s.id}, enabled: false}}\n" for s in CATALOG.categories["adult"].sources
+                  if s.id != "ut1-adult")
+        + catalog_off("gambling")), mirror=list_server.mirror, catalog=True)
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 0, err
+    store = tmp_path / "var" / "lists"
+    assert sorted(p.name for p in store.glob("ut1-adult.*.txt")) == ["ut1-adult.0.txt", "ut1-adult.1.txt",
+                                                                      "ut1-adult.2.txt"]
+    assert (store / "zipped.txt").read_bytes()[:2] == b"\x1f\x8b"      # kept as sent
+    with DomainIndex.open(sources.current_signature_path(load_config(config))) as index:
+        for name in ("first.test", "split-across-parts.test", "last.test"):
+            assert index.match(name).list_ids == ("ut1-adult",), name
+        assert index.match("zipped.test").list_ids == ("zipped",)
+        (info,) = [i for i in index.lists if i.id == "ut1-adult"]
+        assert info.counts["domains"] == 3
+
+
+def test_a_catalog_list_can_be_replaced_by_the_parents_own(tmp_path, list_server, capsys):
+    list_server.routes["/mine.txt"] = serve_list(b"parents-pick.test\n")
+    config = write_config(tmp_path, (
+        f"  - {{id: ut1-gambling, url: '{list_server.url('/mine.txt')}'}}\n"
+        + "".join(f"  - {{id: {s.id}, enabled: false}}\n" for s in CATALOG.categories["gambling"].sources
+                  if s.id != "ut1-gambling")
+        + catalog_off("adult")), mirror=list_server.mirror, catalog=True)
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 0, err
+    assert "list ut1-gambling, parents-pick.test" in explain(capsys, config, "parents-pick.test")
+
+
+def test_a_catalog_list_takes_only_enabled_without_an_address(tmp_path):
+    with pytest.raises(ConfigError, match=r"lists\[0\].format: \"ut1-gambling\" is a catalog list"):
+        load_config(write_config(tmp_path, "  - {id: ut1-gambling, format: hosts}"))
+
+
+# ---------------------------------------------------------------- every download checked
+
+
+def test_a_list_on_this_machine_is_refused_without_a_request(tmp_path, list_server, capsys):
+    config = write_config(tmp_path, f"  - {{id: local-web, url: '{list_server.mirror}/x.txt', category: gambling}}")
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 1
+    assert "local-web: refused " in err and "loopback" in err
+    assert list_server.requests == []
+
+
+def test_a_redirect_from_the_mirror_to_this_machine_is_refused(tmp_path, list_server, capsys):
+    def redirect(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"http://localhost:{list_server.server_address[1]}/secret")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    list_server.routes["/moved.txt"] = redirect
+    list_server.routes["/secret"] = serve_list(b"admin-token-should-never-be-read\n")
+    config = write_config(tmp_path, f"  - {{id: moved, url: '{list_server.url('/moved.txt')}', category: gambling}}",
+                          mirror=list_server.mirror)
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 1
+    assert "moved: refused http://localhost:" in err and "loopback" in err
+    assert [path for path, _ in list_server.requests] == ["/moved.txt"]
+
+
+def test_what_a_server_answers_is_never_shown_back(tmp_path, list_server, capsys):
+    list_server.routes["/page.txt"] = serve_list(b"SECRET-1 is not a domain\nSECRET-2: another line\n")
+    config = write_config(tmp_path, f"  - {{id: page, url: '{list_server.url('/page.txt')}', category: gambling}}",
+                          mirror=list_server.mirror)
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert "page: 0 domains (2 invalid lines)" in err
+    status_file = sources.update_status_path(load_config(config)).read_text()
+    assert "SECRET" not in out + err + status_file
+
+
+def test_a_private_address_needs_allow_private(tmp_path):
+    config = load_config(write_config(tmp_path, (
+        "  - {id: nas, url: 'http://192.168.1.10/list.txt', category: gambling}\n"
+        "  - {id: nas-ok, url: 'http://192.168.1.10/list.txt', category: gambling, allow_private: true}")))
+    nas, nas_ok = [s for s in sources.wanted_lists(config) if s.id.startswith("nas")]
+    with pytest.raises(ValueError, match="private"):
+        sources.url_guard(config, nas)("http://192.168.1.10/list.txt")
+    assert sources.url_guard(config, nas_ok)("http://192.168.1.10/list.txt") == ["192.168.1.10"]
+    with pytest.raises(ValueError, match="loopback"):
+        sources.url_guard(config, nas_ok)("http://127.0.0.1/list.txt")
+
+
+# ---------------------------------------------------------------- serving meanwhile
+
+
+def test_changed_lists_are_served_from_the_last_good_index_until_compiled(tmp_path):
+    listed = tmp_path / "mine.txt"
+    listed.write_text("first.test\n")
+    config = load_config(write_config(tmp_path, f"  - {{id: mine, path: {listed}, category: gambling}}"))
+    first = sources.ensure_compiled(config)
+    listed.write_text("first.test\nsecond.test\n")
+    with sources.open_index(config, compile_if_missing=False, last_good=True) as index:
+        assert index.path == first != sources.current_signature_path(config)
+        assert index.match("first.test").list_ids == ("mine",)
+    with pytest.raises(FileNotFoundError):
+        sources.open_index(config, compile_if_missing=False)
+
+
+def test_the_never_blocked_names_survive_the_stored_default_sources(tmp_path):
+    """No stored snapshot of a default source blocks an essential or never-blocked name."""
+    mirror = REPO.parent / "shared" / "data" / "lists"
+    if not mirror.is_dir():
+        pytest.skip(f"{mirror} missing")
+    config = load_config(write_config(tmp_path, catalog=True))
+    store = tmp_path / "var" / "lists"
+    store.mkdir(parents=True)
+    wanted = [s for c in CATALOG.categories.values() for s in c.sources if s.urls]
+    files = []
+    for source in wanted:
+        stored = [mirror / url.split("://", 1)[1] for url in source.urls]
+        if all(p.is_file() for p in stored):
+            files.append(sources.SourceFile(source.id, "x", tuple(stored), source.format))
+    assert len(files) >= 20
+    path = tmp_path / "all.idx"
+    sources.compile_sources(files, path)
+    with DomainIndex.open(path) as index:
+        for name in sorted(set(NEVER_BLOCKED_BY_LISTS) | ESSENTIAL_DOMAINS):
+            assert index.match(name) is None, (name, index.match(name))
+            assert index.match(f"www.{name}") is None, name
