@@ -103,6 +103,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if decision.ede:
         details.append(f"EDE: {decision.ede} ({'Blocked' if decision.ede == 15 else 'Filtered'})")
     print("  " + " · ".join(details))
+    if decision.list_id:
+        from filterd.lists.sources import describe_list
+        print("  " + describe_list(config, decision.list_id) + "; allow the name meanwhile in the profile")
     return 0
 
 

@@ -567,3 +567,18 @@ def test_the_never_blocked_names_survive_the_stored_default_sources(tmp_path):
         for name in sorted(set(NEVER_BLOCKED_BY_LISTS) | ESSENTIAL_DOMAINS):
             assert index.match(name) is None, (name, index.match(name))
             assert index.match(f"www.{name}") is None, name
+
+
+def test_explain_names_the_list_and_where_to_report_a_wrong_block(tmp_path, list_server, capsys):
+    list_server.routes[f"{UT1}/gambling/domains"] = serve_raw(b"wrongly-listed.test\n")
+    config = write_config(tmp_path, "".join(
+        f"  - {{id: {s.id}, enabled: false}}\n" for s in CATALOG.categories["gambling"].sources
+        if s.id != "ut1-gambling") + catalog_off("adult"), mirror=list_server.mirror, catalog=True)
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 0, err
+    out = explain(capsys, config, "www.wrongly-listed.test")
+    assert "BLOCK: category Gambling (list ut1-gambling, wrongly-listed.test)" in out
+    assert ("list ut1-gambling: the Gambling category's list from https://raw.githubusercontent.com/olbat/"
+            "ut1-blacklists/master/blacklists/gambling/domains (CC BY-SA 4.0); a wrong block? report it at "
+            "https://dsi.ut-capitole.fr/blacklists/") in out
+    assert "list seed-gambling: filterd's own starter list" in explain(capsys, config, "pokerstars.com")

@@ -154,6 +154,26 @@ def sources(config) -> tuple[list[SourceFile], list[str]]:
     return out, missing
 
 
+def describe_list(config, list_id: str) -> str:
+    """Where a list comes from, in one line, so a parent can report a wrong block to the
+    people who keep it (and allow the name meanwhile)."""
+    categories = config.catalog.categories
+    if list_id.startswith("seed-"):
+        category = categories.get(list_id.removeprefix("seed-"))
+        where = f" ({category.seed})" if category is not None and category.seed else ""
+        return f"list {list_id}: filterd's own starter list{where}; a wrong block? report it to filterd's project"
+    for spec in wanted_lists(config):
+        if spec.id != list_id:
+            continue
+        where = spec.url or str(spec.path)
+        if spec.origin == "catalog":
+            name = categories[spec.category].name if spec.category in categories else spec.category
+            report = f"; a wrong block? report it at {spec.homepage}" if spec.homepage else ""
+            return f"list {list_id}: the {name} category's list from {where} ({spec.licence}){report}"
+        return f"list {list_id}: a list of this config (lists:) from {where}"
+    return f"list {list_id}: no longer in the config (the index predates the change)"
+
+
 def signature(files: list[SourceFile]) -> str:
     parts = []
     for f in files:
