@@ -425,7 +425,8 @@ class UpdateStatus:
         now = clock()
         self.data = {"pid": os.getpid(), "started": now, "updated": now, "finished": None,
                      "phase": "downloading", "error": None,
-                     "lists": [{"id": s.id, "url": s.url, "category": s.category, "origin": s.origin,
+                     "lists": [{"id": s.id, "url": s.url, "category": s.category,
+                                "origin": getattr(s, "origin", "config"),
                                 "state": "waiting", "done": 0, "total": None,
                                 "message": "", "domains": None} for s in sources]}
         self._by_id = {item["id"]: item for item in self.data["lists"]}
