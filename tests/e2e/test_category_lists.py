@@ -195,3 +195,42 @@ def test_explain_names_the_list_that_matched(daemon):
                             cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert f"list {source.id}" in result.stdout or "list seed-dating" in result.stdout, result.stdout
+
+
+# ---------------------------------------------------------------- serving through restarts and updates
+
+
+def test_after_a_restart_the_last_good_index_answers_while_changed_lists_compile(tmp_path, module_standins):
+    """The daemon answers at once from the last good index when the lists changed while it was
+    down, compiles the new one in the background, and every query meanwhile is answered."""
+    big = tmp_path / "big.txt"
+    big.write_text("".join(f"site{i}.listed.test\n" for i in range(300_000)))
+    _, upstream_port = module_standins()
+    daemon = Daemon(tmp_path / "daemon", {"upstreams": [f"udp://127.0.0.1:{upstream_port}"]}, {
+        "web": {"address": FILTER_ADDRESS},
+        "lists": [{"id": "big", "path": str(big), "category": "gambling"}]
+        + [{"id": source.id, "enabled": False} for source in load_config(REPO / "config" / "filterd.yaml")
+           .catalog.categories["gambling"].sources],
+        "profiles": {"kids": {"block_categories": ["gambling"]}},
+        "default_profile": "kids",
+    })
+    try:
+        daemon.start()
+        assert refused(daemon, "www.site123.listed.test", "127.0.0.1")
+        daemon.terminate()
+        with big.open("a") as out:                       # the lists change while it is down
+            out.write("".join(f"late{i}.listed.test\n" for i in range(300_000)))
+        daemon.start()
+        # The first answers come from the last good index: the old names are refused already.
+        assert refused(daemon, "www.site123.listed.test", "127.0.0.1")
+        answered = []
+
+        def new_names_refused() -> bool:
+            reply = daemon.ask("www.site7.listed.test", "A", source="127.0.0.1")
+            answered.append(reply.header.rcode == RCODE.NOERROR)
+            return refused(daemon, "late299999.listed.test", "127.0.0.1")
+        wait_until(new_names_refused, timeout=120, interval=0.05, message="the changed lists to be compiled")
+        assert all(answered)
+        assert "serving the last good lists" in daemon.stderr()
+    finally:
+        daemon.stop()
