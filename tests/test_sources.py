@@ -492,10 +492,14 @@ def test_a_list_on_this_machine_is_refused_without_a_request(tmp_path, list_serv
     assert list_server.requests == []
 
 
-def test_a_redirect_from_the_mirror_to_this_machine_is_refused(tmp_path, list_server, capsys):
+@pytest.mark.parametrize("target", ["http://localhost:{port}/secret", "http://127.0.0.1:{other}/secret",
+                                    "http://[::ffff:127.0.0.1]:{port}/secret", "http://169.254.169.254/secret"])
+def test_a_redirect_from_the_mirror_to_this_machine_is_refused(tmp_path, list_server, capsys, target):
+    other = list_server.server_address[1] + 1 if list_server.server_address[1] < 65535 else 1
+
     def redirect(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(302)
-        handler.send_header("Location", f"http://localhost:{list_server.server_address[1]}/secret")
+        handler.send_header("Location", target.format(port=list_server.server_address[1], other=other))
         handler.send_header("Content-Length", "0")
         handler.end_headers()
     list_server.routes["/moved.txt"] = redirect
@@ -504,7 +508,8 @@ def test_a_redirect_from_the_mirror_to_this_machine_is_refused(tmp_path, list_se
                           mirror=list_server.mirror)
     status, out, err = run(capsys, "lists", "update", "--config", str(config))
     assert status == 1
-    assert "moved: refused http://localhost:" in err and "loopback" in err
+    line = next(line for line in err.splitlines() if line.startswith("moved: "))
+    assert line.startswith("moved: refused http://") and ("loopback" in line or "link-local" in line), line
     assert [path for path, _ in list_server.requests] == ["/moved.txt"]
 
 
