@@ -587,3 +587,35 @@ def test_explain_names_the_list_and_where_to_report_a_wrong_block(tmp_path, list
             "ut1-blacklists/master/blacklists/gambling/domains (CC BY-SA 4.0); a wrong block? report it at "
             "https://dsi.ut-capitole.fr/blacklists/") in out
     assert "list seed-gambling: filterd's own starter list" in explain(capsys, config, "pokerstars.com")
+
+
+def test_the_web_ui_policy_uses_the_last_good_index_while_lists_compile(tmp_path):
+    from filterd.lists.build import build_policy
+    listed = tmp_path / "mine.txt"
+    listed.write_text("first.test\n")
+    config = load_config(write_config(tmp_path, f"  - {{id: mine, path: {listed}, category: gambling}}"))
+    first = sources.ensure_compiled(config)
+    listed.write_text("first.test\nsecond.test\n")
+    policy = build_policy(config, compile_if_missing=False, missing_ok=True)
+    assert policy.index.path == first and policy.index.lookup("first.test")
+
+
+def test_an_update_in_progress_is_known_to_the_daemon_until_it_finishes(tmp_path):
+    config = load_config(write_config(tmp_path))
+    assert not sources.update_running(config)
+    status = sources.UpdateStatus(sources.update_status_path(config), sources.wanted_lists(config))
+    try:
+        assert sources.update_running(config)      # the daemon leaves the compile to it
+        status.finish({})
+        assert not sources.update_running(config)
+    finally:
+        status.close()
+
+
+def test_a_gzip_list_unpacking_beyond_the_cap_is_cut_and_named(tmp_path, caplog):
+    bomb = tmp_path / "bomb.txt"
+    bomb.write_bytes(gzip.compress(b"ok.test\n" + b"\0" * (4 << 20)))
+    chunks = sources.read_chunks((bomb,), max_unpacked=2 << 20)
+    with pytest.raises(ValueError, match="unpacks to more than 2 MB"):
+        for _ in chunks:
+            pass

@@ -369,7 +369,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
-            policy = await loop.run_in_executor(None, build_policy, config, self.index == 0)
+            # Worker 0 compiles, unless `filterd lists update` is running: it compiles once its
+            # downloads are done, and the daemon serves the current index until then.
+            compile_here = self.index == 0 and not sources.update_running(config)
+            policy = await loop.run_in_executor(None, build_policy, config, compile_here)
         except FileNotFoundError:
             return False   # worker 0 compiles it; look again in a second
         old = self.resolver

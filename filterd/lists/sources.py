@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ INDEX_PREFIX = "index-"
 KEEP_OLD_INDEXES = 2
 _READ_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_UNPACKED_BYTES = 1 << 30      # a gzip list unpacked: UT1 adult is about 110 MB
 
 
 @dataclass(frozen=True)
@@ -195,15 +197,20 @@ def index_path(config, files: list[SourceFile]) -> Path:
 # ---------------------------------------------------------------- compiling
 
 
-def read_chunks(paths: tuple[Path, ...]) -> Iterator[bytes]:
+def read_chunks(paths: tuple[Path, ...], max_unpacked: int = MAX_UNPACKED_BYTES) -> Iterator[bytes]:
     """The bytes of a list, a megabyte at a time: its parts one after the other (a list split
-    in parts may cut a line between two), each gunzipped if it is gzip data (a `.gz` source)."""
+    in parts may cut a line between two), each gunzipped if it is gzip data (a `.gz` source).
+    A gzip file that unpacks beyond `max_unpacked` bytes (a zip bomb) is cut there."""
     for path in paths:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == _GZIP_MAGIC
             raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+            unpacked = 0
             while chunk := stream.read(_READ_BYTES):
+                unpacked += len(chunk)
+                if gzipped and unpacked > max_unpacked:
+                    raise ValueError(f"{path.name} unpacks to more than {max_unpacked >> 20} MB")
                 yield chunk
 
 
@@ -225,7 +232,7 @@ def compile_sources(files: list[SourceFile], path: Path) -> None:
                 if len(kept) != len(domains):
                     dropped += [name for name in domains if name in guarded or "." not in name]
                 builder.add(bit, kept, exceptions, digests)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:   # gzip.BadGzipFile is an OSError
             log.error("list %s: cannot read %s: %s (compiled what was read)", f.id,
                       ", ".join(map(str, f.paths)), getattr(exc, "strerror", None) or exc)
         builder.finish_list(bit, parser.parsed)
@@ -281,6 +288,14 @@ def compile_in_child(config) -> None:
                              "--config", str(config.path)], stdin=subprocess.DEVNULL)
     if result.returncode:
         raise RuntimeError(f"compiling the lists failed (exit {result.returncode}); see the log above")
+
+
+def update_running(config) -> bool:
+    """A `filterd lists update` is downloading or compiling right now: it compiles the new index
+    itself once its downloads are done, so the daemon waits for that instead of compiling each
+    half-updated set of files."""
+    status = read_update_status(config)
+    return bool(status and status["running"])
 
 
 def last_good_index(config) -> Path | None:
