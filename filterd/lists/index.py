@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from filterd.files import fsync_directory
 from filterd.lists.domains import ParsedList
@@ -218,25 +218,39 @@ class _Keys:
             count += 1
         self.count += count
 
-    def table(self) -> tuple[_Sections, Counter]:
+    def table(self, spill_dir: Path) -> tuple[_Sections, Counter]:
         """Sort and merge the arrays one at a time (each freed once done) into the file's sections,
-        and count the distinct keys of each list bit."""
+        and count the distinct keys of each list bit. Fingerprints and mask ids go to temporary
+        files in `spill_dir` as they are made: only the fence and the masks stay in memory."""
         bits = _MIN_BUCKET_BITS
         while (self.count >> bits) > _BUCKET_TARGET and bits < _MAX_BUCKET_BITS:
             bits += 1
         top = 64 - bits
+        sections = _Sections(bits, 0, array("I"), tempfile.TemporaryFile(dir=spill_dir),
+                             tempfile.TemporaryFile(dir=spill_dir), array("Q"))
+        try:
+            per_bit = self._merge(sections, top)
+        except BaseException:
+            sections.close()
+            raise
+        return sections, per_bit
+
+    def _merge(self, sections: _Sections, top: int) -> Counter:
         fingerprints = array("I")
         mask_ids = array("H")
-        sizes = array("I", bytes(4 << bits))
+        sizes = array("I", bytes(4 << sections.bits))
         ids: dict[int, int] = {}
         masks: list[int] = []
+        per_mask: Counter = Counter()
         add_fingerprint, add_mask_id = fingerprints.append, mask_ids.append
-        previous, mask = -1, 0
         for number, keys in enumerate(self.arrays):
-            # (bucket, fingerprint, list) in one int, so one sort orders the entries as stored
+            # (bucket, fingerprint, list) in one int, so one sort orders the entries as stored;
+            # a bucket never spans two arrays (bits ≥ _SORT_BITS), so neither does a run
             ordered = sorted([(t >> top) << 40 | (t & _FINGERPRINT) << 8 | (t >> 32 & 0xFF)
                               for t in keys])                 # type: ignore[union-attr]
             self.arrays[number] = None                        # free as we go
+            ordered.append(-1 << 8)                           # stored as -1: ends the last run
+            previous, mask = -1, 0
             for tagged in ordered:
                 stored = tagged >> 8
                 if stored == previous:
@@ -252,20 +266,16 @@ class _Keys:
                     sizes[previous >> 32] += 1
                 previous, mask = stored, 1 << (tagged & 0xFF)
             del ordered
-        if previous >= 0:
-            add_fingerprint(previous & _FINGERPRINT)
-            mask_id = ids.get(mask)
-            if mask_id is None:
-                mask_id = ids[mask] = len(masks)
-                masks.append(mask)
-            add_mask_id(mask_id)
-            sizes[previous >> 32] += 1
+            sections.fingerprints.write(fingerprints)
+            sections.mask_ids.write(mask_ids)
+            sections.count += len(fingerprints)
+            per_mask.update(mask_ids)
+            del fingerprints[:], mask_ids[:]
         if len(masks) > _MAX_MASKS:
             raise ValueError(f"{len(masks):,} different combinations of lists: an index holds at most "
                              f"{_MAX_MASKS:,}; merge some lists")
-        fence = array("I", accumulate(sizes, initial=0))
-        del sizes
-        per_mask = Counter(mask_ids)
+        sections.fence = array("I", accumulate(sizes, initial=0))
+        sections.masks = array("Q", masks)
         per_bit: Counter = Counter()
         for mask_id, count in per_mask.items():
             value = masks[mask_id]
@@ -273,16 +283,23 @@ class _Keys:
                 low = value & -value
                 per_bit[low.bit_length() - 1] += count
                 value ^= low
-        return _Sections(bits, fence, fingerprints, mask_ids, array("Q", masks)), per_bit
+        return per_bit
 
 
 @dataclass
 class _Sections:
+    """One table ready to write: fence and masks in memory, fingerprints and mask ids spilled."""
+
     bits: int
+    count: int
     fence: array
-    fingerprints: array
-    mask_ids: array
+    fingerprints: BinaryIO
+    mask_ids: BinaryIO
     masks: array
+
+    def close(self) -> None:
+        self.fingerprints.close()
+        self.mask_ids.close()
 
 
 class IndexBuilder:
@@ -337,8 +354,20 @@ class IndexBuilder:
         """
         path = Path(path)
         _json(self._entries)      # refused before the long part, not after
-        blocked, blocked_per_bit = self._blocked.table()
-        exceptions, exceptions_per_bit = self._exceptions.table()
+        blocked, blocked_per_bit = self._blocked.table(path.parent)
+        try:
+            exceptions, exceptions_per_bit = self._exceptions.table(path.parent)
+        except BaseException:
+            blocked.close()
+            raise
+        try:
+            return self._write(path, blocked, blocked_per_bit, exceptions, exceptions_per_bit)
+        finally:
+            blocked.close()
+            exceptions.close()
+
+    def _write(self, path: Path, blocked: _Sections, blocked_per_bit: Counter, exceptions: _Sections,
+               exceptions_per_bit: Counter) -> IndexStats:
         for entry in self._entries:
             bit, counts = entry["bit"], entry["counts"]
             distinct = blocked_per_bit.get(bit, 0)
@@ -356,8 +385,8 @@ class IndexBuilder:
         return IndexStats(
             path=path,
             lists=len(self._entries),
-            blocked_keys=len(blocked.fingerprints),
-            exception_keys=len(exceptions.fingerprints),
+            blocked_keys=blocked.count,
+            exception_keys=exceptions.count,
             size_bytes=size,
             elapsed_s=time.perf_counter() - self._started,
         )
@@ -383,16 +412,21 @@ def _write_atomically(path: Path, tables: tuple[_Sections, ...], meta: bytes) ->
                 placed = []
                 for section in (table.fence, table.fingerprints, table.mask_ids, table.masks):
                     placed.append(offset)
-                    data = section.tobytes() if len(section) * section.itemsize < (1 << 16) else section
-                    out.write(data)
-                    crc = zlib.crc32(data, crc)
-                    offset += len(section) * section.itemsize
+                    if isinstance(section, array):
+                        pieces: Iterable[Any] = (section,)
+                    else:
+                        section.seek(0)
+                        pieces = iter(lambda section=section: section.read(1 << 20), b"")
+                    for piece in pieces:
+                        out.write(piece)
+                        crc = zlib.crc32(piece, crc)
+                        offset += len(piece) * getattr(piece, "itemsize", 1)
                     padding = -offset % 8
                     if padding:
                         out.write(bytes(padding))
                         crc = zlib.crc32(bytes(padding), crc)
                         offset += padding
-                table_fields += [len(table.fingerprints), table.bits, len(table.masks), *placed]
+                table_fields += [table.count, table.bits, len(table.masks), *placed]
             out.write(meta)
             crc = zlib.crc32(meta, crc)
             size = offset + len(meta)
