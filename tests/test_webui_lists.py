@@ -220,7 +220,7 @@ def test_update_progress_shows_bytes_percent_then_counts_and_errors(tmp_path, li
     page = client.get("/lists")
     html = page.get_data(as_text=True)
     assert "Refresh" not in page.headers
-    assert "4,000 domains" in html and "HTTP 404" in html
+    assert "4,000 domains (4,000 plain-domain lines)" in html and "HTTP 404" in html
     assert '<progress id="progress-1" max="100" value="100">' in html
 
 
