@@ -463,8 +463,8 @@ def _describe(exc: BaseException, url: str, timeout_s: float) -> str:
         return f"{url} closed the connection without answering"
     if isinstance(exc, http.client.IncompleteRead):
         return f"download from {url} was cut off"
-    if isinstance(exc, http.client.HTTPException):
-        return f"bad HTTP answer from {url}: {type(exc).__name__} {exc}"
+    if isinstance(exc, http.client.HTTPException):   # its text would quote what the server sent
+        return f"bad HTTP answer from {url} ({type(exc).__name__})"
     if isinstance(exc, OSError) and exc.strerror:
         return f"network error with {url}: {exc.strerror}"
     return f"network error with {url}: {exc}"
