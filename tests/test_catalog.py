@@ -88,8 +88,9 @@ def test_public_sources_are_https_downloads_of_known_list_projects(catalog):
     sources += list(catalog.safesearch.unsupported_sources)
     assert len({s.id for s in sources}) == len(sources)
     for source in sources:
-        assert source.url and source.urls[0] == source.url, source.id
-        assert all(url.startswith(hosts) for url in source.urls), source.id
+        addresses = source.urls or (source.parts,)
+        assert source.url and source.url == addresses[0].replace("{n}", "0"), source.id
+        assert all(url.startswith(hosts) for url in addresses), source.id
         assert source.path is None and source.format != "sha256", source.id
         assert source.approx_domains, source.id
     ut1 = [s for s in sources if "ut1-blacklists" in s.url]
@@ -374,17 +375,19 @@ def test_duplicate_category_id_and_missing_licence_are_refused(config_copy):
 def test_source_needs_https(config_copy):
     def break_it(data):
         data["categories"][0]["sources"][1]["url"] = "http://example.org/list.txt"
-        data["categories"][0]["sources"][0]["urls"][1] = "http://example.org/part.txt"
+        data["categories"][0]["sources"][0]["parts"] = "https://example.org/no-number.txt"
+        data["categories"][1]["sources"][0]["urls"] = [data["categories"][1]["sources"][0].pop("url"),
+                                                       "http://example.org/part.txt"]
     edit_yaml(config_copy / "categories.yaml", break_it)
     problems = problems_of(config_copy)
     assert "categories[0].sources[1].url" in problems
-    assert "categories[0].sources[0].urls[1]" in problems
+    assert "categories[0].sources[0].parts" in problems and "with {n} where" in problems
+    assert "categories[1].sources[0].urls[1]" in problems
 
 
 def test_a_list_split_in_parts_is_one_source_with_every_part(catalog):
     (adult,) = [s for s in catalog.categories["adult"].sources if s.id == "ut1-adult"]
-    assert len(adult.urls) >= 3 and adult.url == adult.urls[0]
-    assert all(url.endswith(f"/adult/domains.{n}") for n, url in enumerate(adult.urls))
+    assert adult.parts.endswith("/blacklists/adult/domains.{n}") and adult.url.endswith("/adult/domains.0")
 
 
 def test_host_rewritten_twice_is_refused(config_copy):

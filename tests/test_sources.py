@@ -462,6 +462,16 @@ def test_a_list_split_in_parts_is_read_as_one_and_a_gz_file_is_unpacked(tmp_path
         assert index.match("zipped.test").list_ids == ("zipped",)
         (info,) = [i for i in index.lists if i.id == "ut1-adult"]
         assert info.counts["domains"] == 3
+    assert f"{UT1}/adult/domains.3" in {path for path, _ in list_server.requests}   # asked: the end
+    # The list is re-split in two parts: the third part's old copy goes.
+    list_server.routes[f"{UT1}/adult/domains.1"] = serve_list(b"oss-parts.test\nnow-last.test\n", etag='"q1"')
+    del list_server.routes[f"{UT1}/adult/domains.2"]
+    status, out, err = run(capsys, "lists", "update", "--config", str(config))
+    assert status == 0, err
+    assert sorted(p.name for p in store.glob("ut1-adult.*.txt")) == ["ut1-adult.0.txt", "ut1-adult.1.txt"]
+    with DomainIndex.open(sources.current_signature_path(load_config(config))) as index:
+        assert index.match("now-last.test").list_ids == ("ut1-adult",)
+        assert index.match("last.test") is None
 
 
 def test_a_catalog_list_can_be_replaced_by_the_parents_own(tmp_path, list_server, capsys):

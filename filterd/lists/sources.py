@@ -48,6 +48,7 @@ INDEX_PREFIX = "index-"
 KEEP_OLD_INDEXES = 2
 _READ_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_PARTS = 20                    # a list in numbered parts: UT1 adult has 3 of 50 MB
 MAX_UNPACKED_BYTES = 1 << 30      # a gzip list unpacked: UT1 adult is about 110 MB
 
 
@@ -64,16 +65,25 @@ class ListSpec:
     origin: str = "config"            # "config" (lists:) or "catalog" (the category's own sources)
     licence: str | None = None
     homepage: str | None = None
+    parts: str | None = None          # or parts numbered from 0 ("…/domains.{n}"), as many as are served
 
     @property
     def url(self) -> str | None:
         return self.urls[0] if self.urls else None
 
     def part_ids(self) -> list[str]:
-        """The file names (without .txt) its downloads are kept under in data_dir/lists."""
+        """The file names (without .txt) its fixed downloads are kept under in data_dir/lists."""
         if len(self.urls) <= 1:
             return [self.id]
         return [f"{self.id}.{number}" for number in range(len(self.urls))]
+
+    def numbered_parts(self) -> Iterator[tuple[str, str]]:
+        """(file name, URL) of every part of a list served in numbered parts, until MAX_PARTS."""
+        if self.parts is None:
+            yield from zip(self.part_ids(), self.urls)
+            return
+        for number in range(MAX_PARTS):
+            yield f"{self.id}.{number}", self.parts.replace("{n}", str(number))
 
 
 @dataclass(frozen=True)
@@ -121,9 +131,10 @@ def wanted_lists(config) -> list[ListSpec]:
         for source in category.sources:
             if source.id in own or source.id in disabled:
                 continue
+            parts = getattr(source, "parts", None)
             urls = tuple(getattr(source, "urls", ()) or ((source.url,) if source.url else ()))
             out.append(ListSpec(source.id, category_id, urls, source.path, source.format, False, "catalog",
-                                source.licence, source.homepage))
+                                source.licence, source.homepage, parts))
     for source in rules.lists:
         out.append(ListSpec(source.id, source.category, (source.url,) if source.url else (),
                             Path(source.path) if source.path else None, source.format,
@@ -141,7 +152,9 @@ def sources(config) -> tuple[list[SourceFile], list[str]]:
             out.append(SourceFile(f"seed-{category.id}", category.id, (Path(seed),), "domains"))
     store = lists_dir(config)
     for spec in wanted_lists(config):
-        if spec.urls:
+        if spec.parts:
+            paths = tuple(_consecutive(store / f"{part}.txt" for part, _ in spec.numbered_parts()))
+        elif spec.urls:
             paths = tuple(p for p in (store / f"{part}.txt" for part in spec.part_ids()) if p.is_file())
         else:
             paths = (spec.path,) if spec.path is not None and spec.path.is_file() else ()
@@ -154,6 +167,14 @@ def sources(config) -> tuple[list[SourceFile], list[str]]:
             missing.append(f"{spec.id}: {spec.path} does not exist")
         # a catalog list kept on a local path (the hashed IWF list) is there only if the operator has it
     return out, missing
+
+
+def _consecutive(paths) -> Iterator[Path]:
+    """The paths that exist, up to the first that does not."""
+    for path in paths:
+        if not path.is_file():
+            return
+        yield path
 
 
 def describe_list(config, list_id: str) -> str:
@@ -371,7 +392,7 @@ def update(config, stream=None, check_url=None) -> list[FetchResult]:
     results: list[FetchResult] = []
     store = lists_dir(config)
     store.mkdir(parents=True, exist_ok=True)
-    remote = [spec for spec in wanted_lists(config) if spec.urls]
+    remote = [spec for spec in wanted_lists(config) if spec.urls or spec.parts]
     mirror = getattr(config, "lists_mirror", None)
     status = UpdateStatus(update_status_path(config), remote)
     try:
@@ -382,7 +403,7 @@ def update(config, stream=None, check_url=None) -> list[FetchResult]:
             before = 0
             outcomes = []
             status.downloading(spec.id, 0, None)
-            for part, url in zip(spec.part_ids(), spec.urls):
+            for number, (part, url) in enumerate(spec.numbered_parts()):
                 def progress(done: int, total: int | None, drawn=drawn, list_id=spec.id, before=before) -> None:
                     drawn(before + done, None if total is None else before + total)
                     status.downloading(list_id, before + done, None if total is None else before + total)
@@ -391,9 +412,14 @@ def update(config, stream=None, check_url=None) -> list[FetchResult]:
                 # download that stalls still shows the bytes it got so far.
                 result = fetch_list(part, mirrored(url, mirror), store, progress=progress, check_url=guard,
                                     progress_interval_s=0)
+                if spec.parts and number and result.status == "failed" and result.http_status == 404:
+                    _forget_parts_from(store, spec, number)    # the list has `number` parts now
+                    break
                 before += result.size
                 outcomes.append(result)
                 results.append(result)
+                if spec.parts and result.status == "failed":
+                    break                                      # the later parts keep their copies
             message = "; ".join(r.message() for r in outcomes)
             bar.finish(message)
             status.fetched(spec.id, outcomes, message)
@@ -411,6 +437,14 @@ def update(config, stream=None, check_url=None) -> list[FetchResult]:
     finally:
         status.close()
     return results
+
+
+def _forget_parts_from(store: Path, spec: ListSpec, first: int) -> None:
+    """Remove the kept copies of parts a list no longer has (it was split in more before)."""
+    for number, (part, _) in enumerate(spec.numbered_parts()):
+        if number >= first:
+            for leftover in (store / f"{part}.txt", store / f"{part}.meta.json", store / f"{part}.lock"):
+                leftover.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- progress for the web UI

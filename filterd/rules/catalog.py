@@ -56,6 +56,7 @@ class Source:
     approx_domains: int | None = None
     homepage: str | None = None
     urls: tuple[str, ...] = ()       # every file, in order: a list split in parts is their concatenation
+    parts: str | None = None         # a list in numbered parts ("…/domains.{n}"): as many as are served
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ def _seed(check: _Checker, value: Any, path: str, root: Path,
 
 def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[str, str]) -> Source | None:
     item = check.mapping(item, path, {"id", "format", "licence"},
-                         {"url", "urls", "path", "approx_domains", "homepage"})
+                         {"url", "urls", "parts", "path", "approx_domains", "homepage"})
     if item is None:
         return None
     source_id = item.get("id")
@@ -345,10 +346,17 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
         check.error(f"{path}.id", f'"{source_id}" is already the id of {source_ids[source_id]}')
     source_ids[source_id] = where
     url, file_path = item.get("url"), item.get("path")
-    given = [key for key in ("url", "urls", "path") if item.get(key) is not None]
+    given = [key for key in ("url", "urls", "parts", "path") if item.get(key) is not None]
     if len(given) != 1:
         check.error(path, "needs exactly one of url (to download), urls (a list split in parts, "
-                    "downloaded and read as one) or path (a local file)")
+                    "downloaded and read as one), parts (the same, numbered from {n} = 0 for as long as "
+                    "they are served) or path (a local file)")
+    numbered = item.get("parts")
+    if numbered is not None and (not isinstance(numbered, str) or numbered.count("{n}") != 1
+                                 or not re.fullmatch(r"https://[^\s/]+/\S*", numbered)):
+        check.error(f"{path}.parts", f"{show(numbered)} must be an https:// address with {{n}} where the part's "
+                    "number goes")
+        numbered = None
     urls: list[str] = []
     parts = [(f"{path}.url", url)] if url is not None else []
     if item.get("urls") is not None:
@@ -358,7 +366,7 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
             check.error(part_path, f"{show(part)} must be an https:// address")
         else:
             urls.append(part)
-    url = urls[0] if urls else None
+    url = urls[0] if urls else (numbered.replace("{n}", "0") if numbered else None)
     local = None
     if file_path is not None:
         if isinstance(file_path, str) and file_path:
@@ -379,7 +387,8 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
     if homepage is not None and (not isinstance(homepage, str) or not homepage.startswith(("https://", "http://"))):
         check.error(f"{path}.homepage", f"{show(homepage)} must be a web address")
         homepage = None
-    return Source(source_id, str(fmt), str(licence).strip(), url, local, approx, homepage, tuple(urls))
+    return Source(source_id, str(fmt), str(licence).strip(), url, local, approx, homepage, tuple(urls),
+                  numbered)
 
 
 # ---------------------------------------------------------------- services.yaml

@@ -127,9 +127,10 @@ def test_lists_update_fetches_every_stored_source_through_the_mirror(updated):
     assert "Traceback" not in err
     for category_id in blocked:
         for source in config.catalog.categories[category_id].sources:
-            if not source.urls:
+            addresses = source.urls or ((source.parts.replace("{n}", "0"),) if source.parts else ())
+            if not addresses:
                 continue
-            stored = [(MIRROR_DIR / url.split("://", 1)[1]).is_file() for url in source.urls]
+            stored = [(MIRROR_DIR / url.split("://", 1)[1]).is_file() for url in addresses]
             line = next((line for line in err.splitlines() if line.startswith(f"{source.id}")
                          and "downloading" not in line), "")
             if all(stored):
