@@ -629,3 +629,12 @@ def test_a_gzip_list_unpacking_beyond_the_cap_is_cut_and_named(tmp_path, caplog)
     with pytest.raises(ValueError, match="unpacks to more than 2 MB"):
         for _ in chunks:
             pass
+
+
+def test_catalog_lists_not_downloaded_yet_are_named(tmp_path):
+    config = load_config(write_config(tmp_path, catalog_off("gambling"), catalog=True))
+    files, missing = sources.sources(config)
+    assert {f.id for f in files} == seed_ids(config)
+    assert "ut1-adult: not downloaded yet (run `filterd lists update`)" in missing
+    (adult,) = [spec for spec in sources.wanted_lists(config) if spec.id == "ut1-adult"]
+    assert adult.url.endswith("/blacklists/adult/domains.0") and adult.origin == "catalog"

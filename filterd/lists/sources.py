@@ -69,6 +69,9 @@ class ListSpec:
 
     @property
     def url(self) -> str | None:
+        """The (first) address, to show."""
+        if self.parts:
+            return self.parts.replace("{n}", "0")
         return self.urls[0] if self.urls else None
 
     def part_ids(self) -> list[str]:
@@ -161,7 +164,7 @@ def sources(config) -> tuple[list[SourceFile], list[str]]:
         if paths:
             out.append(SourceFile(spec.id, spec.category, paths, spec.format, spec.url, spec.origin,
                                   spec.licence, spec.homepage))
-        elif spec.urls:
+        elif spec.urls or spec.parts:
             missing.append(f"{spec.id}: not downloaded yet (run `filterd lists update`)")
         elif spec.origin == "config":
             missing.append(f"{spec.id}: {spec.path} does not exist")
