@@ -270,5 +270,7 @@ def test_the_lists_page_shows_each_blocked_categorys_own_lists_and_their_licence
     html = admin.get("/lists").get_data(as_text=True)
     section = html[html.index('id="category-lists"'):]
     assert "ut1-gambling" in section and "CC BY-SA 4.0" in section and "not downloaded yet" in section
+    row = section[section.index("ut1-adult"):]
+    assert row.index("not downloaded yet") < row.index("</tr>")    # a list in numbered parts too
     assert 'href="https://dsi.ut-capitole.fr/blacklists/"' in section
     assert "ut1-games" not in section            # no profile blocks games
