@@ -296,10 +296,18 @@ class Worker:
             try:
                 if config_changed:
                     config_changed = not await self.reload()
-                elif sources.current_signature_path(self.config) != self.lists_signature:
+                elif self._lists_to_swap():
                     await self.reload(self.config)
             except Exception:
                 log.exception("reload failed; still serving the previous rules")
+
+    def _lists_to_swap(self) -> bool:
+        """The list files changed and their index is there to map, or this worker is the one
+        to compile it (worker 0, when no `filterd lists update` is running: that compiles itself)."""
+        current = sources.current_signature_path(self.config)
+        if current == self.lists_signature:
+            return False
+        return current is None or current.exists() or (self.index == 0 and not sources.update_running(self.config))
 
     def _force_reload(self) -> None:
         """SIGHUP: reload the config now (it is reloaded on change anyway)."""
@@ -370,9 +378,11 @@ class Worker:
         try:
             # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
             # Worker 0 compiles, unless `filterd lists update` is running: it compiles once its
-            # downloads are done, and the daemon serves the current index until then.
+            # downloads are done. Meanwhile changed rules apply at once, over the last good index
+            # (the watch reloads again when the new index is there).
             compile_here = self.index == 0 and not sources.update_running(config)
-            policy = await loop.run_in_executor(None, build_policy, config, compile_here)
+            policy = await loop.run_in_executor(None, build_policy, config, compile_here, False,
+                                                not compile_here)
         except FileNotFoundError:
             return False   # worker 0 compiles it; look again in a second
         old = self.resolver

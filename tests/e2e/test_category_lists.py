@@ -235,3 +235,46 @@ def test_after_a_restart_the_last_good_index_answers_while_changed_lists_compile
         assert "serving the last good lists" in daemon.stderr()
     finally:
         daemon.stop()
+
+
+def test_during_an_update_the_daemon_leaves_the_compile_to_it_and_applies_rule_changes_at_once(
+        tmp_path, module_standins):
+    from filterd.lists import sources
+
+    listed = tmp_path / "mine.txt"
+    listed.write_text("old-name.test\n")
+    _, upstream_port = module_standins()
+    gambling_off = [{"id": source.id, "enabled": False} for source in
+                    load_config(REPO / "config" / "filterd.yaml").catalog.categories["gambling"].sources]
+    settings = {
+        "web": {"address": FILTER_ADDRESS},
+        "lists": [{"id": "mine", "path": str(listed), "category": "gambling"}] + gambling_off,
+        "profiles": {"kids": {"block_categories": ["gambling"]}},
+        "default_profile": "kids",
+    }
+    daemon = Daemon(tmp_path / "daemon", {"upstreams": [f"udp://127.0.0.1:{upstream_port}"]}, settings)
+    try:
+        daemon.start()
+        assert refused(daemon, "old-name.test", "127.0.0.1")
+        config = load_config(daemon.config_path)
+        store = sources.lists_dir(config)
+        status = sources.UpdateStatus(sources.update_status_path(config), sources.wanted_lists(config))
+        try:                                          # an update is running (this process)
+            listed.write_text("old-name.test\nnew-name.test\n")
+            indexes = sorted(store.glob("index-*.idx"))
+            changed = dict(settings, profiles={"kids": {"block_categories": ["gambling"],
+                                                        "block": ["rules-change.test"]}})
+            daemon.write_config(daemon.config_for({"upstreams": [f"udp://127.0.0.1:{upstream_port}"]}, changed))
+            wait_until(lambda: refused(daemon, "rules-change.test", "127.0.0.1"), timeout=20,
+                       message="the changed rules to apply during the update")
+            assert refused(daemon, "old-name.test", "127.0.0.1")            # the last good index
+            assert not refused(daemon, "new-name.test", "127.0.0.1")        # not compiled by the daemon
+            assert sorted(store.glob("index-*.idx")) == indexes
+            status.compiling()
+        finally:
+            status.finish({})                         # the update is over (it compiled nothing here)
+            status.close()
+        wait_until(lambda: refused(daemon, "new-name.test", "127.0.0.1"), timeout=60,
+                   message="the daemon to compile the changed list once the update is over")
+    finally:
+        daemon.stop()
