@@ -352,7 +352,7 @@ def test_lists_update_with_no_url_lists_compiles_the_seeds(tmp_path, capsys):
     config = write_config(tmp_path, f"  - {{id: local, path: {FIXTURES / 'gambling.txt'}, category: gambling}}")
     status, out, err = run(capsys, "lists", "update", "--config", str(config))
     assert status == 0
-    assert "no lists with a url" in err
+    assert "no list to download" in err
     assert sources.current_signature_path(load_config(config)).exists()
 
 
