@@ -638,3 +638,14 @@ def test_catalog_lists_not_downloaded_yet_are_named(tmp_path):
     assert "ut1-adult: not downloaded yet (run `filterd lists update`)" in missing
     (adult,) = [spec for spec in sources.wanted_lists(config) if spec.id == "ut1-adult"]
     assert adult.url.endswith("/blacklists/adult/domains.0") and adult.origin == "catalog"
+
+
+def test_a_damaged_index_is_compiled_again_not_fatal(tmp_path, caplog):
+    config = load_config(write_config(tmp_path))
+    path = sources.ensure_compiled(config)
+    raw = bytearray(path.read_bytes())
+    raw[200] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with sources.open_index(config) as index:
+        assert index.path == path and index.match("pokerstars.com") is not None
+    assert "checksum mismatch" in caplog.text and "compiled again" in caplog.text

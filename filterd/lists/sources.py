@@ -348,6 +348,12 @@ def open_index(config, compile_if_missing: bool = True, last_good: bool = False)
     if not files:
         return DomainIndex.empty()
     path = index_path(config, files)
+    if path.exists():
+        try:
+            return DomainIndex.open(path)
+        except CorruptIndexError as exc:   # a damaged disk block, a half-copied file: compile again
+            log.error("%s; removed, the lists are compiled again", exc)
+            path.unlink(missing_ok=True)
     if not path.exists():
         previous = last_good_index(config) if last_good else None
         if previous is not None:
