@@ -101,6 +101,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if decision.ede:
         details.append(f"EDE: {decision.ede} ({'Blocked' if decision.ede == 15 else 'Filtered'})")
     print("  " + " · ".join(details))
+    if decision.list_id:
+        from filterd.lists.sources import describe_list
+        print("  " + describe_list(config, decision.list_id) + "; allow the name meanwhile in the profile")
     return 0
 
 
@@ -210,7 +213,8 @@ def cmd_lists_update(args: argparse.Namespace) -> int:
     results = sources.update(config)
     failed = [r for r in results if r.status == "failed"]
     if not results:
-        print("no lists with a url in the config; seed lists are compiled", file=sys.stderr)
+        print("no list to download (no blocked category brings one, no list with a url); seed lists are compiled",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -489,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lists_cmd = commands.add_parser("lists", help="block lists")
     lists_sub = lists_cmd.add_subparsers(dest="lists_command", required=True)
-    update = lists_sub.add_parser("update", help="download every list with a url, then compile")
+    update = lists_sub.add_parser("update", help="download the lists of every blocked category and every list "
+                                                 "with a url (each address checked), then compile")
     update.add_argument("--config", default=DEFAULT_CONFIG)
     update.set_defaults(func=cmd_lists_update)
     compile_cmd = lists_sub.add_parser("compile", help="compile the lists already on disk (no download)")

@@ -236,6 +236,20 @@ restart_services() {
     fi
 }
 
+# The first download of the blocked categories' lists, with a progress bar per list (the daily
+# timer keeps them fresh afterwards). Asked, never assumed: it is a big download.
+first_update() {
+    if ! ask "Download the block lists of the blocked categories now (about 135 MB with the child preset, a few minutes on a Pi; otherwise the daily timer does it)?" y; then
+        say "The starter lists filter meanwhile; the lists are downloaded by the daily timer (or: sudo systemctl start filterd-lists)."
+        return
+    fi
+    if runuser -u filterd -- filterd lists update --config "$CONFIG"; then
+        say "Block lists downloaded and compiled: the filter picked them up."
+    else
+        warn "some lists did not download (see above); what did is in use, and the daily timer tries again"
+    fi
+}
+
 main() {
     check_system
     check_port53
@@ -249,6 +263,7 @@ main() {
         configure "$address" "$LISTEN_LAN_ONLY"
     fi
     restart_services
+    first_update
     local shown="${address:-THIS-MACHINES-ADDRESS}"
     say ""
     say "filterd is installed."

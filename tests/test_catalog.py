@@ -22,7 +22,7 @@ BRANDS = ["youtube", "tiktok", "instagram", "snapchat", "facebook", "whatsapp", 
           "tumblr", "vimeo", "dailymotion", "hulu", "threads", "bereal", "linkedin", "signal", "skype"]
 
 # No maintained public list of random-chat sites exists; UT1's chat list would break Microsoft 365.
-SEED_ONLY = {"anonymous_chat", "chat"}
+SEED_ONLY = {"chat"}
 
 # Names a family's everyday internet needs, beyond the loader's own ESSENTIAL_DOMAINS: no seed
 # list or service may block them or anything above them.
@@ -82,12 +82,15 @@ def test_public_sources_are_https_downloads_of_known_list_projects(catalog):
              "https://blocklistproject.github.io/Lists/alt-version/",
              "https://raw.githubusercontent.com/hagezi/dns-blocklists/main/domains/",
              "https://raw.githubusercontent.com/StevenBlack/hosts/master/alternates/",
-             "https://raw.githubusercontent.com/Sinfonietta/hostfiles/master/")
+             "https://raw.githubusercontent.com/Sinfonietta/hostfiles/master/",
+             "https://raw.githubusercontent.com/ShadowWhisperer/BlockLists/master/Lists/")
     sources = [s for c in catalog.categories.values() if not c.protected for s in c.sources]
     sources += list(catalog.safesearch.unsupported_sources)
     assert len({s.id for s in sources}) == len(sources)
     for source in sources:
-        assert source.url and source.url.startswith(hosts), source.id
+        addresses = source.urls or (source.parts,)
+        assert source.url and source.url == addresses[0].replace("{n}", "0"), source.id
+        assert all(url.startswith(hosts) for url in addresses), source.id
         assert source.path is None and source.format != "sha256", source.id
         assert source.approx_domains, source.id
     ut1 = [s for s in sources if "ut1-blacklists" in s.url]
@@ -371,9 +374,20 @@ def test_duplicate_category_id_and_missing_licence_are_refused(config_copy):
 
 def test_source_needs_https(config_copy):
     def break_it(data):
-        data["categories"][0]["sources"][0]["url"] = "http://example.org/list.txt"
+        data["categories"][0]["sources"][1]["url"] = "http://example.org/list.txt"
+        data["categories"][0]["sources"][0]["parts"] = "https://example.org/no-number.txt"
+        data["categories"][1]["sources"][0]["urls"] = [data["categories"][1]["sources"][0].pop("url"),
+                                                       "http://example.org/part.txt"]
     edit_yaml(config_copy / "categories.yaml", break_it)
-    assert "categories[0].sources[0].url" in problems_of(config_copy)
+    problems = problems_of(config_copy)
+    assert "categories[0].sources[1].url" in problems
+    assert "categories[0].sources[0].parts" in problems and "with {n} where" in problems
+    assert "categories[1].sources[0].urls[1]" in problems
+
+
+def test_a_list_split_in_parts_is_one_source_with_every_part(catalog):
+    (adult,) = [s for s in catalog.categories["adult"].sources if s.id == "ut1-adult"]
+    assert adult.parts.endswith("/blacklists/adult/domains.{n}") and adult.url.endswith("/adult/domains.0")
 
 
 def test_host_rewritten_twice_is_refused(config_copy):

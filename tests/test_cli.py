@@ -58,6 +58,8 @@ def test_category_block_names_profile_category_list_and_listed_name(family, caps
         "www.pokerstars.test (A) for device alice-tablet (profile kids) at 2026-03-03 12:00 Europe/London",
         "  BLOCK: category Gambling (list fx-gambling, pokerstars.test)",
         "  rule: category · category: gambling · list: fx-gambling · matched: pokerstars.test · EDE: 15 (Blocked)",
+        f"  list fx-gambling: a list of this config (lists:) from {FIXTURES / 'gambling.txt'}; "
+        "allow the name meanwhile in the profile",
     ]
 
 

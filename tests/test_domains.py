@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from filterd.lists.domains import MAX_LINE_BYTES, detect_format, normalise_domain, parse_list
+from filterd.lists.domains import (MAX_LINE_BYTES, LineParser, describe_kinds, detect_format, normalise_domain,
+                                   parse_list)
 
 LISTS = Path(__file__).parent / "fixtures" / "lists"
 
@@ -180,9 +182,10 @@ def test_hosts_file_takes_every_name_and_ignores_loopback_entries() -> None:
         "metrics.example.com",
         "malware.example.net",
         "ipv6-sink.example",
+        "not-an-address.example",   # a plain name in a hosts file is read, not lost
     }
     assert "localhost" not in parsed.domains
-    assert [line for line, _ in parsed.invalid_samples] == [12, 13, 14]
+    assert [line for line, _ in parsed.invalid_samples] == [12, 14]
 
 
 def test_hosts_line_over_the_size_limit_is_invalid_even_if_its_names_are_fine() -> None:
@@ -265,10 +268,48 @@ def test_adblock_detected_without_header_and_hosts_without_comments() -> None:
     assert detect_format("a.example\nb.example\n") == "domains"
 
 
-def test_given_format_overrides_detection() -> None:
+def test_given_format_is_a_hint_and_each_line_is_read_on_its_own() -> None:
     parsed = parse_list(b"0.0.0.0 a.example\n", "domains")
     assert parsed.format == "domains"
-    assert parsed.domains == set() and parsed.invalid == 1
+    assert parsed.domains == {"a.example"} and parsed.invalid == 0
+
+
+def test_a_list_mixing_every_kind_of_line_loses_none_and_counts_each_kind() -> None:
+    data = (b"# a list put together by hand\n"
+            b"plain.example\n"
+            b"0.0.0.0 hosts-one.example hosts-two.example\n"
+            b"127.0.0.1 hosts-three.example # sink\n"
+            b"||rule.example^\n"
+            b"@@||ok.rule.example^\n"
+            b"! adblock comment\n"
+            b"\n"
+            b"commented.example # inline\n"
+            b"not a name\n")
+    parsed = parse_list(data, "hosts")   # the first rule line says hosts; the rest is kept too
+    assert parsed.domains == {"plain.example", "hosts-one.example", "hosts-two.example",
+                              "hosts-three.example", "rule.example", "commented.example"}
+    assert parsed.exceptions == {"ok.rule.example"}
+    assert parsed.kinds == {"domain": 2, "hosts": 2, "adblock": 1, "exception": 1, "sha256": 0,
+                            "comment": 3, "invalid": 1}
+    assert describe_kinds(parsed.kinds) == (
+        "2 plain-domain lines, 2 hosts lines, 1 adblock rule, 1 adblock exception, "
+        "3 comment or blank lines, 1 invalid line")
+
+
+def test_a_hashed_list_takes_digests_only_never_a_name_in_clear() -> None:
+    digest = hashlib.sha256(b"secret.example").hexdigest()
+    parsed = parse_list(f"{digest}\nclear.example\n", "sha256")
+    assert parsed.digests == {bytes.fromhex(digest)} and parsed.domains == set()
+    assert parsed.invalid == 1
+
+
+def test_a_list_streamed_in_odd_sized_chunks_parses_as_a_whole() -> None:
+    names = [f"site{i}.example" for i in range(30_000)]
+    data = ("\n".join(names) + "\n").encode()
+    parser = LineParser("domains")
+    pieces = (data[i:i + 777] for i in range(0, len(data), 777))
+    seen = [name for domains, _, _ in parser.batches(pieces) for name in domains]
+    assert seen == names and parser.parsed.lines == 30_000
 
 
 def test_unknown_format_is_a_clear_error() -> None:

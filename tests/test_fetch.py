@@ -438,3 +438,24 @@ def test_progress_bar_drives_from_a_real_download(site: Site, store: Path) -> No
     result = fetch_list("ut1-adult", site.url("/list.txt"), store, progress=bar)
     bar.finish(result.message())
     assert log.getvalue() == f"ut1-adult  downloading ({len(LIST)} B)\n{result.message()}\n"
+
+
+def test_a_server_that_is_not_http_is_named_without_quoting_what_it_sent(tmp_path: Path) -> None:
+    """A URL pointed at another service (SSH, Redis…): its banner never reaches the message."""
+    import socketserver
+
+    class Banner(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(1024)
+            self.request.sendall(b"SSH-2.0-OpenSSH_9.2 SECRET-BANNER\r\n")
+
+    server = socketserver.TCPServer(("127.0.0.1", 0), Banner)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        result = fetch_list("l", f"http://127.0.0.1:{server.server_address[1]}/list.txt", tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.status == "failed"
+    assert "bad HTTP answer" in result.message() and "SECRET" not in result.message()

@@ -243,13 +243,15 @@ def test_metadata_records_each_list_for_recompile_decisions(tmp_path: Path) -> N
         path,
     )
     with DomainIndex.open(path) as index:
-        assert index.meta["format_version"] == 1
+        assert index.meta["format_version"] == 2
         assert index.meta["built_at"]
         (info,) = index.lists
         assert (info.id, info.bit, info.category, info.format) == (
             "gambling", 0, "gambling", "adblock")
         assert info.counts == {"domains": 5, "exceptions": 2, "digests": 0, "invalid": 6,
-                               "lines": 16}
+                               "lines": 16, "kinds": {"domain": 1, "hosts": 0, "adblock": 4,
+                                                      "exception": 2, "sha256": 0, "comment": 3,
+                                                      "invalid": 6}}
         assert info.extra == {"sha256": "abc123", "url": "https://lists.example/g.txt"}
 
 
@@ -424,3 +426,22 @@ def test_two_processes_open_the_same_index(good_index: Path) -> None:
         ]
         assert index.lookup("www.poker.example.net") == 1
     assert [child.stdout.split() for child in children] == [["1", "0"], ["1", "0"]]
+
+
+# ---------------------------------------------------------------- size
+
+
+def test_an_index_costs_at_most_eight_bytes_a_domain(tmp_path: Path) -> None:
+    names = [f"site{i}.example{i % 7}.test" for i in range(200_000)]
+    path = tmp_path / "lists.idx"
+    stats = compile_index([IndexList("big", "adult", parse_list("\n".join(names))),
+                           IndexList("overlap", "adult", parse_list("\n".join(names[::10])))], path)
+    assert stats.blocked_keys == 200_000
+    assert stats.size_bytes / 200_000 <= 8
+    with DomainIndex.open(path) as index:
+        assert index.lookup("www.site12345.example4.test") == 0b01
+        assert index.lookup("site10.example3.test") == 0b11
+        assert index.lookup("site10.example4.test") == 0
+        assert sum(1 for name in names if index.lookup(name)) == 200_000
+        counts = {info.id: info.counts["domains"] for info in index.lists}
+        assert counts == {"big": 200_000, "overlap": 20_000}

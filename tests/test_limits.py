@@ -277,3 +277,11 @@ def test_a_limit_with_notify_tells_the_parents_once_when_it_runs_out(tmp_path):
     assert message.title == "Emma-Tablet: youtube limit used up"
     assert "has used today's 2 minutes of youtube. It opens again at 00:00." in message.text
     assert message.link == "http://filter.home/devices/Emma-Tablet#limits"
+
+
+def test_a_category_counted_by_a_limit_brings_its_lists(tmp_path):
+    from filterd.lists import sources
+
+    text = CONFIG.replace("domains: [games.example], daily: 30m", "categories: [games], daily: 30m")
+    config = make_config(tmp_path, text)
+    assert "games" in sources.blocked_categories(config)

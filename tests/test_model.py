@@ -219,7 +219,7 @@ MISTAKES = [
     ("unknown schedule key", _set("profiles.kids.schedules[0].stop", "07:00"),
      "profiles.kids.schedules[0].stop", "unknown key"),
     ("unknown device key", _set("devices[0].owner", "alice"), "devices[0].owner", "unknown key"),
-    ("unknown list key", _set("lists[0].enabled", True), "lists[0].enabled", "unknown key"),
+    ("unknown list key", _set("lists[0].mirror", True), "lists[0].mirror", "unknown key"),
     ("unknown web key", _set("web.port", 8080), "web.port", "unknown key"),
     ("bad profile name", lambda d: d["profiles"].update({"Big Kids": {}}), "profiles.Big Kids",
      "a profile name is a short id"),

@@ -72,9 +72,34 @@ def test_loopback_link_local_unspecified_multicast_and_reserved_are_forbidden(te
     assert forbidden_reason(ipaddress.ip_address(text)) is not None
 
 
-@pytest.mark.parametrize("text", ["93.184.216.34", "2606:4700::6810:85e5", "192.168.1.5", "10.0.0.7"])
-def test_public_and_lan_addresses_are_allowed(text):
+@pytest.mark.parametrize("text", ["93.184.216.34", "2606:4700::6810:85e5", "203.0.113.9"])
+def test_public_addresses_are_allowed(text):
     assert forbidden_reason(ipaddress.ip_address(text)) is None
+
+
+@pytest.mark.parametrize("text", ["192.168.1.5", "10.0.0.7", "172.20.1.1", "100.64.0.9", "fd00::5",
+                                  "::ffff:192.168.1.5"])
+def test_private_addresses_are_forbidden_unless_the_list_allows_them(text):
+    address = ipaddress.ip_address(text)
+    assert "private" in forbidden_reason(address)
+    assert forbidden_reason(address, allow_private=True) is None
+
+
+def test_allow_private_never_opens_loopback_link_local_or_this_machine():
+    lan = ipaddress.ip_address("192.168.1.2")
+    for text in ("127.0.0.1", "169.254.169.254", "0.0.0.0", "::1"):
+        assert forbidden_reason(ipaddress.ip_address(text), allow_private=True) is not None
+    assert forbidden_reason(lan, {lan}, allow_private=True) == "an address of this machine"
+
+
+def test_a_trusted_mirror_prefix_skips_the_check_but_not_for_other_urls():
+    guard = UrlGuard(resolver=resolver_for({"mirror.lan": ["192.168.1.9"], "evil.example": ["10.0.0.1"]}),
+                     trusted_prefix="http://mirror.lan/lists/")
+    assert guard("http://mirror.lan/lists/raw.githubusercontent.com/a/b") == ["192.168.1.9"]
+    with pytest.raises(RefusedURL, match="private"):
+        guard("http://mirror.lan/other")
+    with pytest.raises(RefusedURL, match="private"):
+        guard("http://evil.example/lists/x")
 
 
 def test_this_machines_own_addresses_are_forbidden():

@@ -22,6 +22,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         site = self.server.site
         site["seen"].append(self.path)
+        self.path = self.path.removeprefix("/lists.test")   # asked through lists_mirror
         if self.path == "/slow.txt":           # half the list, then wait for the test to release it
             self.send_response(200)
             self.send_header("Content-Length", str(len(LIST)))
@@ -175,10 +176,20 @@ def test_add_list_escapes_the_url_it_shows_back(env, admin):
 
 
 def config_with_lists(tmp_path, site) -> Env:
+    """Two lists fetched through a lists_mirror on 127.0.0.1 (addresses of this machine are
+    refused otherwise); the categories' own lists switched off."""
+    blocked = load_config_catalog_ids()
     text = CONFIG_TEXT.format(data_dir=tmp_path / "var") + (
-        f"lists:\n  - {{id: slow-list, url: \"{url(site, '/slow.txt')}\", category: gambling}}\n"
-        f"  - {{id: gone-list, url: \"{url(site, '/missing.txt')}\", category: adult}}\n")
+        f"lists_mirror: \"{url(site, '')}\"\n"
+        f"lists:\n  - {{id: slow-list, url: \"https://lists.test/slow.txt\", category: gambling}}\n"
+        f"  - {{id: gone-list, url: \"https://lists.test/missing.txt\", category: adult}}\n"
+        + "".join(f"  - {{id: {list_id}, enabled: false}}\n" for list_id in blocked))
     return Env(tmp_path, text)
+
+
+def load_config_catalog_ids() -> list[str]:
+    from filterd.rules.catalog import load_catalog
+    return [source.id for category in load_catalog().categories.values() for source in category.sources]
 
 
 def test_update_progress_shows_bytes_percent_then_counts_and_errors(tmp_path, list_server):
@@ -209,7 +220,7 @@ def test_update_progress_shows_bytes_percent_then_counts_and_errors(tmp_path, li
     page = client.get("/lists")
     html = page.get_data(as_text=True)
     assert "Refresh" not in page.headers
-    assert "4,000 domains" in html and "HTTP 404" in html
+    assert "4,000 domains (4,000 plain-domain lines)" in html and "HTTP 404" in html
     assert '<progress id="progress-1" max="100" value="100">' in html
 
 
@@ -253,3 +264,13 @@ def test_an_update_whose_process_died_is_shown_as_stopped(tmp_path, list_server)
     status.close()
     html = environment.logged_in().get("/lists").get_data(as_text=True)
     assert "stopped before the end" in html
+
+
+def test_the_lists_page_shows_each_blocked_categorys_own_lists_and_their_licences(env, admin):
+    html = admin.get("/lists").get_data(as_text=True)
+    section = html[html.index('id="category-lists"'):]
+    assert "ut1-gambling" in section and "CC BY-SA 4.0" in section and "not downloaded yet" in section
+    row = section[section.index("ut1-adult"):]
+    assert row.index("not downloaded yet") < row.index("</tr>")    # a list in numbered parts too
+    assert 'href="https://dsi.ut-capitole.fr/blacklists/"' in section
+    assert "ut1-games" not in section            # no profile blocks games

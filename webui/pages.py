@@ -145,8 +145,11 @@ def lists_page(errors: dict[str, str] | None = None):
     from .dashboard import daemon_status
     files, missing = sources.sources(config)
     update = sources.read_update_status(config)
+    present = {f.id for f in files}
+    catalog_lists = [(spec, spec.id in present) for spec in sources.wanted_lists(config) if spec.origin == "catalog"]
     response = current_app.make_response((render_template(
         "lists.html", status=daemon_status(db, config), files=files, missing=missing, update=update,
+        catalog_lists=catalog_lists,
         categories=config.catalog.categories, version=actions.config_version(), errors=errors or {},
         tz=ZoneInfo(config.timezone),
         form=request.form if errors else None), 200))

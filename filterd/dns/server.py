@@ -203,7 +203,7 @@ class Worker:
         self.index = index
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
         self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
-        self.lists_signature = sources.current_signature_path(config)
+        self.lists_signature = self.resolver.policy.index.path   # the last good one, if lists changed
         self.db = state.connect(state.db_path(config.data_dir))
         self.db_version = None
         self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
@@ -296,10 +296,18 @@ class Worker:
             try:
                 if config_changed:
                     config_changed = not await self.reload()
-                elif sources.current_signature_path(self.config) != self.lists_signature:
+                elif self._lists_to_swap():
                     await self.reload(self.config)
             except Exception:
                 log.exception("reload failed; still serving the previous rules")
+
+    def _lists_to_swap(self) -> bool:
+        """The list files changed and their index is there to map, or this worker is the one
+        to compile it (worker 0, when no `filterd lists update` is running: that compiles itself)."""
+        current = sources.current_signature_path(self.config)
+        if current == self.lists_signature:
+            return False
+        return current is None or current.exists() or (self.index == 0 and not sources.update_running(self.config))
 
     def _force_reload(self) -> None:
         """SIGHUP: reload the config now (it is reloaded on change anyway)."""
@@ -362,7 +370,12 @@ class Worker:
         loop = asyncio.get_running_loop()
         try:
             # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
-            policy = await loop.run_in_executor(None, build_policy, config, self.index == 0)
+            # Worker 0 compiles, unless `filterd lists update` is running: it compiles once its
+            # downloads are done. Meanwhile changed rules apply at once, over the last good index
+            # (the watch reloads again when the new index is there).
+            compile_here = self.index == 0 and not sources.update_running(config)
+            policy = await loop.run_in_executor(None, build_policy, config, compile_here, False,
+                                                not compile_here)
         except FileNotFoundError:
             return False   # worker 0 compiles it; look again in a second
         old = self.resolver
@@ -373,7 +386,7 @@ class Worker:
         self.resolver.querylog = self.querylog
         self.querylog.configure(config.log)
         self.config = config
-        self.lists_signature = sources.current_signature_path(config)
+        self.lists_signature = policy.index.path
         old.close()
         self.last_reload = time.time()
         self.last_error = None
@@ -412,8 +425,10 @@ def run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
-    # Compile the lists once, before any worker starts, so every worker just maps the file.
-    policy = build_policy(config)
+    # Compile the lists once, before any worker starts, so every worker just maps the file; when
+    # the lists changed since the last compile, serve the last good index at once and let worker 0
+    # compile the new one in the background (its watch sees the index in use is not the current).
+    policy = build_policy(config, last_good=True)
     if workers == 1:
         _run_worker(config, 0, policy)
         return 0

@@ -10,11 +10,13 @@ from filterd.lists.index import DomainIndex
 from filterd.rules.policy import Policy
 
 
-def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = False) -> Policy:
-    """The policy for a config. With `missing_ok`, lists not compiled yet count as empty (the
-    web UI never compiles: that is the daemon's job)."""
+def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = False,
+                 last_good: bool = False) -> Policy:
+    """The policy for a config. With `last_good`, lists not compiled yet are served from the
+    last good index meanwhile (the daemon's start: it answers at once). With `missing_ok`, the
+    last good index too, else none (the web UI never compiles: that is the daemon's job)."""
     try:
-        index = sources.open_index(config, compile_if_missing)
+        index = sources.open_index(config, compile_if_missing, last_good or missing_ok)
     except FileNotFoundError:
         if not missing_ok:
             raise

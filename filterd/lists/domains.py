@@ -25,6 +25,10 @@ import encodings.idna as _idna2003
 
 __all__ = [
     "FORMATS",
+    "LINE_KINDS",
+    "LIST_ID",
+    "LineParser",
+    "describe_kinds",
     "MAX_LINE_BYTES",
     "ParsedList",
     "detect_format",
@@ -32,7 +36,10 @@ __all__ = [
     "parse_list",
 ]
 
+# The list formats a `format:` may name (the one definition: config, catalog and parser use it).
 FORMATS = ("hosts", "domains", "adblock", "sha256")
+# A list's id, in the config and the catalog: also its file name in data_dir/lists.
+LIST_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_LINE_BYTES = 4096
 _MAX_NAME = 253
 _SAMPLES = 5
@@ -99,6 +106,20 @@ def _to_ascii(name: str) -> str | None:
         return None
 
 
+# The kinds of line a list can hold, as `ParsedList.kinds` counts them; every line is read on
+# its own, whatever the list's `format:` says, so a file mixing plain domains and hosts lines
+# loses nothing (the format is a hint: "sha256" accepts digests only, so a protected list
+# never takes a name in clear).
+LINE_KINDS = ("domain", "hosts", "adblock", "exception", "sha256", "comment", "invalid")
+_KIND_WORDS = {"domain": ("plain-domain line", "plain-domain lines"),
+               "hosts": ("hosts line", "hosts lines"),
+               "adblock": ("adblock rule", "adblock rules"),
+               "exception": ("adblock exception", "adblock exceptions"),
+               "sha256": ("hashed line", "hashed lines"),
+               "comment": ("comment or blank line", "comment or blank lines"),
+               "invalid": ("invalid line", "invalid lines")}
+
+
 @dataclass
 class ParsedList:
     """What one list file held, with enough about its bad lines to show a parent."""
@@ -110,10 +131,12 @@ class ParsedList:
     invalid: int = 0
     invalid_samples: list[tuple[int, str]] = field(default_factory=list)
     lines: int = 0
+    kinds: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LINE_KINDS, 0))
 
     def skip(self, lineno: int, text: str) -> None:
         """Count one invalid line, keeping the first few for the summary."""
         self.invalid += 1
+        self.kinds["invalid"] += 1
         if len(self.invalid_samples) < _SAMPLES:
             self.invalid_samples.append((lineno, _shorten(text)))
 
@@ -136,6 +159,20 @@ class ParsedList:
         return ", ".join(parts)
 
 
+def describe_kinds(kinds: dict[str, int]) -> str:
+    """Lines read by kind, e.g. "41,200 plain-domain lines, 33 hosts lines, 2 invalid lines".
+
+    Counts only: a downloaded file's content is never shown back (it may not be a list at all).
+    """
+    parts = []
+    for kind in LINE_KINDS:
+        number = kinds.get(kind, 0)
+        if number:
+            singular, plural = _KIND_WORDS[kind]
+            parts.append(f"{number:,} {singular if number == 1 else plural}")
+    return ", ".join(parts) or "no lines"
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
 
@@ -148,16 +185,19 @@ def _shorten(text: str) -> str:
 
 
 def parse_list(data: bytes | str, fmt: str | None = None) -> ParsedList:
-    """Parse a list in any supported format (detected from its first lines if not given)."""
+    """Parse a whole list held in memory (small lists, tests); see `LineParser` for streaming.
+
+    `fmt` is a hint (detected from the first lines if not given); every line is read on its own.
+    """
     raw = _as_bytes(data)
     if fmt is None:
         fmt = detect_format(raw)
-    elif fmt not in FORMATS:
-        raise ValueError(f"unknown list format {fmt!r}: expected one of {', '.join(FORMATS)}")
-    parsed = ParsedList(format=fmt)
-    parse_lines = _PARSERS[fmt]
-    for first_lineno, lines in _line_chunks(raw, parsed):
-        parse_lines(lines, first_lineno, parsed)
+    parser = LineParser(fmt)
+    parsed = parser.parsed
+    for domains, exceptions, digests in parser.batches(iter((raw,))):
+        parsed.domains.update(domains)
+        parsed.exceptions.update(exceptions)
+        parsed.digests.update(digests)
     return parsed
 
 
@@ -169,37 +209,206 @@ def _as_bytes(data: bytes | str) -> bytes:
     return data
 
 
-def _line_chunks(data: bytes, parsed: ParsedList) -> Iterator[tuple[int, list[str]]]:
+Batch = tuple[list[str], list[str], list[bytes]]
+
+
+class LineParser:
+    """Reads a list as a stream of byte chunks, about a megabyte of lines at a time, and hands
+    back (domains, exceptions, digests) per batch: memory stays bounded whatever the list's size.
+
+    Each line is classified on its own: a domain, a hosts line (`ADDRESS name…`), an adblock
+    rule (`||name^`, `@@||name^`), a SHA-256 digest, a comment or blank, or invalid. Counts by
+    kind, the line count and the first few invalid lines are kept in `parsed` (its sets stay
+    empty: the caller consumes the batches).
+    """
+
+    def __init__(self, fmt: str | None = None):
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown list format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        self.parsed = ParsedList(format=fmt or "domains")
+        self._hashed_only = fmt == "sha256"
+
+    def batches(self, chunks: Iterator[bytes]) -> Iterator[Batch]:
+        """Parse the bytes `chunks` yield (any sizes; lines may cross them), batch by batch."""
+        for first_lineno, lines in _line_chunks(chunks, self.parsed):
+            yield self.parse_lines(lines, first_lineno)
+
+    def parse_lines(self, lines: list[str], lineno: int) -> Batch:
+        parsed = self.parsed
+        kinds = parsed.kinds
+        domains: list[str] = []
+        exceptions: list[str] = []
+        digests: list[bytes] = []
+        add = domains.append
+        valid = _valid_ascii_name
+        plain = hosts = comments = 0
+        hashed_only = self._hashed_only
+        for line in lines:
+            text = line.strip()
+            if not text:
+                comments += 1
+                lineno += 1
+                continue
+            first = text[0]
+            if first == "#":
+                if text.startswith(_COSMETIC):
+                    parsed.skip(lineno, _printable(line))
+                else:
+                    comments += 1
+                lineno += 1
+                continue
+            if first == "!" or (first == "[" and text[-1] == "]"):
+                comments += 1
+                lineno += 1
+                continue
+            if hashed_only:
+                self._digest(text, line, lineno, digests)
+                lineno += 1
+                continue
+            # The common case, inlined: one plain ASCII name.
+            if text.isascii() and len(text) <= _MAX_NAME:
+                name = text.lower()
+                if valid(name):
+                    add(name)
+                    plain += 1
+                    lineno += 1
+                    continue
+            if _too_long(line):
+                parsed.skip(lineno, _printable(line))
+            elif first == "|" or first == "@":
+                rule = _adblock_rule(text)
+                if rule is None:
+                    parsed.skip(lineno, _printable(line))
+                elif rule[1]:
+                    exceptions.append(rule[0])
+                    kinds["exception"] += 1
+                else:
+                    add(rule[0])
+                    kinds["adblock"] += 1
+            elif len(text) == 64 and _hex_digest(text):
+                digests.append(bytes.fromhex(text))
+                kinds["sha256"] += 1
+            else:
+                body = text.split("#", 1)[0]
+                fields = body.split()
+                if len(fields) >= 2 and _is_ip(fields[0]):
+                    if _hosts_line(fields, add):
+                        hosts += 1
+                    else:
+                        parsed.skip(lineno, _printable(line))
+                else:
+                    found = _inline_comment.search(text)
+                    name = normalise_domain(text[: found.start()] if found else text)
+                    if name is None and text.endswith("^"):
+                        rule = _adblock_rule(text)
+                        name = rule[0] if rule and not rule[1] else None
+                    if name is None:
+                        parsed.skip(lineno, _printable(line))
+                    else:
+                        add(name)
+                        plain += 1
+            lineno += 1
+        kinds["domain"] += plain
+        kinds["hosts"] += hosts
+        kinds["comment"] += comments
+        return domains, exceptions, digests
+
+    def _digest(self, text: str, line: str, lineno: int, digests: list[bytes]) -> None:
+        hash_at = text.find("#")
+        if hash_at >= 0:
+            text = text[:hash_at].rstrip()
+        if len(text) == 64 and _hex_digest(text):
+            digests.append(bytes.fromhex(text))
+            self.parsed.kinds["sha256"] += 1
+        else:
+            self.parsed.skip(lineno, _printable(line))
+
+
+def _hosts_line(fields: list[str], add) -> bool:
+    """Add a hosts line's names; False if one of them is no name (the line counts invalid,
+    its good names are still taken)."""
+    ok = True
+    for word in fields[1:]:
+        if word in HOSTS_IGNORED:
+            continue
+        name = word.lower()
+        if not (len(name) <= _MAX_NAME and _valid_ascii_name(name)):
+            name = normalise_domain(word)
+        if name is None:
+            ok = False
+        elif name not in HOSTS_IGNORED:
+            add(name)
+    return ok
+
+
+def _line_chunks(chunks: Iterator[bytes], parsed: ParsedList) -> Iterator[tuple[int, list[str]]]:
     """Yield (number of the first line, decoded lines) about a megabyte at a time.
 
     Lines longer than MAX_LINE_BYTES that would not fit a chunk are counted invalid here
-    without being decoded; undecodable bytes become lone surrogates, which no parser
-    accepts, so such a line is invalid rather than a crash.
+    without being kept whole; undecodable bytes become lone surrogates, which no parser
+    accepts, so such a line is invalid rather than a crash. A BOM at the start is dropped.
     """
-    size = len(data)
     lineno = 1
-    pos = 0
-    while pos < size:
-        end = min(pos + _CHUNK_BYTES, size)
-        if end < size:
-            cut = data.rfind(b"\n", pos, end)
-            if cut < 0:  # one line longer than a whole chunk
-                stop = data.find(b"\n", pos)
-                stop = size if stop < 0 else stop
-                head = data[pos : pos + 30].decode("utf-8", "replace")
-                parsed.skip(lineno, f"{head}… ({stop - pos:,} bytes)")
-                lineno += 1
-                parsed.lines += 1
-                pos = stop + 1
+    pending = b""
+    started = False
+    skipping: tuple[int, bytes, int] | None = None   # (line number, head, bytes so far) of a huge line
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if not started:
+            started = True
+            chunk = chunk[3:] if chunk.startswith(b"\xef\xbb\xbf") else chunk
+        if skipping is not None:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                skipping = (skipping[0], skipping[1], skipping[2] + len(chunk))
                 continue
-            end = cut + 1
-        chunk = data[pos:end].decode("utf-8", "surrogateescape").split("\n")
-        if chunk[-1] == "":
-            chunk.pop()
-        yield lineno, chunk
-        lineno += len(chunk)
-        parsed.lines += len(chunk)
-        pos = end
+            _skip_huge(parsed, skipping[0], skipping[1], skipping[2] + cut)
+            skipping = None
+            lineno += 1
+            chunk = chunk[cut + 1:]
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) > _CHUNK_BYTES:
+                skipping = (lineno, data[:30], len(data))
+                pending = b""
+            else:
+                pending = data
+            continue
+        pending = data[cut + 1:]
+        body = data[: cut + 1]
+        start = 0
+        while start < len(body):               # one read may bring many megabytes
+            end = len(body)
+            if end - start > _CHUNK_BYTES:
+                end = body.rfind(b"\n", start, start + _CHUNK_BYTES) + 1
+                if end <= start:               # a line longer than a whole chunk
+                    end = body.find(b"\n", start) + 1
+                    _skip_huge(parsed, lineno, body[start:start + 30], end - 1 - start)
+                    lineno += 1
+                    start = end
+                    continue
+            lines = body[start:end].decode("utf-8", "surrogateescape").split("\n")
+            lines.pop()                        # after the last newline
+            yield lineno, lines
+            lineno += len(lines)
+            parsed.lines += len(lines)
+            start = end
+        if len(pending) > _CHUNK_BYTES:
+            skipping = (lineno, pending[:30], len(pending))
+            pending = b""
+    if skipping is not None:
+        _skip_huge(parsed, skipping[0], skipping[1], skipping[2])
+    elif pending:
+        lines = [pending.decode("utf-8", "surrogateescape")]
+        yield lineno, lines
+        parsed.lines += 1
+
+
+def _skip_huge(parsed: ParsedList, lineno: int, head: bytes, size: int) -> None:
+    parsed.skip(lineno, f"{head.decode('utf-8', 'replace')}… ({size:,} bytes)")
+    parsed.lines += 1
 
 
 def _too_long(line: str) -> bool:
@@ -213,35 +422,6 @@ def _printable(line: str) -> str:
     return line.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _parse_domains(lines: list[str], lineno: int, parsed: ParsedList) -> None:
-    """One domain per line; '#' comments, whole-line or after whitespace."""
-    add = parsed.domains.add
-    valid = _valid_ascii_name
-    for line in lines:
-        text = line.strip()
-        if not text or text[0] == "#":
-            lineno += 1
-            continue
-        # Fast path, inlined: plain lowercase-able ASCII name without trailing dot.
-        if text.isascii() and len(text) <= _MAX_NAME:
-            name = text.lower()
-            if valid(name):
-                add(name)
-                lineno += 1
-                continue
-        if not _too_long(line):
-            found = _inline_comment.search(text)
-            if found:
-                text = text[: found.start()]
-            name = normalise_domain(text)
-            if name is not None:
-                add(name)
-                lineno += 1
-                continue
-        parsed.skip(lineno, _printable(line))
-        lineno += 1
-
-
 def _is_ip(text: str) -> bool:
     if text in _COMMON_SINKS:
         return True
@@ -250,37 +430,6 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _parse_hosts(lines: list[str], lineno: int, parsed: ParsedList) -> None:
-    """`ADDRESS name [name…]`; loopback names are ignored, a bad name spoils its line."""
-    add = parsed.domains.add
-    for line in lines:
-        text = line.strip()
-        if not text or text[0] == "#":
-            lineno += 1
-            continue
-        if _too_long(line):
-            parsed.skip(lineno, _printable(line))
-            lineno += 1
-            continue
-        hash_at = text.find("#")
-        if hash_at >= 0:
-            text = text[:hash_at]
-        fields = text.split()
-        ok = len(fields) >= 2 and _is_ip(fields[0])
-        if ok:
-            for word in fields[1:]:
-                if word in HOSTS_IGNORED:
-                    continue
-                name = normalise_domain(word)
-                if name is None:
-                    ok = False
-                elif name not in HOSTS_IGNORED:
-                    add(name)
-        if not ok:
-            parsed.skip(lineno, _printable(line))
-        lineno += 1
 
 
 def _adblock_rule(text: str) -> tuple[str, bool] | None:
@@ -301,53 +450,6 @@ def _adblock_rule(text: str) -> tuple[str, bool] | None:
         name = normalise_domain(text)
     return None if name is None else (name, exception)
 
-
-def _parse_adblock(lines: list[str], lineno: int, parsed: ParsedList) -> None:
-    """`||domain^` rules and `@@||domain^` exceptions; anything narrower is invalid."""
-    for line in lines:
-        text = line.strip()
-        if (
-            not text
-            or text[0] == "!"
-            or (text[0] == "[" and text[-1] == "]")
-            or (text[0] == "#" and not text.startswith(_COSMETIC))
-        ):
-            lineno += 1
-            continue
-        rule = None if _too_long(line) else _adblock_rule(text)
-        if rule is None:
-            parsed.skip(lineno, _printable(line))
-        elif rule[1]:
-            parsed.exceptions.add(rule[0])
-        else:
-            parsed.domains.add(rule[0])
-        lineno += 1
-
-
-def _parse_sha256(lines: list[str], lineno: int, parsed: ParsedList) -> None:
-    """One hex SHA-256 digest of a normalised domain per line; '#' comments."""
-    add = parsed.digests.add
-    for line in lines:
-        text = line.strip()
-        if not text or text[0] == "#":
-            lineno += 1
-            continue
-        hash_at = text.find("#")
-        if hash_at >= 0:
-            text = text[:hash_at].rstrip()
-        if len(text) == 64 and _hex_digest(text):
-            add(bytes.fromhex(text))
-        else:
-            parsed.skip(lineno, _printable(line))
-        lineno += 1
-
-
-_PARSERS = {
-    "domains": _parse_domains,
-    "hosts": _parse_hosts,
-    "adblock": _parse_adblock,
-    "sha256": _parse_sha256,
-}
 
 _DETECT_BYTES = 64 * 1024
 _DETECT_LINES = 100

@@ -19,7 +19,6 @@ import http.client
 import json
 import logging
 import os
-import re
 import socket
 import ssl
 import sys
@@ -35,7 +34,8 @@ from pathlib import Path
 from typing import BinaryIO, Literal, TextIO
 from urllib.parse import urljoin, urlsplit
 
-from filterd.files import fsync_directory
+from filterd.files import fsync_directory, write_atomically
+from filterd.lists.domains import LIST_ID
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ CHUNK_BYTES = 64 * 1024
 PROGRESS_INTERVAL_S = 0.1  # progress callbacks at most ~10 times a second
 _MB = 2**20
 _REDIRECTS = {301, 302, 303, 307, 308}
-_LIST_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 Progress = Callable[[int, int | None], None]
 Status = Literal["updated", "unchanged", "failed"]
@@ -92,9 +91,9 @@ def check_list_id(list_id: str) -> str:
 
     Config validation can call this too, so a bad id is refused with its YAML path early.
     """
-    if not isinstance(list_id, str) or not _LIST_ID.fullmatch(list_id):
+    if not isinstance(list_id, str) or not LIST_ID.fullmatch(list_id):
         raise ValueError(
-            f"invalid list id {list_id!r}: use 1-100 letters, digits, '-', '_' or '.' (not first)"
+            f"invalid list id {list_id!r}: use 1-64 lower-case letters, digits, '-', '_' or '.' (not first)"
         )
     return list_id
 
@@ -464,8 +463,8 @@ def _describe(exc: BaseException, url: str, timeout_s: float) -> str:
         return f"{url} closed the connection without answering"
     if isinstance(exc, http.client.IncompleteRead):
         return f"download from {url} was cut off"
-    if isinstance(exc, http.client.HTTPException):
-        return f"bad HTTP answer from {url}: {type(exc).__name__} {exc}"
+    if isinstance(exc, http.client.HTTPException):   # its text would quote what the server sent
+        return f"bad HTTP answer from {url} ({type(exc).__name__})"
     if isinstance(exc, OSError) and exc.strerror:
         return f"network error with {url}: {exc.strerror}"
     return f"network error with {url}: {exc}"
@@ -551,19 +550,12 @@ def _read_kept(store: Path, list_id: str) -> _Kept | None:
 
 
 def _save_meta(path: Path, meta: dict[str, object]) -> None:
-    """Write the sidecar atomically. A failure only costs a full download next time, so it is
-    logged rather than turning a good update into a failed one."""
-    part = path.with_name(f".{path.name}.part")
+    """Write the sidecar atomically (files.write_atomically). A failure only costs a full
+    download next time, so it is logged rather than turning a good update into a failed one."""
     try:
-        with open(part, "w", encoding="utf-8") as out:
-            json.dump(meta, out, indent=1)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(part, path)
-        fsync_directory(path.parent)
+        write_atomically(path, json.dumps(meta, indent=1).encode("utf-8"))
     except OSError as exc:
         log.warning("cannot write %s: %s (the next update downloads the list in full)", path, exc)
-        part.unlink(missing_ok=True)
 
 
 def _looks_like_web_page(path: Path) -> bool:

@@ -1,26 +1,37 @@
 """The compiled block-list index: one file, mmapped read-only and shared by every worker.
 
 Why this shape: a Pi Zero has 512 MB and lists reach millions of names, so the daemon must
-not hold Python objects per domain. The index is sorted arrays of 64-bit keys with a 64-bit
-mask of lists beside each key; a name is looked up by walking its suffixes
-(`a.b.example.com`, `b.example.com`, `example.com`, `com`), one binary search each, so the
-cost grows with the number of labels, not with the size of the lists.
+not hold Python objects per domain, and the file must stay small (under 8 bytes a domain).
+A name is looked up by walking its suffixes (`a.b.example.com`, `b.example.com`,
+`example.com`, `com`), one search each in a bucket of a handful of entries, so the cost grows
+with the number of labels, not with the size of the lists.
 
 Keys are the first 8 bytes (big-endian) of SHA-256 of the normalised name. That is the same
 key a "sha256" list gives us from its digests, so plain and hashed lists share one table
-and a lookup computes one hash per suffix whatever the lists are; it costs about what
-blake2b does here, and no list entry is ever stored in clear.
+and a lookup computes one hash per suffix whatever the lists are; no list entry is ever
+stored in clear.
+
+Of a key only `bits + 32` bits are kept: its top `bits` choose a bucket (the fence maps a
+bucket to its slice of the table; about 4-8 entries each) and its low 32 bits are the entry's
+fingerprint, stored as a u32 (a lookup reads both from one struct unpack). Two names share a stored key with a chance of about
+one in 2**(bits + 32) per lookup (below one in 10**15 for a million names). Beside each
+fingerprint a u16 numbers the set of lists holding that name; the distinct sets (masks of
+list bits) are a small table of their own. So an entry costs 4 + 2 bytes, plus 4 bytes of
+fence per bucket: about 6.5-7 bytes a domain.
 
 File layout (tables in native byte order, recorded in the header; a device compiles its
 own index, so this is never a portability concern):
 
     header    128 bytes, see _HEADER
-    table 0   blocked:    keys u64[n], masks u64[n], fence u32[2**bits + 1] (8-aligned)
+    table 0   blocked:    fence u32[2**bits + 1], fingerprints u32[n], mask ids u16[n],
+                          masks u64[m] (each section 8-aligned)
     table 1   exceptions: same shape (adblock `@@` rules)
     metadata  JSON: format version, build time, one entry per list
 
-The fence maps the top `bits` bits of a key to the slice of the table holding such keys;
-keys are uniform, so each slice holds ~8 keys and a search takes 3-4 probes, not 20.
+Compiling streams (see `IndexBuilder`): lists are fed batch by batch, each key kept as 8
+bytes in one of 256 arrays (its list number in bits 32-39, which the index drops anyway);
+each array is then sorted and written in turn, so the peak is about 8 bytes a domain plus
+one array's sort, never a Python object per domain.
 """
 
 from __future__ import annotations
@@ -28,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import mmap
-import operator
 import os
 import struct
 import sys
@@ -37,22 +47,23 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import islice, repeat
+from itertools import accumulate
 from pathlib import Path
-from typing import Any
-
-from filterd.lists.domains import ParsedList
+from typing import Any, BinaryIO
 
 from filterd.files import fsync_directory
+from filterd.lists.domains import ParsedList
 
 __all__ = [
     "MAX_LISTS",
     "CorruptIndexError",
     "DomainIndex",
     "Hit",
+    "IndexBuilder",
     "IndexList",
     "IndexStats",
     "ListInfo",
@@ -63,19 +74,24 @@ __all__ = [
 ]
 
 MAX_LISTS = 64
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MAGIC = b"FLTRDIDX"
 # magic, version, byte order (0 little / 1 big), crc32 of the file (this field as 0),
-# file size, metadata offset and length, then per table: count, fence bits, keys, masks
-# and fence offsets.
-_HEADER = struct.Struct("<8sIII4xQQQ" + "QI4xQQQ" * 2)
+# file size, metadata offset and length, then per table: count, bucket bits, number of masks,
+# and the offsets of fence, fingerprints, mask ids and masks.
+_HEADER = struct.Struct("<8sIII4xQQQ" + "IIIIIII4x" * 2)
 _HEADER_SIZE = 128
 _TABLES = 2
 _BUCKET_TARGET = 8
-_SORT_BUCKET_BITS = 4
-_MAX_FENCE_BITS = 24
+_MIN_BUCKET_BITS = 8            # a bucket never spans two of the compile's sort arrays
+_MAX_BUCKET_BITS = 24           # bits 32-39 stay free for the list number while compiling
+_SORT_BITS = 8                  # the compile sorts 256 arrays one at a time
+_MAX_MASKS = 1 << 16
+_FINGERPRINT = 0xFFFFFFFF
 _sha256 = hashlib.sha256
 _key_of_digest = struct.Struct(">Q").unpack_from
+_halves_of_digest = struct.Struct(">II").unpack_from     # (top 32 bits, fingerprint)
+_LIST_BITS = 0xFF << 32
 
 
 class CorruptIndexError(ValueError):
@@ -156,134 +172,234 @@ class Match:
 
 
 def compile_index(lists: list[IndexList], path: Path) -> IndexStats:
-    """Compile lists into one index file at `path`, atomically.
-
-    The file is written beside `path` under a temporary name, fsynced and renamed over
-    it: readers see the old index or the new one, never half of one, and a failure at
-    any point (a list that cannot be read, a full disk) leaves the old file untouched.
-    """
-    started = time.perf_counter()
-    path = Path(path)
+    """Compile parsed lists into one index file at `path`, atomically (see IndexBuilder.write)."""
     if len(lists) > MAX_LISTS:
-        raise ValueError(
-            f"{len(lists)} lists given but an index holds at most {MAX_LISTS}: "
-            "merge lists of the same category or disable some"
-        )
+        raise ValueError(f"{len(lists)} lists given but an index holds at most {MAX_LISTS}: "
+                         "merge lists of the same category or disable some")
     ids = [item.id for item in lists]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise ValueError(f"list ids must be unique; repeated: {', '.join(duplicates)}")
-    meta = _metadata(lists)
-    blocked = _merge([_bucketed_keys(item.parsed.domains, item.parsed.digests) for item in lists])
-    exceptions = _merge([_bucketed_keys(item.parsed.exceptions, ()) for item in lists])
-    size = _write_atomically(path, (blocked, exceptions), meta)
-    return IndexStats(
-        path=path,
-        lists=len(lists),
-        blocked_keys=len(blocked[0]),
-        exception_keys=len(exceptions[0]),
-        size_bytes=size,
-        elapsed_s=time.perf_counter() - started,
-    )
-
-
-def _metadata(lists: list[IndexList]) -> bytes:
-    entries = []
-    for bit, item in enumerate(lists):
+    builder = IndexBuilder()
+    for item in lists:
         parsed = item.parsed
-        entries.append({
-            "id": item.id,
-            "bit": bit,
-            "category": item.category,
-            "format": parsed.format,
-            "counts": {
-                "domains": len(parsed.domains),
-                "exceptions": len(parsed.exceptions),
-                "digests": len(parsed.digests),
-                "invalid": parsed.invalid,
-                "lines": parsed.lines,
-            },
-            "extra": item.extra,
+        bit = builder.add_list(item.id, item.category, parsed.format, item.extra)
+        builder.add(bit, parsed.domains, parsed.exceptions, parsed.digests)
+        builder.finish_list(bit, parsed)
+    return builder.write(path)
+
+
+class _Keys:
+    """Keys of one table while compiling: 8 bytes each, in 256 arrays by their top byte, the
+    list's bit number in bits 32-39 (between the bucket bits and the fingerprint)."""
+
+    def __init__(self) -> None:
+        self.arrays: list[array | None] = [array("Q") for _ in range(1 << _SORT_BITS)]
+        self._appends = [a.append for a in self.arrays]   # type: ignore[union-attr]
+        self.count = 0
+
+    def add_names(self, bit: int, names: Iterable[str]) -> None:
+        appends, sha256, unpack = self._appends, _sha256, _key_of_digest
+        clear, top = ~_LIST_BITS, 64 - _SORT_BITS
+        count = 0
+        for name in names:
+            key = unpack(sha256(name.encode()).digest())[0]
+            appends[key >> top](key & clear | bit << 32)
+            count += 1
+        self.count += count
+
+    def add_digests(self, bit: int, digests: Iterable[bytes]) -> None:
+        appends, unpack = self._appends, _key_of_digest
+        clear, top = ~_LIST_BITS, 64 - _SORT_BITS
+        count = 0
+        for digest in digests:
+            key = unpack(digest)[0]
+            appends[key >> top](key & clear | bit << 32)
+            count += 1
+        self.count += count
+
+    def table(self, spill_dir: Path) -> tuple[_Sections, Counter]:
+        """Sort and merge the arrays one at a time (each freed once done) into the file's sections,
+        and count the distinct keys of each list bit. Fingerprints and mask ids go to temporary
+        files in `spill_dir` as they are made: only the fence and the masks stay in memory."""
+        bits = _MIN_BUCKET_BITS
+        while (self.count >> bits) > _BUCKET_TARGET and bits < _MAX_BUCKET_BITS:
+            bits += 1
+        top = 64 - bits
+        sections = _Sections(bits, 0, array("I"), tempfile.TemporaryFile(dir=spill_dir),
+                             tempfile.TemporaryFile(dir=spill_dir), array("Q"))
+        try:
+            per_bit = self._merge(sections, top)
+        except BaseException:
+            sections.close()
+            raise
+        return sections, per_bit
+
+    def _merge(self, sections: _Sections, top: int) -> Counter:
+        fingerprints = array("I")
+        mask_ids = array("H")
+        sizes = array("I", bytes(4 << sections.bits))
+        ids: dict[int, int] = {}
+        masks: list[int] = []
+        per_mask: Counter = Counter()
+        add_fingerprint, add_mask_id = fingerprints.append, mask_ids.append
+        for number, keys in enumerate(self.arrays):
+            # (bucket, fingerprint, list) in one int, so one sort orders the entries as stored;
+            # a bucket never spans two arrays (bits ≥ _SORT_BITS), so neither does a run
+            ordered = sorted([(t >> top) << 40 | (t & _FINGERPRINT) << 8 | (t >> 32 & 0xFF)
+                              for t in keys])                 # type: ignore[union-attr]
+            self.arrays[number] = None                        # free as we go
+            ordered.append(-1 << 8)                           # stored as -1: ends the last run
+            previous, mask = -1, 0
+            for tagged in ordered:
+                stored = tagged >> 8
+                if stored == previous:
+                    mask |= 1 << (tagged & 0xFF)
+                    continue
+                if previous >= 0:
+                    add_fingerprint(previous & _FINGERPRINT)
+                    mask_id = ids.get(mask)
+                    if mask_id is None:
+                        mask_id = ids[mask] = len(masks)
+                        masks.append(mask)
+                    add_mask_id(mask_id)
+                    sizes[previous >> 32] += 1
+                previous, mask = stored, 1 << (tagged & 0xFF)
+            del ordered
+            sections.fingerprints.write(fingerprints)
+            sections.mask_ids.write(mask_ids)
+            sections.count += len(fingerprints)
+            per_mask.update(mask_ids)
+            del fingerprints[:], mask_ids[:]
+        if len(masks) > _MAX_MASKS:
+            raise ValueError(f"{len(masks):,} different combinations of lists: an index holds at most "
+                             f"{_MAX_MASKS:,}; merge some lists")
+        sections.fence = array("I", accumulate(sizes, initial=0))
+        sections.masks = array("Q", masks)
+        per_bit: Counter = Counter()
+        for mask_id, count in per_mask.items():
+            value = masks[mask_id]
+            while value:
+                low = value & -value
+                per_bit[low.bit_length() - 1] += count
+                value ^= low
+        return per_bit
+
+
+@dataclass
+class _Sections:
+    """One table ready to write: fence and masks in memory, fingerprints and mask ids spilled."""
+
+    bits: int
+    count: int
+    fence: array
+    fingerprints: BinaryIO
+    mask_ids: BinaryIO
+    masks: array
+
+    def close(self) -> None:
+        self.fingerprints.close()
+        self.mask_ids.close()
+
+
+class IndexBuilder:
+    """Compiles lists fed batch by batch (never a whole list in memory) into one index file.
+
+        builder = IndexBuilder()
+        bit = builder.add_list("ut1-adult", "adult", "domains", {"url": …})
+        for domains, exceptions, digests in parser.batches(chunks):
+            builder.add(bit, domains, exceptions, digests)
+        builder.finish_list(bit, parser.parsed)
+        builder.write(path)
+    """
+
+    def __init__(self) -> None:
+        self._blocked = _Keys()
+        self._exceptions = _Keys()
+        self._entries: list[dict[str, Any]] = []
+        self._ids: set[str] = set()
+        self._started = time.perf_counter()
+
+    def check_list(self, list_id: str) -> None:
+        """Refuse a list that could not be added (too many, or its id taken) before any work."""
+        if len(self._ids) >= MAX_LISTS:
+            raise ValueError(f"more than {MAX_LISTS} lists given but an index holds at most "
+                             f"{MAX_LISTS}: merge lists of the same category or disable some")
+        if list_id in self._ids:
+            raise ValueError(f"list ids must be unique; repeated: {list_id}")
+
+    def add_list(self, list_id: str, category: str, fmt: str, extra: dict[str, Any] | None = None) -> int:
+        """Start a list; returns its bit in the masks."""
+        self.check_list(list_id)
+        self._ids.add(list_id)
+        self._entries.append({"id": list_id, "bit": len(self._entries), "category": category,
+                              "format": fmt, "counts": {}, "extra": dict(extra or {})})
+        return len(self._entries) - 1
+
+    def add(self, bit: int, domains: Iterable[str] = (), exceptions: Iterable[str] = (),
+            digests: Iterable[bytes] = ()) -> None:
+        self._blocked.add_names(bit, domains)
+        self._blocked.add_digests(bit, digests)
+        self._exceptions.add_names(bit, exceptions)
+
+    def finish_list(self, bit: int, parsed: ParsedList) -> None:
+        """Record what was read (lines, invalid lines, lines of each kind) for the metadata."""
+        self._entries[bit]["counts"] = {"invalid": parsed.invalid, "lines": parsed.lines,
+                                        "kinds": dict(parsed.kinds)}
+
+    def write(self, path: Path) -> IndexStats:
+        """Write the index at `path` atomically: beside it under a temporary name, fsynced and
+        renamed over it. Readers see the old index or the new one, never half of one, and a
+        failure at any point (metadata that is not JSON, a full disk) leaves the old file alone.
+        """
+        path = Path(path)
+        _json(self._entries)      # refused before the long part, not after
+        blocked, blocked_per_bit = self._blocked.table(path.parent)
+        try:
+            exceptions, exceptions_per_bit = self._exceptions.table(path.parent)
+        except BaseException:
+            blocked.close()
+            raise
+        try:
+            return self._write(path, blocked, blocked_per_bit, exceptions, exceptions_per_bit)
+        finally:
+            blocked.close()
+            exceptions.close()
+
+    def _write(self, path: Path, blocked: _Sections, blocked_per_bit: Counter, exceptions: _Sections,
+               exceptions_per_bit: Counter) -> IndexStats:
+        for entry in self._entries:
+            bit, counts = entry["bit"], entry["counts"]
+            distinct = blocked_per_bit.get(bit, 0)
+            hashed = entry["format"] == "sha256"
+            counts.update(domains=0 if hashed else distinct, digests=distinct if hashed else 0,
+                          exceptions=exceptions_per_bit.get(bit, 0))
+            counts.setdefault("invalid", 0)
+            counts.setdefault("lines", 0)
+        meta = _json({
+            "format_version": FORMAT_VERSION,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "lists": self._entries,
         })
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "lists": entries,
-    }
+        size = _write_atomically(path, (blocked, exceptions), meta)
+        return IndexStats(
+            path=path,
+            lists=len(self._entries),
+            blocked_keys=blocked.count,
+            exception_keys=exceptions.count,
+            size_bytes=size,
+            elapsed_s=time.perf_counter() - self._started,
+        )
+
+
+def _json(value: Any) -> bytes:
     try:
-        return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+        return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
     except (TypeError, ValueError) as error:
         raise ValueError(f"list metadata must be JSON-serialisable: {error}") from None
 
 
-def _bucketed_keys(names: Iterable[str], digests: Iterable[bytes]) -> list[array]:
-    """A list's keys, 8 bytes each (not Python ints), split by their top bits.
-
-    Sorting bucket by bucket keeps the transient Python ints of a sort to a fraction of
-    the list: this is what keeps compiling a million names well under the Pi's memory.
-    """
-    buckets = [array("Q") for _ in range(1 << _SORT_BUCKET_BITS)]
-    appends = [bucket.append for bucket in buckets]
-    shift = 64 - _SORT_BUCKET_BITS
-    sha256, unpack = _sha256, _key_of_digest
-    for name in names:
-        key = unpack(sha256(name.encode()).digest())[0]
-        appends[key >> shift](key)
-    for digest in digests:
-        key = unpack(digest)[0]
-        appends[key >> shift](key)
-    return buckets
-
-
-def _merge(per_list: list[list[array]]) -> tuple[array, array]:
-    """Union of the lists' keys, sorted, each with the mask of the lists holding it."""
-    keys = array("Q")
-    masks = array("Q")
-    for bucket in range(1 << _SORT_BUCKET_BITS):
-        present = [(bit, buckets[bucket]) for bit, buckets in enumerate(per_list)
-                   if len(buckets[bucket])]
-        if len(present) == 1:  # the common case: no key shared between lists here
-            bit, unsorted = present[0]
-            ordered = sorted(unsorted)
-            if any(map(operator.eq, ordered, islice(ordered, 1, None))):
-                ordered = list(dict.fromkeys(ordered))
-            keys.extend(ordered)
-            masks.extend(repeat(1 << bit, len(ordered)))
-        elif present:
-            _merge_tagged(present, keys, masks)
-        for buckets in per_list:
-            buckets[bucket] = array("Q")  # free as we go
-    return keys, masks
-
-
-def _merge_tagged(present: list[tuple[int, array]], keys: array, masks: array) -> None:
-    """Merge keys of several lists: sort (key, bit) packed in one int, then group."""
-    tagged = [key << 6 | bit for bit, unsorted in present for key in unsorted]
-    tagged.sort()
-    previous = -1
-    for tagged_key in tagged:
-        key = tagged_key >> 6
-        if key == previous:
-            masks[-1] |= 1 << (tagged_key & 63)
-        else:
-            keys.append(key)
-            masks.append(1 << (tagged_key & 63))
-            previous = key
-
-
-def _fence(keys: array) -> tuple[int, array]:
-    """Start offset of each bucket of keys sharing their top `bits` bits, plus the end."""
-    count = len(keys)
-    bits = 0
-    while (count >> bits) > _BUCKET_TARGET and bits < _MAX_FENCE_BITS:
-        bits += 1
-    shift = 64 - bits
-    fence = array("I", (bisect_left(keys, bucket << shift) for bucket in range(1 << bits)))
-    fence.append(count)
-    return bits, fence
-
-
-def _write_atomically(path: Path, tables: tuple[tuple[array, array], ...], meta: bytes) -> int:
+def _write_atomically(path: Path, tables: tuple[_Sections, ...], meta: bytes) -> int:
     directory = path.parent
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
@@ -292,20 +408,30 @@ def _write_atomically(path: Path, tables: tuple[tuple[array, array], ...], meta:
             offset = _HEADER_SIZE
             crc = 0
             table_fields: list[int] = []
-            for keys, masks in tables:
-                bits, fence = _fence(keys)
-                if len(fence) % 2:
-                    fence.append(0)  # pad to 8 bytes
+            for table in tables:
                 placed = []
-                for section in (keys, masks, fence):
+                for section in (table.fence, table.fingerprints, table.mask_ids, table.masks):
                     placed.append(offset)
-                    out.write(section)
-                    crc = zlib.crc32(section, crc)
-                    offset += len(section) * section.itemsize
-                table_fields += [len(keys), bits, *placed]
+                    if isinstance(section, array):
+                        pieces: Iterable[Any] = (section,)
+                    else:
+                        section.seek(0)
+                        pieces = iter(lambda section=section: section.read(1 << 20), b"")
+                    for piece in pieces:
+                        out.write(piece)
+                        crc = zlib.crc32(piece, crc)
+                        offset += len(piece) * getattr(piece, "itemsize", 1)
+                    padding = -offset % 8
+                    if padding:
+                        out.write(bytes(padding))
+                        crc = zlib.crc32(bytes(padding), crc)
+                        offset += padding
+                table_fields += [table.count, table.bits, len(table.masks), *placed]
             out.write(meta)
             crc = zlib.crc32(meta, crc)
             size = offset + len(meta)
+            if size >= 1 << 32:
+                raise ValueError("the index would pass 4 GiB: too many lists")
             fields = [_MAGIC, FORMAT_VERSION, sys.byteorder == "big", 0, size, offset,
                       len(meta), *table_fields]
             fields[3] = zlib.crc32(_HEADER.pack(*fields), crc)  # header too, crc field as 0
@@ -330,37 +456,44 @@ def _write_atomically(path: Path, tables: tuple[tuple[array, array], ...], meta:
 
 
 class _Table:
-    """One sorted key table viewed straight from the mapping; no copies."""
+    """One table viewed straight from the mapping (fence, fingerprints, mask ids); the few
+    distinct masks are read into a tuple."""
 
-    __slots__ = ("count", "shift", "keys", "masks", "fence")
+    __slots__ = ("count", "shift", "fence", "fingerprints", "mask_ids", "masks")  # shift: of the top half
 
-    def __init__(self, view: memoryview | None, count: int, bits: int,
-                 keys_at: int, masks_at: int, fence_at: int) -> None:
+    def __init__(self, view: memoryview | None, count: int, bits: int, mask_count: int,
+                 fence_at: int, fingerprints_at: int, mask_ids_at: int, masks_at: int) -> None:
         self.count = count
-        self.shift = 64 - bits
+        self.shift = 32 - bits
         if view is None or count == 0:
-            self.keys = self.masks = self.fence = None
+            self.fence = self.fingerprints = self.mask_ids = None
+            self.masks: tuple[int, ...] = ()
             return
-        self.keys = view[keys_at : keys_at + 8 * count].cast("Q")
-        self.masks = view[masks_at : masks_at + 8 * count].cast("Q")
         self.fence = view[fence_at : fence_at + 4 * ((1 << bits) + 1)].cast("I")
+        self.fingerprints = view[fingerprints_at : fingerprints_at + 4 * count].cast("I")
+        self.mask_ids = view[mask_ids_at : mask_ids_at + 2 * count].cast("H")
+        self.masks = tuple(view[masks_at : masks_at + 8 * mask_count].cast("Q"))
 
     def mask(self, key: int) -> int:
-        bucket = key >> self.shift
+        """Mask of the lists holding the 64-bit `key` (0: none)."""
+        return self.mask_of(key >> 32, key & _FINGERPRINT)
+
+    def mask_of(self, top: int, fingerprint: int) -> int:
+        bucket = top >> self.shift
         high = self.fence[bucket + 1]
-        i = bisect_left(self.keys, key, self.fence[bucket], high)
-        if i < high and self.keys[i] == key:
-            return self.masks[i]
+        i = bisect_left(self.fingerprints, fingerprint, self.fence[bucket], high)
+        if i < high and self.fingerprints[i] == fingerprint:
+            return self.masks[self.mask_ids[i]]
         return 0
 
     def release(self) -> None:
         """Let go of the mapping; any later lookup raises instead of answering "allowed"."""
-        for view in (self.keys, self.masks, self.fence):
+        for view in (self.fence, self.fingerprints, self.mask_ids):
             if isinstance(view, memoryview):
                 view.release()
-        self.keys = self.masks = self.fence = _CLOSED
+        self.fence = self.fingerprints = self.mask_ids = _CLOSED
         self.count = max(self.count, 1)
-        self.shift = 64
+        self.shift = 32
 
 
 class _Closed:
@@ -393,19 +526,20 @@ class DomainIndex:
         self._blocked, self._exceptions = tables
         self._hot = self._hot_state()
 
-    def _hot_state(self) -> tuple[Any, Any, Any, int, _Table | None] | None:
+    def _hot_state(self) -> tuple[Any, Any, Any, Any, int, _Table | None] | None:
         blocked = self._blocked
         if not blocked.count:
             return None
         exceptions = self._exceptions if self._exceptions.count else None
-        return blocked.keys, blocked.masks, blocked.fence, blocked.shift, exceptions
+        return (blocked.fingerprints, blocked.mask_ids, blocked.masks, blocked.fence, blocked.shift,
+                exceptions)
 
     # -- opening
 
     @classmethod
     def empty(cls) -> DomainIndex:
         """An index of no lists: every lookup answers 0."""
-        tables = (_Table(None, 0, 0, 0, 0, 0), _Table(None, 0, 0, 0, 0, 0))
+        tables = (_Table(None, 0, 0, 0, 0, 0, 0, 0), _Table(None, 0, 0, 0, 0, 0, 0, 0))
         return cls((), {"format_version": FORMAT_VERSION, "lists": []}, tables)
 
     @classmethod
@@ -448,18 +582,21 @@ class DomainIndex:
             raise corrupt("inconsistent header (metadata out of place)")
         tables = []
         for n in range(_TABLES):
-            count, bits, keys_at, masks_at, fence_at = fields[7 + 5 * n : 12 + 5 * n]
-            fence_len = 4 * ((1 << bits) + 1) if bits <= _MAX_FENCE_BITS else -1
+            count, bits, mask_count, fence_at, fingerprints_at, mask_ids_at, masks_at = \
+                fields[7 + 7 * n : 14 + 7 * n]
+            fence_len = 4 * ((1 << bits) + 1) if bits <= _MAX_BUCKET_BITS else -1
+            end = meta_at if n == _TABLES - 1 else fields[14 + 7 * n + 3]
             if (
-                fence_len < 0
-                or keys_at % 8 or masks_at % 8 or fence_at % 8
-                or keys_at < _HEADER_SIZE
-                or keys_at + 8 * count > masks_at
-                or masks_at + 8 * count > fence_at
-                or fence_at + fence_len > meta_at
+                fence_len < 0 or mask_count > _MAX_MASKS
+                or fence_at % 8 or fingerprints_at % 8 or mask_ids_at % 8 or masks_at % 8
+                or fence_at < _HEADER_SIZE
+                or fence_at + fence_len > fingerprints_at
+                or fingerprints_at + 4 * count > mask_ids_at
+                or mask_ids_at + 2 * count > masks_at
+                or masks_at + 8 * mask_count > min(end, meta_at)
             ):
                 raise corrupt("inconsistent header (table out of place)")
-            tables.append((count, bits, keys_at, masks_at, fence_at))
+            tables.append((count, bits, mask_count, fence_at, fingerprints_at, mask_ids_at, masks_at))
         if verify and zlib.crc32(_HEADER.pack(*fields[:3], 0, *fields[4:]),
                                  zlib.crc32(view[_HEADER_SIZE:])) != crc:
             raise corrupt("checksum mismatch (the file is damaged)")
@@ -490,21 +627,21 @@ class DomainIndex:
         hot = self._hot
         if hot is None:
             return 0
-        keys, masks, fence, shift, exceptions = hot
-        sha256, unpack, search = _sha256, _key_of_digest, bisect_left
+        fingerprints, mask_ids, masks, fence, shift, exceptions = hot
+        sha256, halves, search = _sha256, _halves_of_digest, bisect_left
         data = name.lower().encode()
         if data.endswith(b"."):
             data = data[:-1]
         result = cleared = 0
         while True:
-            key = unpack(sha256(data).digest())[0]
+            top, fingerprint = halves(sha256(data).digest())
             if exceptions is not None:
-                cleared |= exceptions.mask(key)
-            bucket = key >> shift
+                cleared |= exceptions.mask_of(top, fingerprint)
+            bucket = top >> shift
             high = fence[bucket + 1]
-            i = search(keys, key, fence[bucket], high)
-            if i < high and keys[i] == key:
-                result |= masks[i] & ~cleared
+            i = search(fingerprints, fingerprint, fence[bucket], high)
+            if i < high and fingerprints[i] == fingerprint:
+                result |= masks[mask_ids[i]] & ~cleared
             dot = data.find(b".")
             if dot < 0:
                 return result

@@ -17,7 +17,8 @@ from typing import Any
 import yaml
 
 from filterd.rules.checking import Checker, ConfigError, YamlSyntaxError, parse_yaml, show
-from filterd.lists.domains import FORMATS, normalise_domain
+from filterd.lists.domains import FORMATS, LIST_ID, normalise_domain
+from filterd.lists.essential import ESSENTIAL_DOMAINS, essential_conflict
 
 __all__ = [
     "Catalog", "CatalogError", "Category", "DEFAULT_CONFIG_DIR", "ESSENTIAL_DOMAINS",
@@ -28,32 +29,11 @@ __all__ = [
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 YOUTUBE_LEVELS = ("strict", "moderate", "off")
 
-# Domains a family's normal internet depends on: shared clouds and CDNs, operating-system
-# and app-store services, sign-in. The catalog may name hosts *under* them
-# (youtubei.googleapis.com, gemini.google.com) but never one of them, nor a parent of one
-# (a bare "com" would cover google.com).
-ESSENTIAL_DOMAINS = frozenset({
-    "google.com", "googleapis.com", "gstatic.com", "googleusercontent.com", "ggpht.com",
-    "gvt1.com", "gvt2.com", "android.com", "appspot.com", "firebaseio.com",
-    "apple.com", "icloud.com", "mzstatic.com", "cdn-apple.com", "aaplimg.com", "apple-dns.net",
-    "microsoft.com", "live.com", "microsoftonline.com", "windows.com", "windows.net",
-    "windowsupdate.com", "office.com", "office.net", "msftconnecttest.com", "msedge.net",
-    "azureedge.net", "azurefd.net", "trafficmanager.net",
-    "amazon.com", "amazonaws.com", "cloudfront.net", "a2z.com", "media-amazon.com",
-    "akamai.net", "akamaihd.net", "akamaized.net", "akamaiedge.net", "akadns.net",
-    "edgekey.net", "edgesuite.net", "fastly.net", "fastlylb.net", "fastly.com",
-    "cloudflare.com", "cloudflare.net",
-    "github.com", "githubusercontent.com", "jsdelivr.net", "wikipedia.org", "wikimedia.org",
-})
-
 # libyaml's parser where installed: the catalog is re-read on every config reload, on a Pi.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# Every parent of an essential domain ("co.uk", "net"…) → one essential domain below it.
-ESSENTIAL_PARENTS = {".".join(e.split(".")[i:]): e for e in sorted(ESSENTIAL_DOMAINS)
-                    for i in range(1, e.count(".") + 1)}
 _CATEGORY_ID = re.compile(r"[a-z][a-z0-9_]{0,31}").fullmatch
 _SERVICE_ID = _CATEGORY_ID
-_SOURCE_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}").fullmatch
+_SOURCE_ID = LIST_ID.fullmatch
 
 
 class CatalogError(ConfigError):
@@ -70,10 +50,12 @@ class Source:
     id: str
     format: str                      # domains | hosts | adblock | sha256
     licence: str
-    url: str | None = None
+    url: str | None = None           # the first (or only) file to download
     path: Path | None = None         # a file the operator provides (e.g. the hashed IWF list)
     approx_domains: int | None = None
     homepage: str | None = None
+    urls: tuple[str, ...] = ()       # every file, in order: a list split in parts is their concatenation
+    parts: str | None = None         # a list in numbered parts ("…/domains.{n}"): as many as are served
 
 
 @dataclass(frozen=True)
@@ -273,23 +255,6 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def essential_conflict(name: str) -> str | None:
-    """Why blocking the normalised `name` would break a family's normal internet, or None.
-
-    For catalog data, and for the list compiler to drop such entries from downloaded lists
-    (UT1's doh list, for one, names apple-dns.net, behind which iCloud's servers sit).
-    """
-    if "." not in name:
-        return f'"{name}" is a top-level domain: it would block a whole part of the internet'
-    if name in ESSENTIAL_DOMAINS:
-        return (f'"{name}" is shared infrastructure a family\'s normal internet needs: '
-                "list the service's own host names under it instead")
-    essential = ESSENTIAL_PARENTS.get(name)
-    if essential:
-        return f'"{name}" would also block {essential}, which a family\'s normal internet needs'
-    return None
-
-
 # ---------------------------------------------------------------- categories.yaml
 
 
@@ -367,7 +332,8 @@ def _seed(check: _Checker, value: Any, path: str, root: Path,
 
 
 def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[str, str]) -> Source | None:
-    item = check.mapping(item, path, {"id", "format", "licence"}, {"url", "path", "approx_domains", "homepage"})
+    item = check.mapping(item, path, {"id", "format", "licence"},
+                         {"url", "urls", "parts", "path", "approx_domains", "homepage"})
     if item is None:
         return None
     source_id = item.get("id")
@@ -379,11 +345,27 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
         check.error(f"{path}.id", f'"{source_id}" is already the id of {source_ids[source_id]}')
     source_ids[source_id] = where
     url, file_path = item.get("url"), item.get("path")
-    if (url is None) == (file_path is None):
-        check.error(path, "needs exactly one of url (to download) or path (a local file)")
-    if url is not None and (not isinstance(url, str) or not re.fullmatch(r"https://[^\s/]+/\S*", url)):
-        check.error(f"{path}.url", f"{show(url)} must be an https:// address")
-        url = None
+    given = [key for key in ("url", "urls", "parts", "path") if item.get(key) is not None]
+    if len(given) != 1:
+        check.error(path, "needs exactly one of url (to download), urls (a list split in parts, "
+                    "downloaded and read as one), parts (the same, numbered from {n} = 0 for as long as "
+                    "they are served) or path (a local file)")
+    numbered = item.get("parts")
+    if numbered is not None and (not isinstance(numbered, str) or numbered.count("{n}") != 1
+                                 or not re.fullmatch(r"https://[^\s/]+/\S*", numbered)):
+        check.error(f"{path}.parts", f"{show(numbered)} must be an https:// address with {{n}} where the part's "
+                    "number goes")
+        numbered = None
+    urls: list[str] = []
+    parts = [(f"{path}.url", url)] if url is not None else []
+    if item.get("urls") is not None:
+        parts = check.items(item, "urls", path)
+    for part_path, part in parts:
+        if not isinstance(part, str) or not re.fullmatch(r"https://[^\s/]+/\S*", part):
+            check.error(part_path, f"{show(part)} must be an https:// address")
+        else:
+            urls.append(part)
+    url = urls[0] if urls else (numbered.replace("{n}", "0") if numbered else None)
     local = None
     if file_path is not None:
         if isinstance(file_path, str) and file_path:
@@ -404,7 +386,8 @@ def _source(check: _Checker, path: str, item: Any, root: Path, source_ids: dict[
     if homepage is not None and (not isinstance(homepage, str) or not homepage.startswith(("https://", "http://"))):
         check.error(f"{path}.homepage", f"{show(homepage)} must be a web address")
         homepage = None
-    return Source(source_id, str(fmt), str(licence).strip(), url, local, approx, homepage)
+    return Source(source_id, str(fmt), str(licence).strip(), url, local, approx, homepage, tuple(urls),
+                  numbered)
 
 
 # ---------------------------------------------------------------- services.yaml

@@ -81,6 +81,7 @@ class Config:
     notify: Any = None           # notify_settings.NotifyConfig: channels and which events go where
     dhcp: Any = None             # dhcp_settings.DhcpConfig: dnsmasq as the house's DHCP server (off by default)
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
+    lists_mirror: str | None = None   # every list https://HOST/PATH is fetched from MIRROR/HOST/PATH
 
 
 DEFAULT_ALLOW_NETWORKS = (
@@ -226,7 +227,7 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
 
 
 TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",
-                  "default_profile", "log", "notify", "dhcp"}
+                  "default_profile", "log", "notify", "dhcp", "lists_mirror"}
 
 
 def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) -> Config:
@@ -254,10 +255,29 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
     log_config = parse_log_config(data.get("log"), check)
     notify = parse_notify_config(data.get("notify"), check, catalog.categories if catalog else None, rules.profiles)
     dhcp = parse_dhcp_config(data.get("dhcp"), check, data_dir)
+    lists_mirror = data.get("lists_mirror")
+    if lists_mirror is not None and not _mirror_url(lists_mirror):
+        check.error("lists_mirror", f"{show(lists_mirror)} must be an http:// or https:// address "
+                    "(e.g. http://192.168.1.5:8000/lists)")
+        lists_mirror = None
     if check.problems:
         raise ConfigError(by_line(check.problems))
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
-                  catalog=catalog, log=log_config, notify=notify, dhcp=dhcp)
+                  catalog=catalog, log=log_config, notify=notify, dhcp=dhcp,
+                  lists_mirror=lists_mirror.rstrip("/") if lists_mirror else None)
+
+
+def _mirror_url(value: Any) -> bool:
+    """An http(s) base address: no query, fragment, credentials or spaces."""
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and not parts.query
+            and not parts.fragment and parts.username is None)
 
 
 def _load_catalog(folder: Any, check: Checker):

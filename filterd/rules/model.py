@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 from filterd.rules.checking import did_you_mean, parse_listen, show
-from filterd.lists.domains import normalise_domain
+from filterd.lists.domains import FORMATS as LIST_FORMATS, LIST_ID, normalise_domain
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
 from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.presets import PRESETS
@@ -20,7 +20,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_GROUPS = {"weekdays": DAYS[:5], "weekends": DAYS[5:], "weekend": DAYS[5:], "daily": DAYS,
               "everyday": DAYS, "all": DAYS}
 DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-LIST_FORMATS = ("hosts", "domains", "adblock", "sha256")
 PROTECTED_CATEGORY = "csam"
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}").fullmatch
@@ -48,6 +47,7 @@ class ListSource:
     url: str | None = None
     path: str | None = None
     format: str | None = None
+    allow_private: bool = False   # the URL may be on the LAN (a NAS): private addresses allowed
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,20 @@ class Rules:
     profiles: dict[str, Profile]
     devices: tuple[Device, ...]
     default_profile: str
+    disabled_lists: frozenset[str] = frozenset()   # catalog sources a parent switched off
+
+    def blocked_names(self) -> set[str]:
+        """Every category or service name any profile blocks, directly, in a schedule or when a
+        daily limit is used up (its lists are needed to know what counts toward it)."""
+        names: set[str] = set()
+        for profile in self.profiles.values():
+            names.update(profile.block_categories)
+            for schedule in profile.schedules:
+                names.update(schedule.block)
+            for limit in profile.limits:
+                names.update(limit.categories)
+                names.update(limit.services)
+        return names
 
     def device(self, name: str | None) -> Device | None:
         """The device with this name, whatever its case (names are unique regardless of case)."""
@@ -201,19 +215,26 @@ def _parse_web(data, check) -> WebConfig:
                      https_port)
 
 
-def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, ...]:
+def _parse_lists(data, check, categories) -> tuple[tuple[ListSource, ...], frozenset[str]]:
+    """The config's own lists, and the catalog sources switched off (`{id: ut1-games, enabled: false}`).
+
+    A list with a catalog source's id and a url or path replaces that source.
+    """
     if data is None:
-        return ()
+        return (), frozenset()
     if not isinstance(data, list):
         check.error("lists", "must be a list of {id, url or path, category}")
-        return ()
+        return (), frozenset()
+    catalog = {source.id: category_id for category_id, category in categories.items()
+               for source in getattr(category, "sources", ())}
     out: list[ListSource] = []
+    disabled: set[str] = set()
     seen: set[str] = set()
     for i, item in enumerate(data):
         path = f"lists[{i}]"
-        item = check.mapping(item, path, {"id", "url", "path", "category", "format"})
+        item = check.mapping(item, path, {"id", "url", "path", "category", "format", "allow_private", "enabled"})
         list_id = item.get("id")
-        if not isinstance(list_id, str) or not _ID(list_id):
+        if not isinstance(list_id, str) or not LIST_ID.fullmatch(list_id):
             check.error(f"{path}.id", f"{show(list_id)} must be a short id of a-z, 0-9, '-', '_', '.'")
             continue
         if list_id in seen:
@@ -221,7 +242,24 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
         if list_id.startswith("seed-"):
             check.error(f"{path}.id", f'"{list_id}": ids starting with "seed-" are kept for the shipped seed lists')
         seen.add(list_id)
+        enabled = item.get("enabled", True)
+        if not isinstance(enabled, bool):
+            check.error(f"{path}.enabled", f"{show(enabled)} must be true or false")
+            continue
+        allow_private = item.get("allow_private", False)
+        if not isinstance(allow_private, bool):
+            check.error(f"{path}.allow_private", f"{show(allow_private)} must be true or false")
         url, file_path = item.get("url"), item.get("path")
+        if list_id in catalog and url is None and file_path is None:
+            extra = sorted(set(item) - {"id", "enabled"})
+            if extra:
+                check.error(f"{path}.{extra[0]}", f'"{list_id}" is a catalog list: only enabled can be set '
+                            "(or give a url or path to replace it)")
+            if not enabled:
+                disabled.add(list_id)
+            continue
+        if not enabled:
+            continue
         if (url is None) == (file_path is None):
             check.error(path, "needs exactly one of url (to download) or path (a local file)")
             continue
@@ -229,7 +267,7 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
             check.error(f"{path}.url", f"{show(url)} must be an http:// or https:// address")
         if file_path is not None and not isinstance(file_path, str):
             check.error(f"{path}.path", f"{show(file_path)} must be a file path")
-        category = item.get("category")
+        category = item.get("category", catalog.get(list_id))
         if not isinstance(category, str) or category not in categories:
             check.error(f"{path}.category", f"{show(category)} is not a category "
                         f"({', '.join(sorted(categories))})")
@@ -239,11 +277,23 @@ def _parse_lists(data, check, categories, max_lists: int) -> tuple[ListSource, .
         if category == PROTECTED_CATEGORY and fmt != "sha256":
             check.error(f"{path}.format", "csam lists are only accepted hashed (format: sha256), "
                         "so their domains are never stored in clear")
-        out.append(ListSource(list_id, str(category), url, file_path, fmt))
-    if len(out) > max_lists:
-        check.error("lists", f"{len(out)} lists: at most {max_lists} fit beside the "
-                    f"{MAX_INDEX_LISTS - max_lists} seed lists (merge some into one file)")
-    return tuple(out)
+        out.append(ListSource(list_id, str(category), url, file_path, fmt, allow_private is True))
+    return tuple(out), frozenset(disabled)
+
+
+def _check_list_count(rules: Rules, categories, check) -> None:
+    """Seeds, the catalog sources of blocked categories and the config's lists share one index."""
+    blocked = rules.blocked_names() | {c for c, category in categories.items()
+                                       if getattr(category, "protected", False)}
+    own = {source.id for source in rules.lists}
+    seeds = sum(1 for c in categories.values() if getattr(c, "seed", None))
+    catalog = sum(1 for c in blocked if c in categories for source in getattr(categories[c], "sources", ())
+                  if source.id not in own and source.id not in rules.disabled_lists)
+    total = seeds + catalog + len(rules.lists)
+    if total > MAX_INDEX_LISTS:
+        check.error("lists", f"{len(rules.lists)} lists: with the {seeds} seed lists and {catalog} lists of the "
+                    f"blocked categories that makes {total}, and at most {MAX_INDEX_LISTS} fit in the index "
+                    "(merge some into one file, or switch catalog lists off with enabled: false)")
 
 
 def _days(check, item: dict, key: str, path: str) -> set[int]:
@@ -473,8 +523,7 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
 def parse_rules(data: dict, check, categories, services) -> Rules:
     """The rules sections of a config; problems go to `check`."""
     web = _parse_web(data.get("web"), check)
-    seeds = sum(1 for c in categories.values() if getattr(c, "seed", None))
-    lists = _parse_lists(data.get("lists"), check, categories, MAX_INDEX_LISTS - seeds)
+    lists, disabled_lists = _parse_lists(data.get("lists"), check, categories)
     raw_profiles = data.get("profiles")
     profiles: dict[str, Profile] = {}
     if raw_profiles is None:
@@ -491,4 +540,6 @@ def parse_rules(data: dict, check, categories, services) -> Rules:
     if (not isinstance(default, str) or default not in profiles) and profiles:
         check.error("default_profile", f"{show(default)} is not a profile ({', '.join(profiles)})")
     devices = _parse_devices(data.get("devices"), check, profiles)
-    return Rules(web, lists, profiles, devices, str(default))
+    rules = Rules(web, lists, profiles, devices, str(default), disabled_lists)
+    _check_list_count(rules, categories, check)
+    return rules
