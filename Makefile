@@ -24,6 +24,8 @@ venv: $(VENV)/.installed
 # The daemon and the web UI on unprivileged ports; Ctrl-C stops both.
 run: venv
 	@echo "DNS on the address in $(CONFIG) (dns.listen); web UI: http://127.0.0.1:8080/"
+	@code=$$($(VENV)/bin/filterd-webui --config $(CONFIG) --setup-code) && \
+	if [ -n "$$code" ]; then echo "No password yet: the setup page asks for this setup code: $$code"; fi
 	@trap 'kill 0' INT TERM EXIT; \
 	$(PY) -m filterd run --config $(CONFIG) & \
 	$(VENV)/bin/filterd-webui --config $(CONFIG) & \

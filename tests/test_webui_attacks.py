@@ -1,0 +1,157 @@
+"""Issue #15, the child on the Wi-Fi: each finding attacked over real HTTP against the real web
+UI (waitress, as `filterd-webui` serves it; tests/webui_live.py), from loopback addresses that
+stand for the devices of the house (127.0.0.2 the child's tablet, 127.0.0.3 a parent's phone).
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+import pytest
+from webui_fixtures import PASSWORD, Env, env, fresh_env  # noqa: F401
+from webui_live import LiveUI
+
+from webui import auth
+
+CHILD, PARENT = "127.0.0.2", "127.0.0.3"
+
+
+@pytest.fixture
+def live(env):
+    server = LiveUI(env.app)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def live_fresh(fresh_env):
+    server = LiveUI(fresh_env.app)
+    yield server
+    server.close()
+
+
+def setup_form(client, code: str | None, password: str = PASSWORD) -> dict:
+    form = {"csrf_token": client.csrf("/setup"), "password": password, "confirm": password}
+    if code is not None:
+        form["setup_code"] = code
+    return form
+
+
+# ---------------------------------------------------------------- 1. a fresh install is claimable
+
+
+def test_a_fresh_install_cannot_be_claimed_without_the_setup_code(fresh_env, live_fresh):
+    child = live_fresh.client(CHILD)
+    for code in (None, "", "AAAA-BBBB-CCCC"):
+        reply = child.post("/setup", setup_form(child, code, "child's own password"))
+        assert reply.status == 403, (code, reply.status)
+        assert "not the setup code" in reply.text
+    assert fresh_env.query("SELECT count(*) FROM admin") == [(0,)]
+    # The installer's code, from the file only root and the web UI can read.
+    code_file = fresh_env.data_dir / "setup-code"
+    assert stat.S_IMODE(os.stat(code_file).st_mode) == 0o600
+    parent = live_fresh.client(PARENT)
+    reply = parent.post("/setup", setup_form(parent, fresh_env.setup_code().lower().replace("-", " ")))
+    assert reply.status == 302 and reply.location.endswith("/setup/wizard")
+    assert fresh_env.query("SELECT count(*) FROM admin") == [(1,)]
+    assert not code_file.exists()
+
+
+def test_wrong_setup_codes_are_throttled_like_passwords_from_every_address(fresh_env, live_fresh):
+    for peer in ("127.0.0.1", CHILD):     # loopback is no exception
+        client = live_fresh.client(peer)
+        for _ in range(auth.FREE_ATTEMPTS - 1):
+            assert client.post("/setup", setup_form(client, "WRONG-CODE-0000")).status == 403
+        reply = client.post("/setup", setup_form(client, "WRONG-CODE-0001"))
+        assert reply.status == 429 and int(reply.header("Retry-After")) > 0
+        # The right code does not get through a running delay either.
+        reply = client.post("/setup", setup_form(client, fresh_env.setup_code()))
+        assert reply.status == 429
+    assert fresh_env.query("SELECT count(*) FROM admin") == [(0,)]
+    failures = fresh_env.query("SELECT peer, user_agent FROM login_failures")
+    assert {peer for peer, _ in failures} == {"127.0.0.1", CHILD}
+    assert all("setup code" in agent for _, agent in failures)
+
+
+def test_the_web_ui_prints_and_logs_the_setup_code_until_the_password_is_set(fresh_env, monkeypatch, capsys, caplog):
+    import waitress
+
+    from webui import serve
+    assert serve.main(["--config", str(fresh_env.config_path), "--setup-code"]) == 0
+    code = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}", code)
+    assert fresh_env.setup_code() == code
+    monkeypatch.setattr(waitress, "serve", lambda app, **options: None)
+    monkeypatch.setattr("webui.certificate.start_https", lambda app, config: None)
+    monkeypatch.setattr("webui.notifications.start_worker", lambda app, config: None)
+    with caplog.at_level("INFO", logger="filterd.webui"):
+        assert serve.main(["--config", str(fresh_env.config_path)]) == 0
+    assert code in caplog.text                       # journalctl -u filterd-webui
+    fresh_env.set_password()
+    assert serve.main(["--config", str(fresh_env.config_path), "--setup-code"]) == 0
+    assert capsys.readouterr().out == ""
+    assert not (fresh_env.data_dir / "setup-code").exists()
+
+
+# ---------------------------------------------------------------- 2. one child locks both parents out
+
+
+def test_a_childs_wrong_passwords_do_not_lock_the_parent_out(env, live):
+    child = live.client(CHILD)
+    for _ in range(auth.FREE_ATTEMPTS - 1):
+        assert child.login("is it fluffy123").status == 401
+    assert child.login("is it fluffy1234").status == 429
+    assert child.login(PASSWORD).status == 429         # the guesser waits, even when right
+    parent = live.client(PARENT)
+    reply = parent.login(PASSWORD)
+    assert reply.status == 302, reply.status
+    assert parent.get("/settings").status == 200
+
+
+def test_a_logged_in_password_change_is_not_stopped_by_a_childs_guessing(env, live):
+    child = live.client(CHILD)
+    for _ in range(auth.FREE_ATTEMPTS + 1):
+        child.login("guess guess guess")
+    parent = live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    new = "the new family password"
+    reply = parent.post("/settings", {"csrf_token": parent.csrf(), "action": "password", "current": PASSWORD,
+                                      "new": new, "confirm": new})
+    assert reply.status == 302 and reply.location.endswith("/login")
+    assert live.client(PARENT).login(new).status == 302
+
+
+def test_the_current_password_on_settings_has_its_own_limit_per_session(env, live):
+    tablet = live.client(CHILD)        # a parent's session left open on the child's tablet
+    assert tablet.login(PASSWORD).status == 302
+    form = {"action": "password", "new": "a brand new password", "confirm": "a brand new password"}
+    for _ in range(auth.FREE_ATTEMPTS):
+        reply = tablet.post("/settings", {**form, "csrf_token": tablet.csrf(), "current": "a wrong guess"})
+        assert "current password is wrong" in reply.text
+    reply = tablet.post("/settings", {**form, "csrf_token": tablet.csrf(), "current": PASSWORD})
+    assert "Too many wrong passwords" in reply.text
+    assert live.client(PARENT).login(PASSWORD).status == 302     # the parent's login is untouched
+    assert live.client(CHILD).login(PASSWORD).status == 302      # and so is the tablet's address
+
+
+def test_address_hopping_hits_the_house_wide_cap_but_a_new_address_is_heard(env, live, monkeypatch):
+    monkeypatch.setattr(auth, "HOUSE_MAX_FAILURES", 6)
+    hoppers = [live.client(f"127.0.0.{n}") for n in range(10, 13)]
+    for hopper in hoppers:
+        for _ in range(2):
+            assert hopper.login("still guessing").status == 401
+    reply = hoppers[0].login("one more guess")        # the house has seen 6 wrong guesses: wait
+    assert reply.status == 429 and int(reply.header("Retry-After")) > 0
+    assert live.client(PARENT).login(PASSWORD).status == 302     # an address that never failed
+
+
+def test_the_parent_sees_failed_attempts_and_where_from(env, live):
+    child = live.client(CHILD)
+    child.login("wrong guess one")
+    child.login("wrong guess two")
+    parent = live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    dashboard = parent.get("/").text
+    assert "2 wrong passwords or setup codes" in dashboard and CHILD in dashboard
+    assert CHILD in parent.get("/settings").text
