@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from urllib.parse import urlsplit
 
 import pytest
 from webui_fixtures import PASSWORD, Env, env, fresh_env  # noqa: F401
@@ -155,3 +156,84 @@ def test_the_parent_sees_failed_attempts_and_where_from(env, live):
     dashboard = parent.get("/").text
     assert "2 wrong passwords or setup codes" in dashboard and CHILD in dashboard
     assert CHILD in parent.get("/settings").text
+
+
+# ---------------------------------------------------------------- 3. a mistyped allow entry switches filtering off
+
+
+SUFFIXES = ("com", "co.uk", "github.io", "blogspot.com")
+
+
+@pytest.fixture
+def parent(env, live):
+    client = live.client(PARENT)
+    assert client.login(PASSWORD).status == 302
+    return client
+
+
+def put_profile(parent, body: dict):
+    return parent.request("PUT", "/api/profiles/kids", json=body, headers={"X-CSRF-Token": parent.csrf()})
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_the_api_refuses_a_public_suffix_in_allow_or_block(env, parent, suffix):
+    before = env.config_text()
+    for key in ("allow", "block"):
+        reply = put_profile(parent, {key: ["khanacademy.org", suffix]})
+        assert reply.status == 400, (key, suffix, reply.status)
+        assert "public suffix" in reply.json()["error"] and suffix in reply.json()["error"]
+    assert env.config_text() == before
+    assert put_profile(parent, {"allow": ["khanacademy.org", f"example.{suffix}"]}).status == 200
+
+
+def test_the_profile_form_refuses_a_public_suffix(env, parent):
+    page = parent.get("/profiles/kids").text
+    version = re.search(r'name="version" value="([0-9a-f]+)"', page).group(1)
+    before = env.config_text()
+    reply = parent.post("/profiles/kids", {"csrf_token": parent.csrf(), "version": version,
+                                           "allow": "khanacademy.org\nco.uk", "block": ""})
+    assert reply.status == 200 and "public suffix" in reply.text and "co.uk" in reply.text
+    assert env.config_text() == before
+
+
+def test_temporary_allows_refuse_a_public_suffix_from_forms_and_the_api(env, parent):
+    reply = parent.post("/devices/kids-tablet/allow", {"csrf_token": parent.csrf(), "what": "co.uk", "minutes": "30"})
+    assert reply.status in (302, 303)
+    assert "public suffix" in parent.get(urlsplit(reply.location).path).text
+    reply = parent.post("/api/devices/kids-tablet/allow", json={"domain": "github.io", "minutes": 30},
+                        headers={"X-CSRF-Token": parent.csrf()})
+    assert reply.status == 400 and "public suffix" in reply.json()["error"]
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]
+
+
+def insert_request(env, domain: str, unblocks: str, device: str = "kids-tablet", client: str = "192.168.1.23") -> int:
+    import time
+    now = time.time()
+    env.execute("INSERT INTO access_requests (device, domain, reason, rule, unblocks, client, created, updated)"
+                " VALUES (?, ?, 'blocked', 'category', ?, ?, ?, ?)", (device, domain, unblocks, client, now, now))
+    return env.query("SELECT max(id) FROM access_requests")[0][0]
+
+
+@pytest.mark.parametrize("choice", [{"minutes": 60}, {}])
+def test_approving_a_request_refuses_a_public_suffix(env, parent, choice):
+    request_id = insert_request(env, "someone.github.io", "github.io")
+    before = env.config_text()
+    reply = parent.post(f"/api/requests/{request_id}/approve", json=choice, headers={"X-CSRF-Token": parent.csrf()})
+    assert reply.status == 400 and "public suffix" in reply.json()["error"]
+    assert env.config_text() == before
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]
+    assert env.query("SELECT status FROM access_requests") == [("pending",)]
+
+
+def test_filterd_check_and_filterd_allow_refuse_a_public_suffix(env):
+    import subprocess
+    import sys
+    run = lambda *args: subprocess.run([sys.executable, "-m", "filterd", *args, "--config", str(env.config_path)],  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
+    result = run("allow", "co.uk", "--device", "kids-tablet")
+    assert result.returncode == 2 and "public suffix" in result.stderr
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]
+    env.config_path.write_text(env.config_text().replace("allow: [khanacademy.org]", "allow: [khanacademy.org, com]"))
+    result = run("check")
+    assert result.returncode != 0
+    assert "profiles.kids.allow[1]" in result.stdout + result.stderr and "public suffix" in result.stdout + result.stderr

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from filterd.store import overrides
+from filterd.rules import suffixes
 from filterd.rules.policy import Decision
 from filterd.store.state import audit, transaction
 
@@ -94,8 +95,8 @@ def unblocks_for(decision: Decision, domain: str) -> str:
         return decision.service
     matched = decision.matched or ""
     if decision.rule in ("category", "profile_block") and matched and "*" not in matched \
-            and (domain == matched or domain.endswith("." + matched)) and "." in matched:
-        return matched
+            and (domain == matched or domain.endswith("." + matched)) and not suffixes.is_public_suffix(matched):
+        return matched   # a list's entry, never a public suffix such as github.io (it opens every site under it)
     return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from filterd.rules.checking import show
 from filterd.lists.domains import normalise_domain
+from filterd.rules import suffixes
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
 from filterd.rules.presets import PRESETS
 from filterd.store.log_writer import LOG_MODES
@@ -119,6 +120,8 @@ def _domains(check, data: dict, key: str, path: str, patterns: bool = False) -> 
         domain = normalise_domain(text)
         if domain is None:
             check.error(item_path, f'"{text}" is not a domain name')
+        elif suffixes.is_public_suffix(domain):
+            check.error(item_path, suffixes.problem(domain, key))
         else:
             out.append(domain)
     return tuple(dict.fromkeys(out))
