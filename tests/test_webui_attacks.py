@@ -237,3 +237,53 @@ def test_filterd_check_and_filterd_allow_refuse_a_public_suffix(env):
     result = run("check")
     assert result.returncode != 0
     assert "profiles.kids.allow[1]" in result.stdout + result.stderr and "public suffix" in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- 8. open redirect from the block page
+
+BLOCKED = "blocked.example"
+
+
+def house_config(data_dir) -> str:
+    """The fixtures' house, with the child's laptop at CHILD (loopback) in the kids profile, which
+    blocks BLOCKED; an unnamed device at any other address gets the default profile, adults."""
+    from webui_fixtures import CONFIG_TEXT
+    return CONFIG_TEXT.format(data_dir=data_dir).replace(
+        "allow: [khanacademy.org]", f"allow: [khanacademy.org]\n    block: [{BLOCKED}]").replace(
+        "default_profile: adults", "default_profile: adults").replace(
+        "  - {name: dad-phone,", f"  - {{name: child-laptop, ip: {CHILD}, profile: kids}}\n  - {{name: dad-phone,")
+
+
+@pytest.fixture
+def house(tmp_path):
+    environment = Env(tmp_path, house_config(tmp_path / "var"))
+    environment.set_password()
+    server = LiveUI(environment.app)
+    environment.live = server
+    yield environment
+    server.close()
+
+
+def browser_target(location: str, base: str) -> str:
+    """Where a browser goes: WHATWG URL parsing drops tabs and newlines, then resolves."""
+    from urllib.parse import urljoin
+    return urljoin(base, "".join(c for c in location if c not in "\t\n\r"))
+
+
+def ask_form(page_text: str) -> dict:
+    token = re.search(r'name="token" value="([^"]+)"', page_text)
+    assert token, "no ask-for-access form on the block page"
+    return {"token": token.group(1), "message": "for homework"}
+
+
+@pytest.mark.parametrize("path", ["/%09/evil.example", "/%0a/evil.example", "//evil.example", "/%5C/evil.example",
+                                  "/\\evil.example", "/./%09/evil.example?x=1"])
+def test_asking_from_the_block_page_redirects_to_its_own_path_only(house, path):
+    child = house.live.client(CHILD, host=BLOCKED)
+    page = child.get("/")
+    assert page.status == 403 and 'class="blockpage"' in page.text
+    reply = child.post(path, ask_form(page.text))
+    assert reply.status == 303, (path, reply.status, reply.text[:300])
+    target = urlsplit(browser_target(reply.location, f"http://{BLOCKED}{path}"))
+    assert target.hostname == BLOCKED and "evil" not in (target.netloc or ""), (path, reply.location)
+    assert house.query("SELECT device, domain FROM access_requests") == [("child-laptop", BLOCKED)]

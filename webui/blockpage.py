@@ -17,6 +17,7 @@ import hmac
 import logging
 import secrets
 import time
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request
@@ -27,7 +28,7 @@ from filterd.rules import policy
 from filterd.dns.clients import ClientMap, read_neighbours
 from filterd.lists.domains import normalise_domain
 
-from .security import host_of
+from .security import host_of, safe_redirect_target
 
 bp = Blueprint("blockpage", __name__)
 log = logging.getLogger("filterd.webui.blockpage")
@@ -92,7 +93,7 @@ def page():
         notice = _ask(config, db, device, ip, name, decision, now)
         if notice is None:
             # Post/redirect/get: a reload shows the outcome instead of asking again.
-            return redirect(request.full_path if request.query_string else request.path, 303)
+            return redirect(own_path(), 303)
 
     latest = access_requests.latest(db, device, ip, name) if name and not protected else None
     status = _status(latest, now, tz)
@@ -104,6 +105,15 @@ def page():
         more_time=decision is not None and decision.rule in ("schedule", "pause"),
         status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)),
     ), 403 if decision and decision.blocked else 200
+
+
+def own_path() -> str:
+    """This page's own path for the redirect after asking, normalised so it can only name this
+    host: no control characters, spaces or backslashes (a browser drops a tab, so `/%09/evil.example`
+    would be `//evil.example`, another site), one leading slash, percent-encoded, no query."""
+    path = "".join(c for c in request.path if c > " " and c not in "\\\x7f")
+    path = "/" + path.lstrip("/")
+    return safe_redirect_target(quote(path, safe="/-._~!$&'()*+,;=:@"), "/")
 
 
 def _ask(config, db, device: str, client: str, domain: str, decision, now: float) -> str | None:
