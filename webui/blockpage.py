@@ -110,10 +110,12 @@ def page():
 def own_path() -> str:
     """This page's own path for the redirect after asking, normalised so it can only name this
     host: no control characters, spaces or backslashes (a browser drops a tab, so `/%09/evil.example`
-    would be `//evil.example`, another site), one leading slash, percent-encoded, no query."""
+    would be `//evil.example`, another site), one leading slash, percent-encoded; the query kept."""
     path = "".join(c for c in request.path if c > " " and c not in "\\\x7f")
-    path = "/" + path.lstrip("/")
-    return safe_redirect_target(quote(path, safe="/-._~!$&'()*+,;=:@"), "/")
+    target = quote("/" + path.lstrip("/"), safe="/-._~!$&'()*+,;=:@")
+    if request.query_string:
+        target += "?" + quote(request.query_string.decode("latin-1"), safe="/-._~!$&'()*+,;=:@?%")
+    return safe_redirect_target(target, "/")
 
 
 def _ask(config, db, device: str, client: str, domain: str, decision, now: float) -> str | None:
