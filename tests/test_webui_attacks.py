@@ -287,3 +287,25 @@ def test_asking_from_the_block_page_redirects_to_its_own_path_only(house, path):
     target = urlsplit(browser_target(reply.location, f"http://{BLOCKED}{path}"))
     assert target.hostname == BLOCKED and "evil" not in (target.netloc or ""), (path, reply.location)
     assert house.query("SELECT device, domain FROM access_requests") == [("child-laptop", BLOCKED)]
+
+
+# ---------------------------------------------------------------- 7. an unnamed device's approval reaches named devices
+
+
+def test_approving_an_unnamed_devices_request_says_exactly_who_gets_it(house):
+    """The default profile (adults) answers for an unnamed device; dad-phone is a named device of
+    that profile, so an approval reaches it too: the card, the flash and the API say so."""
+    request_id = insert_request(house, "games.example", "games.example", device="", client="192.168.1.77")
+    parent = house.live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    page = parent.get("/requests").text
+    card = page[page.index(f'id="request-{request_id}"'):]
+    card = card[:card.index("</li>")]
+    assert "every unnamed device" in card and "dad-phone" in card and "profile adults" in card
+    assert "child-laptop" not in card and "kids-tablet" not in card
+    listed = parent.get("/api/requests", headers={}).json()
+    assert listed[0]["applies_to"] == "adults" and listed[0]["applies_to_devices"] == ["dad-phone"]
+    reply = parent.post(f"/requests/{request_id}/approve", {"csrf_token": parent.csrf(), "for": "60"})
+    assert reply.status == 303
+    flashed = parent.get("/requests").text
+    assert "every unnamed device and dad-phone" in flashed

@@ -46,15 +46,24 @@ class LiveUI:
                                              max_request_body_size=2 * 2**20, channel_timeout=30)
         self.host = host
         self.port = self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        """waitress's loop in short turns, so that the sockets are closed by this thread, never
+        under a select() running in it."""
+        while not self._stop.is_set():
+            self.server.asyncore.loop(timeout=0.05, map=self.server._map, count=1)
+        self.server.close()
+        self.server.task_dispatcher.shutdown()
 
     def client(self, peer: str = "127.0.0.1", host: str | None = None) -> "Client":
         return Client(self, peer, host or f"127.0.0.1:{self.port}")
 
     def close(self) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()
+        self._stop.set()
+        self.thread.join(timeout=20)
 
 
 @dataclass

@@ -161,6 +161,8 @@ def _request_json(config, item) -> dict:
     out = dict(item.__dict__)
     out["unblocks_text"] = described["unblocks"]
     out["applies_to"] = described["applies_to"] or item.device    # the device, or the profile answering for it
+    # Who else an approval reaches: the default profile's named devices, when it answers for an unnamed one.
+    out["applies_to_devices"] = described["also_named"] if described["applies_to"] else [item.device]
     return out
 
 

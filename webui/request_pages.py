@@ -39,9 +39,12 @@ def describe(config, item: AccessRequest) -> dict:
     else:
         unblocks = item.unblocks
     applies_to = access_requests.subject_name(config, item)
-    return {"request": item, "device": device, "unblocks": unblocks,
-            "applies_to": applies_to if applies_to != item.device else None,
-            "always_allowed": not item.more_time}
+    if applies_to == item.device:
+        applies_to, also = None, []
+    else:   # the default profile answers for an unnamed device: its named devices get it too
+        also = [d.name for d in config.rules.devices if d.profile == applies_to]
+    return {"request": item, "device": device, "unblocks": unblocks, "applies_to": applies_to,
+            "also_named": also, "always_allowed": not item.more_time}
 
 
 def answer(config, db, request_id: int, choice: str | None, answer_text: str = "") -> AccessRequest:
@@ -121,9 +124,13 @@ def _answer(request_id: int, choice: str | None):
     except actions.ActionError as exc:
         flash(str(exc), "error")
     else:
-        who = item.device or item.client
+        described = describe(config, item)
+        who = asker = item.device or item.client
+        if described["applies_to"]:      # an approval reaches exactly whom the card said
+            who = f"profile {described['applies_to']}: every unnamed device" + \
+                (f" and {', '.join(described['also_named'])}" if described["also_named"] else "")
         if item.status == "declined":
-            flash(f"Declined {item.domain} for {who}.", "ok")
+            flash(f"Declined {item.domain} for {asker}.", "ok")
         elif item.until is None:
             flash(f"{item.domain} is allowed for {who} from now on.", "ok")
         else:
