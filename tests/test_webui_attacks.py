@@ -245,18 +245,19 @@ BLOCKED = "blocked.example"
 
 
 def house_config(data_dir) -> str:
-    """The fixtures' house, with the child's laptop at CHILD (loopback) in the kids profile, which
-    blocks BLOCKED; an unnamed device at any other address gets the default profile, adults."""
+    """The fixtures' house, with the child's laptop at CHILD (loopback) in the kids profile; an
+    unnamed device at any other address gets the default profile, adults. Both block BLOCKED."""
     from webui_fixtures import CONFIG_TEXT
     return CONFIG_TEXT.format(data_dir=data_dir).replace(
         "allow: [khanacademy.org]", f"allow: [khanacademy.org]\n    block: [{BLOCKED}]").replace(
-        "default_profile: adults", "default_profile: adults").replace(
+        "  adults:\n    preset: adult", f"  adults:\n    preset: adult\n    block: [{BLOCKED}]").replace(
         "  - {name: dad-phone,", f"  - {{name: child-laptop, ip: {CHILD}, profile: kids}}\n  - {{name: dad-phone,")
 
 
 @pytest.fixture
-def house(tmp_path):
-    environment = Env(tmp_path, house_config(tmp_path / "var"))
+def house(tmp_path, request):
+    extra = getattr(request, "param", "")
+    environment = Env(tmp_path, house_config(tmp_path / "var") + extra)
     environment.set_password()
     server = LiveUI(environment.app)
     environment.live = server
@@ -309,3 +310,85 @@ def test_approving_an_unnamed_devices_request_says_exactly_who_gets_it(house):
     assert reply.status == 303
     flashed = parent.get("/requests").text
     assert "every unnamed device and dad-phone" in flashed
+
+
+# ---------------------------------------------------------------- 6. flooding access requests hides real ones
+
+NOTIFY = ("notify:\n  channels: {phone: {type: ntfy, url: 'https://ntfy.example/our-topic'}}\n"
+          "  events: {access_request: [phone]}\n")
+
+
+def ask(client, site: str):
+    page = client.get("/", host=site)
+    assert page.status == 403, (site, page.status)
+    return client.post("/", ask_form(page.text), host=site)
+
+
+def test_a_flood_from_unnamed_devices_is_capped_and_a_named_childs_request_still_comes_first(house, monkeypatch):
+    from filterd.family import access_requests
+    monkeypatch.setattr(access_requests, "MAX_PENDING_UNNAMED", 5)
+    for n in range(5):
+        assert ask(house.live.client(f"127.0.0.{50 + n}"), f"s{n}.{BLOCKED}").status == 303
+    refused = ask(house.live.client("127.0.0.60"), f"s9.{BLOCKED}")
+    assert refused.status == 403 and "Many requests are waiting" in refused.text
+    assert house.query("SELECT count(*) FROM access_requests WHERE device = ''") == [(5,)]
+    assert ask(house.live.client(CHILD), f"homework.{BLOCKED}").status == 303      # a named device: heard
+    parent = house.live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    page = parent.get("/requests").text
+    cards = re.findall(r'<span class="site">([^<]+)</span>', page)
+    assert cards[0] == f"homework.{BLOCKED}" and len(cards) == 6
+
+
+def test_requests_are_paged_on_the_page_and_in_the_api(house, monkeypatch):
+    from webui import request_pages
+    monkeypatch.setattr(request_pages, "PAGE_SIZE", 4)
+    for n in range(6):
+        insert_request(house, f"s{n}.{BLOCKED}", f"s{n}.{BLOCKED}", device="", client=f"192.168.1.{100 + n}")
+    parent = house.live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    first = parent.get("/requests").text
+    assert len(re.findall(r'class="card request"', first)) == 4 and "page 1 of 2" in first
+    second = parent.get("/requests?page=2").text
+    assert len(re.findall(r'class="card request"', second)) == 2
+    assert set(re.findall(r'<span class="site">([^<]+)</span>', first)).isdisjoint(
+        re.findall(r'<span class="site">([^<]+)</span>', second))
+    reply = parent.get("/api/requests?limit=4")
+    assert len(reply.json()) == 4 and reply.header("X-Total-Count") == "6"
+    assert "offset=4" in reply.header("Link")
+    assert len(parent.get("/api/requests?limit=4&offset=4").json()) == 2
+    assert parent.get("/api/requests?limit=100000").status == 400
+
+
+def test_a_new_address_does_not_reset_an_unnamed_devices_limit_when_its_mac_is_known(house, monkeypatch):
+    from filterd.family import access_requests
+    from webui import blockpage
+    monkeypatch.setattr(access_requests, "MAX_PER_HOUR", 3)
+    # The ARP table (what read_neighbours reads from /proc/net/arp) knows one MAC behind every address.
+    monkeypatch.setattr(blockpage, "read_neighbours", lambda: {f"127.0.0.{n}": "02:11:22:33:44:55" for n in range(70, 80)})
+    for n in range(3):
+        assert ask(house.live.client(f"127.0.0.{70 + n}"), f"m{n}.{BLOCKED}").status == 303
+    refused = ask(house.live.client("127.0.0.75"), f"m9.{BLOCKED}")
+    assert refused.status == 403 and "a lot of sites this hour" in refused.text
+    assert house.query("SELECT DISTINCT mac FROM access_requests") == [("02:11:22:33:44:55",)]
+
+
+@pytest.mark.parametrize("house", [NOTIFY], indirect=True)
+def test_notifications_of_new_requests_are_rate_limited_and_summed_up(house, monkeypatch):
+    import json
+
+    from filterd.family import access_requests
+    from filterd.family.channels import compose
+    monkeypatch.setattr(access_requests, "NOTIFY_BURST", 2)
+    for n in range(6):
+        assert ask(house.live.client(f"127.0.0.{50 + n}"), f"n{n}.{BLOCKED}").status == 303
+    rows = house.query("SELECT payload, next_try, created FROM notifications ORDER BY id")
+    assert len(rows) == 3, rows
+    told = [json.loads(r[0]) for r in rows[:2]]
+    assert [t["domain"] for t in told] == [f"n0.{BLOCKED}", f"n1.{BLOCKED}"]
+    summary = json.loads(rows[2][0])
+    assert summary["summary"] is True and summary["more"] == 4 and summary["domain"] == f"n5.{BLOCKED}"
+    assert rows[2][1] > rows[0][2]           # sent when the window ends, not now
+    from zoneinfo import ZoneInfo
+    message = compose("access_request", summary, "http://filter.home/", ZoneInfo("UTC"))
+    assert message.title == "4 more requests for access" and "requests" in message.link

@@ -90,7 +90,7 @@ def page():
 
     notice = None
     if request.method == "POST" and can_ask:
-        notice = _ask(config, db, device, ip, name, decision, now)
+        notice = _ask(config, db, device, ip, name, decision, now, identity.mac)
         if notice is None:
             # Post/redirect/get: a reload shows the outcome instead of asking again.
             return redirect(own_path(), 303)
@@ -118,7 +118,8 @@ def own_path() -> str:
     return safe_redirect_target(target, "/")
 
 
-def _ask(config, db, device: str, client: str, domain: str, decision, now: float) -> str | None:
+def _ask(config, db, device: str, client: str, domain: str, decision, now: float,
+         mac: str | None = None) -> str | None:
     """File the child's request; returns a message to show instead when it cannot be filed."""
     if not _token_valid(request.form.get("token", ""), client, domain, now):
         return "This page was open for a long time: please try again."
@@ -128,7 +129,7 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
     try:
         filed, new = access_requests.submit(
             db, device=device, domain=domain, decision=decision, reason=child_reason(config, decision),
-            message=request.form.get("message", ""), client=client, now=now)
+            message=request.form.get("message", ""), client=client, now=now, mac=mac)
     except access_requests.RequestRefused as refused:
         if refused.retry_at:
             at = datetime.datetime.fromtimestamp(refused.retry_at, ZoneInfo(config.timezone))
@@ -140,11 +141,8 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
 
 
 def _notify(config, db, filed, now: float) -> None:
-    from filterd.family import notify
-    payload = {"request_id": filed.id, "device": filed.device or f"unnamed device {filed.client}",
-               "domain": filed.domain, "reason": filed.reason, "message": filed.message, "asks": filed.asks}
     try:
-        notify.enqueue(db, config.notify, "access_request", payload, now)
+        access_requests.notify_new(db, config.notify, filed, now)
     except Exception:   # the child's request is recorded; the dashboard shows it regardless
         log.exception("could not queue the notification for request %d", filed.id)
 

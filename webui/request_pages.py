@@ -22,6 +22,7 @@ bp = Blueprint("requests", __name__)
 
 APPROVE_CHOICES = {"15": 15 * 60, "60": 3600, "tonight": None, "always": None}
 ANSWERED_SHOWN_S = 7 * 86400
+PAGE_SIZE = 20          # pending requests per page (and on the home page, with a link to the rest)
 
 
 def _state():
@@ -90,21 +91,32 @@ def _always(config, db, item: AccessRequest) -> None:
         actions.add_to_profile(db, profile.name, "allow", item.unblocks)
 
 
-def pending_for_page(config, db) -> list[dict]:
-    return [describe(config, r) for r in access_requests.pending(db)]
+def pending_for_page(config, db, limit: int = PAGE_SIZE, offset: int = 0) -> list[dict]:
+    return [describe(config, r) for r in access_requests.pending(db, limit, offset)]
 
 
-def lists_for_page(config, db, now: float) -> tuple[list[dict], list[dict]]:
+def lists_for_page(config, db, now: float, limit: int = PAGE_SIZE, offset: int = 0) -> tuple[list[dict], list[dict]]:
     answered = [describe(config, r) for r in access_requests.answered(db, now - ANSWERED_SHOWN_S)]
-    return pending_for_page(config, db), answered
+    return pending_for_page(config, db, limit, offset), answered
+
+
+def page_number(text: str | None) -> int:
+    try:
+        return max(1, min(int(text or 1), 10_000))
+    except ValueError:
+        return 1
 
 
 @bp.route("/requests")
 def page():
     config, db = _state()
-    pending, answered = lists_for_page(config, db, time.time())
+    number = page_number(request.args.get("page"))
+    total = access_requests.pending_count(db)
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(number, pages)
+    pending, answered = lists_for_page(config, db, time.time(), PAGE_SIZE, (number - 1) * PAGE_SIZE)
     return render_template("requests.html", pending=pending, answered=answered, back="requests",
-                           tz=ZoneInfo(config.timezone))
+                           tz=ZoneInfo(config.timezone), page=number, pages=pages, total=total)
 
 
 @bp.route("/requests/<int:request_id>/approve", methods=["POST"])

@@ -195,6 +195,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE daemon_status ADD COLUMN upstreams INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE daemon_status ADD COLUMN upstreams_failing INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: the child on the Wi-Fi (issue #15): an unnamed device's requests known by its MAC where
+    # the ARP table has it (a new IP address does not reset its limits); API tokens with a scope
+    # (read, family, admin) and an optional expiry.
+    """
+    ALTER TABLE access_requests ADD COLUMN mac TEXT;
+    CREATE INDEX access_requests_unnamed ON access_requests (status, created) WHERE device = '';
+    ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE api_tokens ADD COLUMN expires REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
