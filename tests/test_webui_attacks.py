@@ -392,3 +392,16 @@ def test_notifications_of_new_requests_are_rate_limited_and_summed_up(house, mon
     from zoneinfo import ZoneInfo
     message = compose("access_request", summary, "http://filter.home/", ZoneInfo("UTC"))
     assert message.title == "4 more requests for access" and "requests" in message.link
+
+
+# ---------------------------------------------------------------- headers
+
+
+def test_every_kind_of_response_says_x_xss_protection_0(house):
+    anonymous, parent = house.live.client(), house.live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    replies = [anonymous.get("/login"), anonymous.get("/settings"), anonymous.get("/api/status"),
+               anonymous.get("/static/style.css"), anonymous.get("/", host="tiktok.com"),
+               house.live.client(CHILD).get("/", host=BLOCKED), parent.get("/"), parent.get("/no/such/page")]
+    for reply in replies:
+        assert reply.header("X-XSS-Protection") == "0", reply.status
