@@ -405,3 +405,47 @@ def test_every_kind_of_response_says_x_xss_protection_0(house):
                house.live.client(CHILD).get("/", host=BLOCKED), parent.get("/"), parent.get("/no/such/page")]
     for reply in replies:
         assert reply.header("X-XSS-Protection") == "0", reply.status
+
+
+# ---------------------------------------------------------------- backups
+
+
+SECRETS = ("webhook-secret-0123", "ntfy-token-4567", "smtp-password-89ab")
+CHANNELS = f"""
+notify:
+  channels:
+    # the family's phones
+    phone: {{type: ntfy, url: "https://ntfy.example/kids", token: {SECRETS[1]}}}
+    hook: {{type: webhook, url: "https://hooks.example/in", secret: {SECRETS[0]}}}
+    mum: {{type: email, host: smtp.example, username: mum, password: {SECRETS[2]},
+          from: filter@example.com, to: [mum@example.com]}}
+  events:
+    access_request: [phone, hook]
+"""
+
+
+@pytest.mark.parametrize("house", [CHANNELS], indirect=True)
+def test_a_backup_can_be_downloaded_without_the_notification_secrets(house):
+    import gzip
+    import json
+    parent = house.live.client(PARENT)
+    assert parent.login(PASSWORD).status == 302
+    assert "secrets=omit" in parent.get("/settings").text
+    documents = {}
+    for query in ("", "?secrets=omit"):
+        reply = parent.get("/settings/backup" + query)
+        assert reply.status == 200 and reply.header("Content-Type") == "application/gzip"
+        documents[query] = json.loads(gzip.decompress(reply.data))["config"]
+    assert all(secret in documents[""] for secret in SECRETS)
+    assert not any(secret in documents["?secrets=omit"] for secret in SECRETS)
+    assert "# the family's phones" in documents["?secrets=omit"] and "https://ntfy.example/kids" in documents["?secrets=omit"]
+
+
+def test_filterd_backup_writes_a_file_only_its_owner_reads(env, tmp_path):
+    import subprocess
+    import sys
+    target = tmp_path / "backup.json.gz"
+    result = subprocess.run([sys.executable, "-m", "filterd", "backup", str(target), "--config", str(env.config_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600

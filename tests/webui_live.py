@@ -21,7 +21,11 @@ import waitress
 class Reply:
     status: int
     headers: http.client.HTTPMessage
-    text: str
+    data: bytes
+
+    @property
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -90,7 +94,7 @@ class Client:
         try:
             connection.request(method, path, body=body, headers=sent)
             response = connection.getresponse()
-            reply = Reply(response.status, response.headers, response.read().decode("utf-8", "replace"))
+            reply = Reply(response.status, response.headers, response.read())
         finally:
             connection.close()
         for header in reply.cookies():
