@@ -449,3 +449,48 @@ def test_filterd_backup_writes_a_file_only_its_owner_reads(env, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+
+# ---------------------------------------------------------------- API tokens with scopes and expiry
+
+
+def new_token(parent, scope: str, days: str = "") -> str:
+    reply = parent.post("/settings", {"csrf_token": parent.csrf(), "action": "token", "name": f"t-{scope}",
+                                      "scope": scope, "expires_days": days})
+    match = re.search(r"fd_[A-Za-z0-9_-]{20,}", reply.text)
+    assert match, reply.text[:500]
+    return match.group(0)
+
+
+def test_api_tokens_do_only_what_their_scope_allows(env, parent, live):
+    tokens = {scope: new_token(parent, scope) for scope in ("read", "family", "admin")}
+    script = live.client("127.0.0.9")          # home automation: no cookies, no CSRF token
+
+    def call(scope, method, path, body=None):
+        return script.request(method, path, json=body, headers={"Authorization": f"Bearer {tokens[scope]}"})
+    expected = [   # (method, path, body, statuses for read, family, admin)
+        ("GET", "/api/status", None, (200, 200, 200)),
+        ("GET", "/api/requests", None, (200, 200, 200)),
+        ("POST", "/api/devices/kids-tablet/pause", {"minutes": 5}, (403, 200, 200)),
+        ("POST", "/api/devices/kids-tablet/resume", {}, (403, 200, 200)),
+        ("PUT", "/api/profiles/kids", {"allow": ["khanacademy.org", "example.org"]}, (403, 403, 200)),
+    ]
+    for method, path, body, statuses in expected:
+        for scope, status in zip(("read", "family", "admin"), statuses):
+            reply = call(scope, method, path, body)
+            assert reply.status == status, (scope, method, path, reply.status, reply.text[:200])
+            if status == 403:
+                assert "scope" in reply.json()["error"]
+    page = parent.get("/settings").text
+    assert "Read only" in page and "Full admin" in page and "last used" in page
+
+
+def test_an_expired_api_token_is_refused(env, parent, live):
+    token = new_token(parent, "admin", days="30")
+    script = live.client("127.0.0.9")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert script.get("/api/status", headers=headers).status == 200
+    assert "expires" in parent.get("/settings").text
+    env.execute("UPDATE api_tokens SET expires = ?", (1.0,))     # as if the 30 days had passed
+    assert script.get("/api/status", headers=headers).status == 401
+    assert "expired" in parent.get("/settings").text

@@ -475,9 +475,9 @@ def test_get_never_changes_state(env, admin):
 # ---------------------------------------------------------------- API tokens
 
 
-def create_token(admin, name: str = "home-assistant") -> str:
+def create_token(admin, name: str = "home-assistant", scope: str = "admin") -> str:
     token = page_csrf(admin)
-    response = admin.post("/settings", data={"csrf_token": token, "action": "token", "name": name})
+    response = admin.post("/settings", data={"csrf_token": token, "action": "token", "name": name, "scope": scope})
     match = re.search(r"fd_[A-Za-z0-9_-]{20,}", response.get_data(as_text=True))
     assert match, "the new token is shown once"
     return match.group(0)

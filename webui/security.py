@@ -143,18 +143,40 @@ def end_session(db, response) -> None:
     response.delete_cookie(_cookie_name(), path="/", secure=request.is_secure, samesite="Strict")
 
 
+# API token scopes, each including the one before: reading; reading and the family's everyday
+# answers (pause, resume, allow for a while, bonus time, answer a child's request); everything.
+TOKEN_SCOPES = {"read": "Read only", "family": "Family actions (pause, allow, answer requests)",
+                "admin": "Full admin (also rules and lists)"}
+FAMILY_ENDPOINTS = {"api.pause", "api.resume", "api.allow", "api.bonus", "api.approve_request",
+                    "api.decline_request"}
+
+
+def scope_allows(scope: str, endpoint: str, method: str) -> bool:
+    if scope == "admin":
+        return True
+    if method in SAFE_METHODS:
+        return scope in ("read", "family")
+    return scope == "family" and endpoint in FAMILY_ENDPOINTS
+
+
 def bearer_token(db) -> bool:
+    """An API request with a valid, unexpired token whose scope covers it (403 when it does not)."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
     token = header[7:].strip()
     if not token or len(token) > 200:
         return False
-    row = db.execute("SELECT id, name FROM api_tokens WHERE token_hash = ?", (token_hash(token),)).fetchone()
-    if row is None:
+    row = db.execute("SELECT id, name, scope, expires FROM api_tokens WHERE token_hash = ?",
+                     (token_hash(token),)).fetchone()
+    now = time.time()
+    if row is None or (row[3] is not None and row[3] <= now):
         return False
-    db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (time.time(), row[0]))
+    db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, row[0]))
     g.actor = f"API token {row[1]} (#{row[0]})"
+    if not scope_allows(row[2], request.endpoint or "", request.method):
+        abort(403, description=f"This token may only {TOKEN_SCOPES.get(row[2], row[2]).lower()}: "
+                               "create one with a wider scope on the Settings page.")
     return True
 
 
