@@ -494,3 +494,54 @@ def test_an_expired_api_token_is_refused(env, parent, live):
     env.execute("UPDATE api_tokens SET expires = ?", (1.0,))     # as if the 30 days had passed
     assert script.get("/api/status", headers=headers).status == 401
     assert "expired" in parent.get("/settings").text
+
+
+# ---------------------------------------------------------------- the HTTPS block page's certificates
+
+
+@pytest.fixture
+def https_house(tmp_path):
+    """The HTTPS block page of a `ca` config on 127.0.0.1 at a free port; the tablet at 127.0.0.2
+    is blocked from blocked.example and its sub-domains."""
+    from standin import free_port
+    from test_webui_certificate import ca_config
+
+    from filterd.rules.config import load_config
+    from webui.certificate import start_https
+    port = free_port()
+    environment = Env(tmp_path, ca_config(tmp_path / "var", port, address="127.0.0.1"))
+    environment.set_password()
+    server = start_https(environment.app, load_config(environment.config_path))
+    assert server is not None
+    environment.https_port = port
+    yield environment
+    server.stop()
+
+
+def minted_names(environment, name: str, source: str) -> list[str] | None:
+    """The DNS names of the certificate served for SNI `name`, or None when it is not one the
+    house CA vouches for that name with (the filter's own certificate)."""
+    import ssl
+
+    from cryptography import x509
+    from test_webui_certificate import https_get, house_ca_pem
+    try:
+        _, _, peer = https_get(environment.https_port, name, house_ca_pem(environment), source=source)
+    except ssl.SSLCertVerificationError:
+        return None
+    return peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def test_the_https_block_page_mints_only_for_names_the_device_is_blocked_from(https_house):
+    assert minted_names(https_house, "bank.example", CHILD) is None             # open to the tablet
+    assert minted_names(https_house, BLOCKED, CHILD) == [BLOCKED]
+    assert minted_names(https_house, f"www.{BLOCKED}", CHILD) == [f"www.{BLOCKED}"]
+    assert minted_names(https_house, BLOCKED, "127.0.0.1") is None              # open to the parent
+
+
+def test_the_https_block_page_mints_a_few_new_names_a_minute_per_client(https_house, monkeypatch):
+    from webui import certificate
+    monkeypatch.setattr(certificate, "MINTS_PER_MINUTE", 3)
+    names = [f"n{n}.{BLOCKED}" for n in range(5)]
+    assert [minted_names(https_house, name, CHILD) for name in names] == [[n] for n in names[:3]] + [None, None]
+    assert minted_names(https_house, names[0], CHILD) == [names[0]]             # made already: still served

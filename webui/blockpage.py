@@ -68,22 +68,31 @@ def _token_valid(token: str, client: str, domain: str, now: float) -> bool:
     return any(hmac.compare_digest(token, ask_token(client, domain, h)) for h in (hour, hour - 1))
 
 
+def decide_for(app_state, ip: str, name: str, now: float):
+    """(identity, decision) for the device at `ip` asking for `name`: what the daemon decided for
+    it (the same policy and overrides), for this page and for the HTTPS block page's certificates."""
+    config = app_state.config()
+    identity = ClientMap(config.rules).identify(ip, read_neighbours().get(ip))
+    try:
+        active = overrides.active(app_state.db(), now)
+    except Exception:    # a state DB that cannot be read must not hide the block page
+        active = ()
+    tz = ZoneInfo(config.timezone)
+    decision = policy.decide(app_state.policy(), identity.profile, name, 1,
+                             datetime.datetime.fromtimestamp(now, tz), identity.device, active) if name else None
+    return identity, decision
+
+
 @bp.route("/__blocked__", endpoint="page")
 def page():
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     name = normalise_domain(host_of(request.headers.get("Host", ""))) or ""
     ip = request.remote_addr or ""
-    identity = ClientMap(config.rules).identify(ip, read_neighbours().get(ip))
     now = time.time()
     tz = ZoneInfo(config.timezone)
     db = app_state.db()
-    try:
-        active = overrides.active(db, now)
-    except Exception:    # a state DB that cannot be read must not hide the block page
-        active = ()
-    decision = policy.decide(app_state.policy(), identity.profile, name, 1, datetime.datetime.now(tz),
-                             identity.device, active) if name else None
+    identity, decision = decide_for(app_state, ip, name, now)
     protected = decision is not None and decision.rule == "csam"
     device = identity.device or ""
     can_ask = bool(name) and decision is not None and decision.blocked and not protected
