@@ -545,3 +545,72 @@ def test_the_https_block_page_mints_a_few_new_names_a_minute_per_client(https_ho
     names = [f"n{n}.{BLOCKED}" for n in range(5)]
     assert [minted_names(https_house, name, CHILD) for name in names] == [[n] for n in names[:3]] + [None, None]
     assert minted_names(https_house, names[0], CHILD) == [names[0]]             # made already: still served
+
+
+# ---------------------------------------------------------------- admin pages over HTTPS
+
+
+@pytest.fixture
+def https_admin(https_house):
+    """The house with the HTTPS server running, and the HTTP side served by waitress."""
+    server = LiveUI(https_house.app)
+    https_house.live = server
+    yield https_house
+    server.close()
+
+
+def https_request(environment, name: str, path: str, source: str = PARENT):
+    import http.client
+    import ssl
+
+    from test_webui_certificate import PinnedHTTPSConnection, house_ca_pem
+    context = ssl.create_default_context(cadata=house_ca_pem(environment))
+    connection = PinnedHTTPSConnection("127.0.0.1", environment.https_port, name, context, source)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
+def test_admin_pages_over_http_redirect_to_https_where_the_house_ca_serves(https_admin):
+    parent = https_admin.live.client(PARENT, host="filter.home")
+    reply = parent.get("/settings?tab=1")
+    assert reply.status == 308 and reply.location == f"https://filter.home:{https_admin.https_port}/settings?tab=1"
+    assert parent.get("/login").status == 308
+    assert parent.get("/ca.crt").status == 200                  # fetched before the device trusts the CA
+    # `make run`'s loopback stays plain HTTP; the block page on a foreign name stays HTTP.
+    assert https_admin.live.client(PARENT).get("/login").status == 200
+    blocked = https_admin.live.client(CHILD).get("/", host=BLOCKED)
+    assert blocked.status == 403 and blocked.header("Strict-Transport-Security") is None
+
+
+def test_admin_pages_over_https_send_hsts_and_secure_host_cookies_and_the_block_page_does_not(https_admin):
+    login = https_request(https_admin, "filter.home", "/login")
+    assert login.status == 200
+    assert login.getheader("Strict-Transport-Security") == "max-age=31536000"
+    cookie = login.getheader("Set-Cookie")
+    assert cookie.startswith("__Host-filterd_login_csrf=") and "Secure" in cookie and "Domain" not in cookie
+    blocked = https_request(https_admin, BLOCKED, "/", source=CHILD)
+    assert blocked.status == 403 and blocked.getheader("Strict-Transport-Security") is None
+
+
+def test_admin_https_off_keeps_admin_pages_on_http(tmp_path):
+    from standin import free_port
+    from test_webui_certificate import ca_config
+
+    from filterd.rules.config import load_config
+    from webui.certificate import start_https
+    port = free_port()
+    text = ca_config(tmp_path / "var", port, address="127.0.0.1").replace("https_port:", "admin_https: off\n  https_port:")
+    environment = Env(tmp_path, text)
+    environment.set_password()
+    https = start_https(environment.app, load_config(environment.config_path))
+    live = LiveUI(environment.app)
+    try:
+        assert live.client(PARENT, host="filter.home").get("/login").status == 200
+    finally:
+        live.close()
+        https.stop()

@@ -250,6 +250,39 @@ def check_csrf(expected: str | None) -> None:
                                "Reload the page and try again.")
 
 
+# ---------------------------------------------------------------- admin pages over HTTPS
+
+HSTS = "max-age=31536000"    # a year; browsers ignore it from a connection whose certificate they refused
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_https_url() -> str | None:
+    """Where a plain-HTTP admin request should go instead: the same path over HTTPS, while the
+    HTTPS server runs (web.blockpage_https: ca, with the house CA) and web.admin_https is auto.
+    Not for loopback (`make run`), nor the CA's public downloads (a device fetches those before
+    it trusts the CA)."""
+    if request.is_secure or request.endpoint in PUBLIC_DOWNLOADS:
+        return None
+    web = current_app.extensions["filterd"].config().rules.web
+    if web.admin_https != "auto" or web.blockpage_https != "ca" or "filterd.https_server" not in current_app.extensions:
+        return None
+    host = host_of(request.headers.get("Host", ""))
+    if not host or _is_loopback(host):
+        return None
+    shown = f"[{host}]" if ":" in host else host
+    port = "" if web.https_port == 443 else f":{web.https_port}"
+    path = request.full_path if request.query_string else request.path
+    return f"https://{shown}{port}{safe_redirect_target(path, '/')}"
+
+
 # ---------------------------------------------------------------- the gate
 
 
@@ -261,6 +294,9 @@ def gate():
     if not is_admin_host():
         g.blockpage = True
         return current_app.view_functions["blockpage.page"]()
+    https_url = admin_https_url()
+    if https_url:
+        return redirect(https_url, 308)
     db = app_state.db()
     g.session = load_session(db)
     g.actor = "web UI"
@@ -300,6 +336,8 @@ def add_headers(response):
         response.headers.setdefault(name, value)
     response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
     response.headers.pop("Server", None)
+    if request.is_secure and not g.get("blockpage") and request.endpoint != "static" and is_admin_host():
+        response.headers["Strict-Transport-Security"] = HSTS      # admin names only, never a blocked site
     token = g.get("login_csrf")
     if token is not None and g.get("session") is None:
         response.set_cookie(login_cookie_name(), token, httponly=True, samesite="Strict",
