@@ -194,6 +194,11 @@ def test_first_run_asks_for_a_password_of_ten_characters_then_opens_the_wizard(u
 
     # The installer's one-time code, from the file the web UI made at start (journalctl shows it too).
     setup_code = (daemon.folder / "var" / "setup-code").read_text().strip()
+    ui.fill("#setup_code", "NOT-THE-CODE")
+    ui.fill("#password", PASSWORD)
+    ui.fill("#confirm", PASSWORD)
+    ui.submit(ui.button("Set the password"))
+    assert "That is not the setup code." in ui.text() and ui.path() == "/setup"
     ui.fill("#setup_code", setup_code)
     ui.fill("#password", "short")
     ui.fill("#confirm", "short")
