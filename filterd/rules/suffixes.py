@@ -10,7 +10,10 @@ private domains such as github.io), and the list's own algorithm applies: wildca
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import hashlib
+from array import array
 from pathlib import Path
 
 from filterd.lists.domains import normalise_domain
@@ -33,10 +36,16 @@ def list_path() -> Path:
     return Path(publicsuffix2.__file__).with_name("public_suffix_list.dat")
 
 
+def _hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 @functools.lru_cache(maxsize=1)
-def _rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-    """(plain rules, parents of wildcard rules, exceptions), every name in its ASCII form."""
-    plain, wildcards, exceptions = set(), set(), set()
+def _rules() -> tuple[array, array, array]:
+    """(plain rules, parents of wildcard rules, exceptions) as sorted arrays of 64-bit hashes of
+    their ASCII names: ~80 KB for the whole list instead of ~1.5 MB of strings (the daemon on a
+    Pi Zero keeps it), looked up by binary search."""
+    plain, wildcards, exceptions = [], [], []
     with open(list_path(), encoding="utf-8") as handle:
         for line in handle:
             rule = line.strip().split(" ", 1)[0]
@@ -49,8 +58,14 @@ def _rules() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
                 target, rule = wildcards, rule[2:]
             name = normalise_domain(rule)
             if name:
-                target.add(name)
-    return frozenset(plain), frozenset(wildcards), frozenset(exceptions)
+                target.append(_hash(name))
+    return tuple(array("q", sorted(set(hashes))) for hashes in (plain, wildcards, exceptions))
+
+
+def _holds(hashes: array, name: str) -> bool:
+    value = _hash(name)
+    at = bisect.bisect_left(hashes, value)
+    return at < len(hashes) and hashes[at] == value
 
 
 def is_public_suffix(domain: str) -> bool:
@@ -58,9 +73,9 @@ def is_public_suffix(domain: str) -> bool:
     if "." not in domain:
         return True                        # the list's implicit rule: every top-level domain
     plain, wildcards, exceptions = _rules()
-    if domain in plain:
+    if _holds(plain, domain):
         return True
-    return domain.split(".", 1)[1] in wildcards and domain not in exceptions
+    return _holds(wildcards, domain.split(".", 1)[1]) and not _holds(exceptions, domain)
 
 
 def problem(domain: str, what: str = "allow") -> str | None:
