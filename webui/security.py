@@ -277,6 +277,8 @@ def admin_https_url() -> str | None:
     host = host_of(request.headers.get("Host", ""))
     if not host or _is_loopback(host):
         return None
+    if host not in web.hostnames and host not in (web.address, web.address6):
+        return None      # e.g. the listen address alone: the HTTPS server is not there, its certificate names not it
     shown = f"[{host}]" if ":" in host else host
     port = "" if web.https_port == 443 else f":{web.https_port}"
     path = request.full_path if request.query_string else request.path
