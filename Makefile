@@ -25,6 +25,8 @@ venv: $(VENV)/.installed
 # by pid (`kill 0` would signal this shell too and run the trap again until its stack overflows).
 run: venv
 	@echo "DNS on the address in $(CONFIG) (dns.listen); web UI: http://127.0.0.1:8080/"
+	@code=$$($(VENV)/bin/filterd-webui --config $(CONFIG) --setup-code) && \
+	if [ -n "$$code" ]; then echo "No password yet: the setup page asks for this setup code: $$code"; fi
 	@$(PY) -m filterd run --config $(CONFIG) & daemon=$$!; \
 	$(VENV)/bin/filterd-webui --config $(CONFIG) & webui=$$!; \
 	trap 'kill $$daemon $$webui 2>/dev/null; wait; exit 0' INT TERM EXIT; \

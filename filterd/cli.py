@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from filterd.rules.config import ConfigError, load_config
@@ -231,7 +232,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     try:
-        with open(args.output, "xb") as out:     # never overwrite an older backup by mistake
+        # Never overwrite an older backup by mistake; 0600 from the start: it holds the
+        # notification secrets and the household's history.
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
             out.write(data)
     except OSError as exc:
         print(f"filterd: cannot write {args.output}: {exc.strerror}", file=sys.stderr)

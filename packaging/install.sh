@@ -271,6 +271,18 @@ main() {
     say "  2. In the router's DHCP settings, set the DNS server to $shown and remove any second one."
     say "     (Router cannot change it? Switch its DHCP off and use filterd's: see docs/install.md, 'DHCP'.)"
     say "  3. Open the web UI and set the parents' password: http://$shown/ (later also http://filter.home/)"
+    print_setup_code
+}
+
+# The one-time code the setup page asks for with the first password, so that nobody else on the
+# network can claim the new install (the web UI keeps it in its data_dir, 0600, until then).
+print_setup_code() {
+    local code
+    code=$(runuser -u filterd -- filterd-webui --config "$CONFIG" --setup-code 2>/dev/null) || code=""
+    if [ -n "$code" ]; then
+        say "     The setup page asks for this setup code: $code"
+        say "     (again later: journalctl -u filterd-webui, or the file setup-code in the data_dir, as root)"
+    fi
 }
 
 main

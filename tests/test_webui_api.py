@@ -16,7 +16,7 @@ def api(env):
     """A client with a bearer token made on the Settings page (no cookies, no CSRF token)."""
     parent = env.logged_in()
     page = parent.post("/settings", data={"csrf_token": page_csrf(parent), "action": "token",
-                                          "name": "home-assistant"}).get_data(as_text=True)
+                                          "name": "home-assistant", "scope": "admin"}).get_data(as_text=True)
     secret = re.search(r"fd_[A-Za-z0-9_-]{20,}", page).group(0)
     client = env.client(peer="192.168.1.80")
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"

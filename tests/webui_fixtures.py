@@ -159,6 +159,11 @@ class Env:
         self.execute("INSERT OR REPLACE INTO admin (id, password_hash, created, changed) VALUES (1, ?, ?, ?)",
                      (password_hash(), now, now))
 
+    def setup_code(self) -> str:
+        """The one-time setup code, read from `<data_dir>/setup-code` as the installer does (the
+        web UI makes the file at start and on the first visit of /setup)."""
+        return (self.data_dir / "setup-code").read_text().strip()
+
     def client(self, app=None, peer: str = PEER, base_url: str = BASE_URL):
         """A test client talking to `base_url` (an admin host name) from the socket peer `peer`."""
         app = app or self.app

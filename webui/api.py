@@ -176,7 +176,13 @@ def _request_json(config, item) -> dict:
     out = dict(item.__dict__)
     out["unblocks_text"] = described["unblocks"]
     out["applies_to"] = described["applies_to"] or item.device    # the device, or the profile answering for it
+    # Who else an approval reaches: the default profile's named devices, when it answers for an unnamed one.
+    out["applies_to_devices"] = described["also_named"] if described["applies_to"] else [item.device]
     return out
+
+
+API_PAGE_SIZE = 50
+API_PAGE_SIZE_MAX = 200
 
 
 @bp.get("/requests")
@@ -186,9 +192,22 @@ def requests_list():
     status = request.args.get("status", "pending")
     if status not in ("pending", "answered", "all"):
         raise actions.ActionError("status must be pending, answered or all", "status")
-    pending, answered = access_requests_page.lists_for_page(config, db, time.time())
+    try:
+        limit = int(request.args.get("limit", API_PAGE_SIZE))
+        offset = int(request.args.get("offset", 0))
+    except ValueError:
+        raise actions.ActionError("limit and offset must be numbers", "limit") from None
+    if not 1 <= limit <= API_PAGE_SIZE_MAX or offset < 0:
+        raise actions.ActionError(f"limit must be 1-{API_PAGE_SIZE_MAX} and offset 0 or more", "limit")
+    pending, answered = access_requests_page.lists_for_page(config, db, time.time(), limit, offset)
     chosen = (pending if status != "answered" else []) + (answered if status != "pending" else [])
-    return jsonify([_request_json(config, item["request"]) for item in chosen])
+    response = jsonify([_request_json(config, item["request"]) for item in chosen])
+    # Paging of the pending requests (named devices' first): how many in all, and the next page.
+    total = access_requests.pending_count(db)
+    response.headers["X-Total-Count"] = str(total)
+    if status != "answered" and offset + limit < total:
+        response.headers["Link"] = f'<{request.path}?status={status}&limit={limit}&offset={offset + limit}>; rel="next"'
+    return response
 
 
 @bp.post("/requests/<int:request_id>/approve")

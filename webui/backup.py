@@ -18,13 +18,44 @@ from .security import flash
 bp = Blueprint("backup", __name__)
 
 
+# Of notify.channels.*: the webhook's secret, the ntfy token, the SMTP password (addresses are kept).
+SECRET_KEYS = ("secret", "token", "password")
+
+
+def without_notification_secrets(config_text: str) -> str:
+    """The config text without the notification channels' secrets (comments kept). A backup
+    made so can be handed to someone helping; restored, the channels need their secrets again."""
+    import io
+
+    from ruamel.yaml import YAML
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    document = yaml.load(config_text)
+    channels = ((document or {}).get("notify") or {}).get("channels") or {}
+    changed = False
+    for channel in channels.values():
+        for key in SECRET_KEYS:
+            if isinstance(channel, dict) and key in channel:
+                del channel[key]
+                changed = True
+    if not changed:
+        return config_text
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
 @bp.route("/settings/backup")
 def download():
-    """The backup file (a GET that only reads)."""
+    """The backup file (a GET that only reads); ?secrets=omit leaves out the notification secrets."""
     app_state = current_app.extensions["filterd"]
     config_text, _ = configfile.read(app_state.config_path)
+    omit = request.args.get("secrets") == "omit"
+    if omit:
+        config_text = without_notification_secrets(config_text)
     data = backup_format.make_backup(config_text, app_state.db())
-    name = time.strftime("filterd-backup-%Y%m%d-%H%M.json.gz")
+    name = time.strftime("filterd-backup-%Y%m%d-%H%M" + ("-no-secrets" if omit else "") + ".json.gz")
     response = current_app.response_class(data, mimetype="application/gzip")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

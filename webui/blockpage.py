@@ -17,6 +17,7 @@ import hmac
 import logging
 import secrets
 import time
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request
@@ -27,7 +28,7 @@ from filterd.dns.clients import read_neighbours
 from filterd.rules.explain import explain, who_is
 from filterd.lists.domains import normalise_domain
 
-from .security import host_of
+from .security import host_of, safe_redirect_target
 
 bp = Blueprint("blockpage", __name__)
 log = logging.getLogger("filterd.webui.blockpage")
@@ -89,6 +90,21 @@ def _token_valid(token: str, client: str, domain: str, now: float) -> bool:
     return any(hmac.compare_digest(token, ask_token(client, domain, h)) for h in (hour, hour - 1))
 
 
+def decide_for(app_state, ip: str, name: str, now: float):
+    """(identity, decision) for the device at `ip` asking for `name`: what the daemon decided for
+    it (the same policy and overrides), for this page and for the HTTPS block page's certificates."""
+    config = app_state.config()
+    neighbours = read_neighbours()
+    if not name:
+        return who_is(config.rules, ip=ip, neighbours=neighbours), None
+    try:
+        active = limits.overrides_in_force(app_state.db(), config, now)
+    except Exception:    # a state DB that cannot be read must not hide the block page
+        active = ()
+    moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
+    return explain(app_state.policy(), name, 1, moment, active, ip=ip, neighbours=neighbours)
+
+
 @bp.route("/__blocked__", endpoint="page")
 def page():
     app_state = current_app.extensions["filterd"]
@@ -98,26 +114,17 @@ def page():
     now = time.time()
     tz = ZoneInfo(config.timezone)
     db = app_state.db()
-    try:
-        active = limits.overrides_in_force(db, config, now)
-    except Exception:    # a state DB that cannot be read must not hide the block page
-        active = ()
-    neighbours = read_neighbours()
-    if name:
-        identity, decision = explain(app_state.policy(), name, 1, datetime.datetime.now(tz), active, ip=ip,
-                                     neighbours=neighbours)
-    else:
-        identity, decision = who_is(config.rules, ip=ip, neighbours=neighbours), None
+    identity, decision = decide_for(app_state, ip, name, now)
     protected = decision is not None and decision.rule == "csam"
     device = identity.device or ""
     can_ask = bool(name) and decision is not None and decision.blocked and not protected
 
     notice = None
     if request.method == "POST" and can_ask:
-        notice = _ask(config, db, device, ip, name, decision, now)
+        notice = _ask(config, db, device, ip, name, decision, now, identity.mac)
         if notice is None:
             # Post/redirect/get: a reload shows the outcome instead of asking again.
-            return redirect(request.full_path if request.query_string else request.path, 303)
+            return redirect(own_path(), 303)
 
     latest = access_requests.latest(db, device, ip, name) if name and not protected else None
     status = _status(latest, now, tz)
@@ -132,7 +139,19 @@ def page():
     ), 403 if decision and decision.blocked else 200
 
 
-def _ask(config, db, device: str, client: str, domain: str, decision, now: float) -> str | None:
+def own_path() -> str:
+    """This page's own path for the redirect after asking, normalised so it can only name this
+    host: no control characters, spaces or backslashes (a browser drops a tab, so `/%09/evil.example`
+    would be `//evil.example`, another site), one leading slash, percent-encoded; the query kept."""
+    path = "".join(c for c in request.path if c > " " and c not in "\\\x7f")
+    target = quote("/" + path.lstrip("/"), safe="/-._~!$&'()*+,;=:@")
+    if request.query_string:
+        target += "?" + quote(request.query_string.decode("latin-1"), safe="/-._~!$&'()*+,;=:@?%")
+    return safe_redirect_target(target, "/")
+
+
+def _ask(config, db, device: str, client: str, domain: str, decision, now: float,
+         mac: str | None = None) -> str | None:
     """File the child's request; returns a message to show instead when it cannot be filed."""
     if not _token_valid(request.form.get("token", ""), client, domain, now):
         return "This page was open for a long time: please try again."
@@ -142,7 +161,7 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
     try:
         filed, new = access_requests.submit(
             db, device=device, domain=domain, decision=decision, reason=child_reason(config, decision),
-            message=request.form.get("message", ""), client=client, now=now)
+            message=request.form.get("message", ""), client=client, now=now, mac=mac)
     except access_requests.RequestRefused as refused:
         if refused.retry_at:
             at = datetime.datetime.fromtimestamp(refused.retry_at, ZoneInfo(config.timezone))
@@ -154,11 +173,8 @@ def _ask(config, db, device: str, client: str, domain: str, decision, now: float
 
 
 def _notify(config, db, filed, now: float) -> None:
-    from filterd.family import notify
-    payload = {"request_id": filed.id, "device": filed.device or f"unnamed device {filed.client}",
-               "domain": filed.domain, "reason": filed.reason, "message": filed.message, "asks": filed.asks}
     try:
-        notify.enqueue(db, config.notify, "access_request", payload, now)
+        access_requests.notify_new(db, config.notify, filed, now)
     except Exception:   # the child's request is recorded; the dashboard shows it regardless
         log.exception("could not queue the notification for request %d", filed.id)
 

@@ -11,11 +11,13 @@ trust check are open without login; the CA key is never served.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import plistlib
 import struct
 import threading
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -37,6 +39,9 @@ _ca_lock = threading.Lock()
 
 
 # ---------------------------------------------------------------- the CA of this install
+
+
+MINTS_PER_MINUTE = 20     # new leaf certificates per client address and minute
 
 
 def house_ca(app, config) -> LocalCA:
@@ -73,6 +78,64 @@ def default_identity(app) -> DefaultIdentity:
     return DefaultIdentity(tuple(web.hostnames), tuple(a for a in (web.address, web.address6) if a))
 
 
+class BlockedNameCertificates(LeafCertificates):
+    """Leaf certificates for the HTTPS block page, minted only for a name the asking device is
+    blocked from (the decision the block page shows), and at most MINTS_PER_MINUTE new ones per
+    client address. Anything else keeps the filter's own certificate, so the house CA, which the
+    children's devices trust, never vouches for a site that is open to them, and a device
+    sending made-up names cannot keep the Pi signing."""
+
+    def __init__(self, ca: LocalCA, default, app, **options):
+        super().__init__(ca, default, **options)
+        self.app = app
+        self._recent: dict[str, collections.deque] = {}
+        self._recent_lock = threading.Lock()
+        self.refused = 0
+
+    def sni_callback(self, ssl_object, server_name, initial):
+        try:
+            peer = ssl_object.getpeername()[0]
+            allowed = self.may_mint(peer, server_name)
+        except Exception:   # keep the default certificate; the log says why
+            log.exception("could not decide whether to mint a certificate for %r", server_name)
+            allowed = False
+        if not allowed:
+            with self._recent_lock:
+                self.refused += 1
+            return None
+        return super().sni_callback(ssl_object, server_name, initial)
+
+    def may_mint(self, peer: str, server_name: str | None) -> bool:
+        from filterd.lists.domains import normalise_domain
+
+        from .blockpage import decide_for
+        name = normalise_domain(server_name or "")
+        if name is None or name in self.default().names:
+            return True          # nothing is minted: the filter's own certificate serves
+        now = time.time()
+        with self.app.app_context():
+            _, decision = decide_for(self.app.extensions["filterd"], peer, name, now)
+        if decision is None or not decision.blocked or decision.rule == "csam":
+            return False
+        with self._lock:
+            cached = ((name,), (), False) in self._leaves
+        if cached:
+            return True
+        with self._recent_lock:
+            recent = self._recent.setdefault(peer, collections.deque())
+            while recent and recent[0] <= now - 60:
+                recent.popleft()
+            if len(recent) >= MINTS_PER_MINUTE:
+                log.warning("HTTPS block page: %s asked for more than %d new names a minute; %s gets the "
+                            "filter's own certificate", peer, MINTS_PER_MINUTE, name)
+                return False
+            recent.append(now)
+            if len(self._recent) > 4096:      # forget quiet clients
+                for client in [c for c, q in self._recent.items() if not q or q[-1] <= now - 60]:
+                    del self._recent[client]
+        return True
+
+
 def start_https(app, config):
     """Serve the web UI (the block page, for blocked names) over HTTPS on web.address and
     web.address6 at web.https_port, in background threads, when web.blockpage_https is `ca`.
@@ -92,7 +155,7 @@ def start_https(app, config):
         return None
     try:
         ca = house_ca(app, config)
-        leaves = LeafCertificates(ca, lambda: default_identity(app))
+        leaves = BlockedNameCertificates(ca, lambda: default_identity(app), app)
         leaves.default_context()      # fail here, not in the first handshake
     except Exception as exc:
         log.error("HTTPS block page: the house CA in %s cannot be used (%s)", Path(config.data_dir) / "ca", exc)

@@ -40,6 +40,15 @@ def daemon_status(db, config) -> dict:
     }
 
 
+def failed_logins(db, since: float, shown: int = 5) -> dict:
+    """Wrong passwords and setup codes since `since`: how many, and from which addresses."""
+    count, addresses = db.execute("SELECT count(*), count(DISTINCT peer) FROM login_failures WHERE ts >= ?",
+                                  (since,)).fetchone()
+    peers = [row[0] for row in db.execute("SELECT peer, count(*) AS n FROM login_failures WHERE ts >= ?"
+                                          " GROUP BY peer ORDER BY n DESC LIMIT ?", (since, shown))]
+    return {"count": count, "peers": peers, "more": max(addresses - shown, 0)}
+
+
 @bp.route("/")
 def index():
     app_state = current_app.extensions["filterd"]
@@ -53,9 +62,12 @@ def index():
     categories = [(config.catalog.categories[c].name if c in config.catalog.categories else c, n)
                   for c, n in log_reader.blocks_by_category(db, since)]
     pending = pending_for_page(config, db)
+    from filterd.family import access_requests
+    pending_total = access_requests.pending_count(db)
     return render_template(
         "dashboard.html", pending=pending, back="dashboard", tz=tz, channel_problems=notify.channel_problems(db, now),
         chart=chart, categories=charts.shares(categories),
         top_blocked=log_reader.top_domains(db, since, blocked=True, limit=10),
         totals=log_reader.totals(db, since), active=log_reader.devices_active(db, now - 600),
-        status=daemon_status(db, config), config_error=app_state.config_error)
+        status=daemon_status(db, config), config_error=app_state.config_error,
+        failed_logins=failed_logins(db, since), pending_total=pending_total)

@@ -16,7 +16,7 @@ from filterd.store.state import audit
 
 from . import actions
 from .auth import change_password
-from .security import flash, token_hash
+from .security import TOKEN_SCOPES, flash, token_hash
 
 bp = Blueprint("pages", __name__)
 
@@ -215,13 +215,22 @@ def settings():
             errors[problem[0]] = problem[1]
         elif action == "token":
             name = request.form.get("name", "").strip()[:60]
+            scope = request.form.get("scope", "read")
+            days = request.form.get("expires_days", "").strip()
             if not name:
                 errors["token"] = "Give the token a name (e.g. home-assistant)."
+            elif scope not in TOKEN_SCOPES:
+                errors["token"] = "Choose what the token may do: " + ", ".join(TOKEN_SCOPES.values()).lower() + "."
+            elif days and (not days.isdigit() or not 1 <= int(days) <= 3650):
+                errors["token"] = "Expiry: a number of days from 1 to 3650, or empty for never."
             else:
+                now = time.time()
+                expires = now + int(days) * 86400 if days else None
                 new_token = "fd_" + secrets.token_urlsafe(32)
-                db.execute("INSERT INTO api_tokens (name, token_hash, created) VALUES (?, ?, ?)",
-                           (name, token_hash(new_token), time.time()))
-                audit(db, g.get("actor", "web UI"), "api token", f"created {name}")
+                db.execute("INSERT INTO api_tokens (name, token_hash, created, scope, expires) VALUES (?, ?, ?, ?, ?)",
+                           (name, token_hash(new_token), now, scope, expires))
+                audit(db, g.get("actor", "web UI"), "api token",
+                      f"created {name} ({scope}" + (f", expires in {days} days)" if days else ")"))
         elif action == "revoke":
             token_id = request.form.get("token_id", type=int)
             row = db.execute("SELECT name FROM api_tokens WHERE id = ?", (token_id,)).fetchone()
@@ -238,10 +247,11 @@ def settings():
 def render_settings(errors: dict[str, str], new_token: str | None = None):
     """The Settings page (also for the restore form's errors, from webui/backup.py)."""
     _, config, db = _state()
-    tokens = db.execute("SELECT id, name, created, last_used FROM api_tokens ORDER BY id").fetchall()
+    tokens = db.execute("SELECT id, name, created, last_used, scope, expires FROM api_tokens ORDER BY id").fetchall()
     failures = db.execute("SELECT ts, peer, user_agent FROM login_failures ORDER BY id DESC LIMIT 20").fetchall()
     trail = db.execute("SELECT ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT 50").fetchall()
     return render_template("settings.html", config=config, tokens=tokens, new_token=new_token, errors=errors,
+                           token_scopes=TOKEN_SCOPES, now=time.time(),
                            failures=failures, trail=trail, tz=ZoneInfo(config.timezone), version=actions.config_version(),
                            form=request.form if errors else None)
 

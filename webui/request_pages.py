@@ -22,6 +22,7 @@ bp = Blueprint("requests", __name__)
 
 APPROVE_CHOICES = {"15": 15 * 60, "60": 3600, "tonight": None, "always": None}
 ANSWERED_SHOWN_S = 7 * 86400
+PAGE_SIZE = 20          # pending requests per page (and on the home page, with a link to the rest)
 
 
 def _state():
@@ -41,9 +42,12 @@ def describe(config, item: AccessRequest) -> dict:
     else:
         unblocks = item.unblocks
     applies_to = access_requests.subject_name(config, item)
-    return {"request": item, "device": device, "unblocks": unblocks,
-            "applies_to": applies_to if applies_to != item.device else None,
-            "always_allowed": not item.more_time}
+    if applies_to == item.device:
+        applies_to, also = None, []
+    else:   # the default profile answers for an unnamed device: its named devices get it too
+        also = [d.name for d in config.rules.devices if d.profile == applies_to]
+    return {"request": item, "device": device, "unblocks": unblocks, "applies_to": applies_to,
+            "also_named": also, "always_allowed": not item.more_time}
 
 
 def answer(config, db, request_id: int, choice: str | None, answer_text: str = "") -> AccessRequest:
@@ -89,21 +93,32 @@ def _always(config, db, item: AccessRequest) -> None:
         actions.add_to_profile(db, profile.name, "allow", item.unblocks)
 
 
-def pending_for_page(config, db) -> list[dict]:
-    return [describe(config, r) for r in access_requests.pending(db)]
+def pending_for_page(config, db, limit: int = PAGE_SIZE, offset: int = 0) -> list[dict]:
+    return [describe(config, r) for r in access_requests.pending(db, limit, offset)]
 
 
-def lists_for_page(config, db, now: float) -> tuple[list[dict], list[dict]]:
+def lists_for_page(config, db, now: float, limit: int = PAGE_SIZE, offset: int = 0) -> tuple[list[dict], list[dict]]:
     answered = [describe(config, r) for r in access_requests.answered(db, now - ANSWERED_SHOWN_S)]
-    return pending_for_page(config, db), answered
+    return pending_for_page(config, db, limit, offset), answered
+
+
+def page_number(text: str | None) -> int:
+    try:
+        return max(1, min(int(text or 1), 10_000))
+    except ValueError:
+        return 1
 
 
 @bp.route("/requests")
 def page():
     config, db = _state()
-    pending, answered = lists_for_page(config, db, time.time())
+    number = page_number(request.args.get("page"))
+    total = access_requests.pending_count(db)
+    pages = max(1, -(-total // PAGE_SIZE))
+    number = min(number, pages)
+    pending, answered = lists_for_page(config, db, time.time(), PAGE_SIZE, (number - 1) * PAGE_SIZE)
     return render_template("requests.html", pending=pending, answered=answered, back="requests",
-                           tz=ZoneInfo(config.timezone))
+                           tz=ZoneInfo(config.timezone), page=number, pages=pages, total=total)
 
 
 @bp.route("/requests/<int:request_id>/approve", methods=["POST"])
@@ -123,9 +138,13 @@ def _answer(request_id: int, choice: str | None):
     except actions.ActionError as exc:
         flash(str(exc), "error")
     else:
-        who = item.device or item.client
+        described = describe(config, item)
+        who = asker = item.device or item.client
+        if described["applies_to"]:      # an approval reaches exactly whom the card said
+            who = f"profile {described['applies_to']}: every unnamed device" + \
+                (f" and {', '.join(described['also_named'])}" if described["also_named"] else "")
         if item.status == "declined":
-            flash(f"Declined {item.domain} for {who}.", "ok")
+            flash(f"Declined {item.domain} for {asker}.", "ok")
         elif item.until is None:
             flash(f"{item.domain} is allowed for {who} from now on.", "ok")
         else:

@@ -40,6 +40,8 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    # The old XSS auditors of browsers could be made to blank out parts of a page; the CSP does that job.
+    "X-XSS-Protection": "0",
 }
 
 
@@ -141,18 +143,40 @@ def end_session(db, response) -> None:
     response.delete_cookie(_cookie_name(), path="/", secure=request.is_secure, samesite="Strict")
 
 
+# API token scopes, each including the one before: reading; reading and the family's everyday
+# answers (pause, resume, allow for a while, bonus time, answer a child's request); everything.
+TOKEN_SCOPES = {"read": "Read only", "family": "Family actions (pause, allow, answer requests)",
+                "admin": "Full admin (also rules and lists)"}
+FAMILY_ENDPOINTS = {"api.pause", "api.resume", "api.allow", "api.bonus", "api.approve_request",
+                    "api.decline_request"}
+
+
+def scope_allows(scope: str, endpoint: str, method: str) -> bool:
+    if scope == "admin":
+        return True
+    if method in SAFE_METHODS:
+        return scope in ("read", "family")
+    return scope == "family" and endpoint in FAMILY_ENDPOINTS
+
+
 def bearer_token(db) -> bool:
+    """An API request with a valid, unexpired token whose scope covers it (403 when it does not)."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         return False
     token = header[7:].strip()
     if not token or len(token) > 200:
         return False
-    row = db.execute("SELECT id, name FROM api_tokens WHERE token_hash = ?", (token_hash(token),)).fetchone()
-    if row is None:
+    row = db.execute("SELECT id, name, scope, expires FROM api_tokens WHERE token_hash = ?",
+                     (token_hash(token),)).fetchone()
+    now = time.time()
+    if row is None or (row[3] is not None and row[3] <= now):
         return False
-    db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (time.time(), row[0]))
+    db.execute("UPDATE api_tokens SET last_used = ? WHERE id = ?", (now, row[0]))
     g.actor = f"API token {row[1]} (#{row[0]})"
+    if not scope_allows(row[2], request.endpoint or "", request.method):
+        abort(403, description=f"This token may only {TOKEN_SCOPES.get(row[2], row[2]).lower()}: "
+                               "create one with a wider scope on the Settings page.")
     return True
 
 
@@ -226,6 +250,41 @@ def check_csrf(expected: str | None) -> None:
                                "Reload the page and try again.")
 
 
+# ---------------------------------------------------------------- admin pages over HTTPS
+
+HSTS = "max-age=31536000"    # a year; browsers ignore it from a connection whose certificate they refused
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def admin_https_url() -> str | None:
+    """Where a plain-HTTP admin request should go instead: the same path over HTTPS, while the
+    HTTPS server runs (web.blockpage_https: ca, with the house CA) and web.admin_https is auto.
+    Not for loopback (`make run`), nor the CA's public downloads (a device fetches those before
+    it trusts the CA)."""
+    if request.is_secure or request.endpoint in PUBLIC_DOWNLOADS:
+        return None
+    web = current_app.extensions["filterd"].config().rules.web
+    if web.admin_https != "auto" or web.blockpage_https != "ca" or "filterd.https_server" not in current_app.extensions:
+        return None
+    host = host_of(request.headers.get("Host", ""))
+    if not host or _is_loopback(host):
+        return None
+    if host not in web.hostnames and host not in (web.address, web.address6):
+        return None      # e.g. the listen address alone: the HTTPS server is not there, its certificate names not it
+    shown = f"[{host}]" if ":" in host else host
+    port = "" if web.https_port == 443 else f":{web.https_port}"
+    path = request.full_path if request.query_string else request.path
+    return f"https://{shown}{port}{safe_redirect_target(path, '/')}"
+
+
 # ---------------------------------------------------------------- the gate
 
 
@@ -237,6 +296,9 @@ def gate():
     if not is_admin_host():
         g.blockpage = True
         return current_app.view_functions["blockpage.page"]()
+    https_url = admin_https_url()
+    if https_url:
+        return redirect(https_url, 308)
     db = app_state.db()
     g.session = load_session(db)
     g.actor = "web UI"
@@ -276,6 +338,8 @@ def add_headers(response):
         response.headers.setdefault(name, value)
     response.headers["Cache-Control"] = response.headers.get("Cache-Control", "no-store")
     response.headers.pop("Server", None)
+    if request.is_secure and not g.get("blockpage") and request.endpoint != "static" and is_admin_host():
+        response.headers["Strict-Transport-Security"] = HSTS      # admin names only, never a blocked site
     token = g.get("login_csrf")
     if token is not None and g.get("session") is None:
         response.set_cookie(login_cookie_name(), token, httponly=True, samesite="Strict",

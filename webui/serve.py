@@ -6,6 +6,21 @@ import logging
 import sys
 
 from filterd.rules.config import ConfigError, load_config
+from filterd.store import state
+
+from . import setup_code
+
+
+def current_setup_code(config) -> str | None:
+    """The setup code while no password is set (made when missing); None once it is (the file goes)."""
+    db = state.connect(state.db_path(config.data_dir))
+    try:
+        if db.execute("SELECT 1 FROM admin WHERE id = 1").fetchone() is not None:
+            setup_code.remove(config.data_dir)
+            return None
+    finally:
+        db.close()
+    return setup_code.ensure(config.data_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="config/filterd.yaml")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--setup-code", action="store_true",
+                        help="print the one-time setup code (made if missing; nothing once the password is set) and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -21,15 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print("filterd-webui: config refused:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return 2
-    from waitress import create_server
-
-    from filterd.store import state
-
-    from . import create_app
     problem = state.data_dir_problem(config.data_dir)
     if problem:
         print(f"filterd-webui: {problem}", file=sys.stderr)
         return 1
+    code = current_setup_code(config)
+    if args.setup_code:
+        if code:
+            print(code)
+        return 0
+    from waitress import create_server
+
+    from . import create_app
     app = create_app(args.config)
     web = config.rules.web
     host = web.host
@@ -49,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     start_https(app, config)
     logging.getLogger("filterd.webui").info("web UI on http://%s:%d/ (also http://%s/ once DNS points here)",
                                             shown, web.port, web.hostnames[0] if web.hostnames else shown)
+    if code:
+        logging.getLogger("filterd.webui").warning(
+            "no password yet: the setup code is %s (type it on the setup page with the new password;"
+            " it is also in %s until then)", code, setup_code.path(config.data_dir))
     try:
         server.run()
     except KeyboardInterrupt:

@@ -7,8 +7,13 @@ time lifts the schedule like bonus time — and the site itself otherwise. Appro
 same overrides as `filterd allow` / `filterd bonus`, so the daemon applies it within a second.
 
 Limits a child cannot talk past: asking again for the same site merges into the pending
-request; at most MAX_PER_HOUR new requests per device; after a decline the same device waits
+request; at most MAX_PER_HOUR new requests per device (an unnamed device is known by its MAC
+where the ARP table has it, else by its address, so a new IP address does not reset it); at most
+MAX_PENDING_UNNAMED requests from unnamed devices wait at once, house-wide, so a flood from
+made-up devices cannot bury the real ones; after a decline the same device waits
 DECLINE_COOLDOWN_S before asking for that site again. The block page tells them which applies.
+Parents are told of new requests at most NOTIFY_BURST times per NOTIFY_WINDOW_S; the rest are
+summed up in one later notification ("12 more requests").
 """
 from __future__ import annotations
 
@@ -20,10 +25,14 @@ from zoneinfo import ZoneInfo
 
 from filterd.family import limits
 from filterd.store import overrides
+from filterd.rules import suffixes
 from filterd.rules.policy import Decision
 from filterd.store.state import audit, transaction
 
 MAX_PER_HOUR = 10
+MAX_PENDING_UNNAMED = 30
+NOTIFY_BURST = 3
+NOTIFY_WINDOW_S = 600
 DECLINE_COOLDOWN_S = 3600
 MESSAGE_MAX = 300
 ANSWER_MAX = 300
@@ -63,6 +72,7 @@ class AccessRequest:
     decided_by: str | None
     until: float | None          # end of an approval; None: always (or not approved)
     answer: str
+    mac: str | None = None       # an unnamed device's MAC, when the ARP table knew it
 
     @property
     def more_time(self) -> bool:
@@ -75,7 +85,7 @@ class AccessRequest:
 
 
 _COLUMNS = ("id, device, domain, reason, rule, unblocks, message, client, created, updated, asks, status, "
-            "decided, decided_by, until, answer")
+            "decided, decided_by, until, answer, mac")
 
 
 def _row(row) -> AccessRequest:
@@ -103,17 +113,23 @@ def unblocks_for(decision: Decision, domain: str) -> str:
         return decision.service
     matched = decision.matched or ""
     if decision.rule in ("category", "profile_block") and matched and "*" not in matched \
-            and (domain == matched or domain.endswith("." + matched)) and "." in matched:
-        return matched
+            and (domain == matched or domain.endswith("." + matched)) and not suffixes.is_public_suffix(matched):
+        return matched   # a list's entry, never a public suffix such as github.io (it opens every site under it)
     return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
 
 
 def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Decision, reason: str,
-           message: str, client: str | None, now: float) -> tuple[AccessRequest, bool]:
+           message: str, client: str | None, now: float, mac: str | None = None) -> tuple[AccessRequest, bool]:
     """Record a child's request; returns (request, is_new). Raises RequestRefused."""
     message = clean_text(message, MESSAGE_MAX)
-    # A named device is one asker whatever its address; an unnamed one is known by its address.
-    who, subject = ("device = ?", device) if device else ("device = '' AND client = ?", client or "")
+    # A named device is one asker whatever its address; an unnamed one is known by its MAC where
+    # known (a new address does not make a new asker), else by its address.
+    if device:
+        who, subject = "device = ?", device
+    elif mac:
+        who, subject = "device = '' AND mac = ?", mac
+    else:
+        who, subject = "device = '' AND client = ?", client or ""
     with transaction(conn):
         declined = [r.decided for r in _select(
             conn, f"{who} AND domain = ? AND status = 'declined' AND decided > ? ORDER BY decided DESC LIMIT 1",
@@ -131,10 +147,17 @@ def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Deci
         recent = sorted(r.created for r in _select(conn, f"{who} AND created > ?", (subject, now - 3600)))
         if len(recent) >= MAX_PER_HOUR:
             raise RequestRefused("You have asked for a lot of sites this hour.", retry_at=recent[0] + 3600)
+        if not device:
+            waiting = conn.execute("SELECT count(*) FROM access_requests WHERE device = '' AND status = 'pending'"
+                                   ).fetchone()[0]
+            if waiting >= MAX_PENDING_UNNAMED:
+                raise RequestRefused("Many requests are waiting for a parent's answer already: "
+                                     "ask a parent in person, or try again later.")
         cursor = conn.execute(
-            "INSERT INTO access_requests (device, domain, reason, rule, unblocks, message, client, created, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (device, domain, reason, decision.rule, unblocks_for(decision, domain), message, client, now, now))
+            "INSERT INTO access_requests (device, domain, reason, rule, unblocks, message, client, created, updated,"
+            " mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (device, domain, reason, decision.rule, unblocks_for(decision, domain), message, client, now, now,
+             None if device else mac))
     return get(conn, cursor.lastrowid), True
 
 
@@ -153,8 +176,15 @@ def latest(conn: sqlite3.Connection, device: str, client: str | None, domain: st
     return found[0] if found else None
 
 
-def pending(conn: sqlite3.Connection, limit: int = 100) -> list[AccessRequest]:
-    return _select(conn, "status = 'pending' ORDER BY updated DESC LIMIT ?", (limit,))
+def pending(conn: sqlite3.Connection, limit: int = 100, offset: int = 0) -> list[AccessRequest]:
+    """Pending requests, named devices' first (a flood from unnamed ones cannot push them off
+    the first page), newest first within each."""
+    return _select(conn, "status = 'pending' ORDER BY device = '', updated DESC, id DESC LIMIT ? OFFSET ?",
+                   (limit, offset))
+
+
+def pending_count(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM access_requests WHERE status = 'pending'").fetchone()[0]
 
 
 def answered(conn: sqlite3.Connection, since: float, limit: int = 50) -> list[AccessRequest]:
@@ -228,3 +258,43 @@ def require_pending(conn: sqlite3.Connection, request_id: int) -> AccessRequest:
     if request.status != "pending":
         raise RequestError(f"request {request_id} was already {request.status}")
     return request
+
+
+def notify_new(conn: sqlite3.Connection, notify_config, filed: AccessRequest, now: float) -> str:
+    """Queue the parents' notification of a new request, at most NOTIFY_BURST per NOTIFY_WINDOW_S.
+
+    Past that, the requests are summed up in one notification queued for the window's end
+    ("12 more requests"), its count raised by each request held back; the dashboard and
+    /requests show them all meanwhile. Returns "told", "summed" or "quiet" (no channel)."""
+    from filterd.family import notify
+
+    payload = {"request_id": filed.id, "device": filed.device or f"unnamed device {filed.client}",
+               "domain": filed.domain, "reason": filed.reason, "message": filed.message, "asks": filed.asks}
+    with transaction(conn):
+        conn.execute("DELETE FROM notify_marks WHERE key >= 'request-told:' AND key < 'request-told;' AND ts <= ?",
+                     (now - NOTIFY_WINDOW_S,))
+        told = [row[0] for row in conn.execute(
+            "SELECT ts FROM notify_marks WHERE key >= 'request-told:' AND key < 'request-told;' AND ts > ?"
+            " ORDER BY ts", (now - NOTIFY_WINDOW_S,))]
+        if len(told) < NOTIFY_BURST:
+            if not notify.enqueue(conn, notify_config, "access_request", payload, now):
+                return "quiet"
+            conn.execute("INSERT OR REPLACE INTO notify_marks (key, ts) VALUES (?, ?)", (f"request-told:{filed.id}", now))
+            return "told"
+        waiting = conn.execute("SELECT id, payload FROM notifications WHERE event = 'access_request'"
+                               " AND sent IS NULL AND given_up IS NULL AND next_try > ?"
+                               " AND payload LIKE '%\"summary\": true%'", (now,)).fetchall()
+        if waiting:
+            import json
+            for row_id, body in waiting:
+                summary = json.loads(body)
+                summary.update(payload, summary=True, more=int(summary.get("more", 0)) + 1)
+                conn.execute("UPDATE notifications SET payload = ? WHERE id = ?",
+                             (json.dumps(summary, sort_keys=True, default=str), row_id))
+            return "summed"
+        at = max(told[0] + NOTIFY_WINDOW_S, now + 1)
+        if not notify.enqueue(conn, notify_config, "access_request", {**payload, "summary": True, "more": 1}, at):
+            return "quiet"
+        # The summary counts as one of the next window's notifications.
+        conn.execute("INSERT OR REPLACE INTO notify_marks (key, ts) VALUES (?, ?)", (f"request-told:s{filed.id}", at))
+        return "summed"

@@ -49,6 +49,12 @@ def compose(event: str, payload: dict, base: str, tz: ZoneInfo) -> Message:
 
     `base` is the web UI's address the links start with (`notify.public_url`), `tz` the house's.
     """
+    if event == "access_request" and payload.get("summary"):   # the rate limit's summary (access_requests)
+        more = int(payload.get("more") or 0)
+        title = f"{more} more request{'s' if more != 1 else ''} for access"
+        lines = [f"{title} since the last notification; the latest: {payload.get('device')} asks to open "
+                 f"{payload.get('domain')}.", "Open the requests page to answer them (you will be asked to log in)."]
+        return Message(event, title, "\n".join(lines), f"{base}requests", payload, tags="raising_hand")
     if event == "access_request":
         request_id = int(payload.get("request_id") or 0)
         asks = int(payload.get("asks") or 1)

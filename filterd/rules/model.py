@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from filterd.rules.checking import did_you_mean, parse_listen, show
 from filterd.lists.domains import FORMATS as LIST_FORMATS, LIST_ID, normalise_domain
+from filterd.rules import suffixes
 from filterd.lists.index import MAX_LISTS as MAX_INDEX_LISTS
 from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.presets import PRESETS
@@ -38,6 +39,7 @@ class WebConfig:
     hostnames: tuple[str, ...] = ("filter.home",)
     blockpage_https: str = "reset"   # reset: nothing on https_port; ca: the block page over HTTPS (localca)
     https_port: int = 443
+    admin_https: str = "auto"        # auto: admin pages redirect to HTTPS where the HTTPS server runs (not loopback)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ def _domains(check, data: dict, key: str, path: str, patterns: bool = False) -> 
         domain = normalise_domain(text)
         if domain is None:
             check.error(item_path, f'"{text}" is not a domain name')
+        elif suffixes.is_public_suffix(domain):
+            check.error(item_path, suffixes.problem(domain, key))
         else:
             out.append(domain)
     return tuple(dict.fromkeys(out))
@@ -179,7 +183,8 @@ def _names(check, data: dict, key: str, path: str, known: dict | set, what: str)
 
 def _parse_web(data, check) -> WebConfig:
 
-    data = check.mapping(data, "web", {"listen", "address", "address6", "hostnames", "blockpage_https", "https_port"})
+    data = check.mapping(data, "web", {"listen", "address", "address6", "hostnames", "blockpage_https", "https_port",
+                                       "admin_https"})
     host, port = "127.0.0.1", 8080
     if "listen" in data:
         try:
@@ -211,8 +216,13 @@ def _parse_web(data, check) -> WebConfig:
         check.error("web.blockpage_https", f'"{https}" must be reset or ca')
         https = "reset"
     https_port = check.integer(data, "https_port", "web", 443, 1, 65535)
+    admin_https = data.get("admin_https", "auto")
+    admin_https = "off" if admin_https is False else admin_https     # YAML 1.1 reads a bare off as false
+    if admin_https not in ("auto", "off"):
+        check.error("web.admin_https", f'"{admin_https}" must be auto or off')
+        admin_https = "auto"
     return WebConfig(host, port, addresses.get("address"), addresses.get("address6"), tuple(hostnames), https,
-                     https_port)
+                     https_port, admin_https)
 
 
 def _parse_lists(data, check, categories) -> tuple[tuple[ListSource, ...], frozenset[str]]:

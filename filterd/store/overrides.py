@@ -12,6 +12,7 @@ import re
 import sqlite3
 
 from filterd.lists.domains import normalise_domain
+from filterd.rules import suffixes
 from filterd.rules.policy import Override
 from filterd.rules.schedule import window_end
 from filterd.store.state import audit
@@ -101,6 +102,8 @@ def allow(conn, config, name: str, what: str, seconds: float | None, now: float,
             close = difflib.get_close_matches(value, list(config.catalog.services), n=3)
             hint = f" (did you mean {', '.join(close)}?)" if close else " (services: youtube, tiktok, roblox…)"
             raise OverrideError(f'"{what}" is neither a known service{hint} nor a domain name')
+        if suffixes.is_public_suffix(domain):
+            raise OverrideError(suffixes.problem(domain))
         value = domain
     return _insert(conn, "allow", subject_of(config, name), value, seconds, now, source)
 

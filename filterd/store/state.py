@@ -195,9 +195,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE daemon_status ADD COLUMN upstreams INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE daemon_status ADD COLUMN upstreams_failing INTEGER NOT NULL DEFAULT 0;
     """,
-    # daily limits: the minutes each device (or profile) used per limit and day, as a bitmap of
+    # 5: the child on the Wi-Fi (issue #15): an unnamed device's requests known by its MAC where
+    # the ARP table has it (a new IP address does not reset its limits); API tokens with a scope
+    # (read, family, admin) and an optional expiry.
+    """
+    ALTER TABLE access_requests ADD COLUMN mac TEXT;
+    CREATE INDEX access_requests_unnamed ON access_requests (status, created) WHERE device = '';
+    ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE api_tokens ADD COLUMN expires REAL;
+    """,
+    # 6: daily limits: the minutes each device (or profile) used per limit and day, as a bitmap of
     # the day's minutes (workers merge theirs with OR, so none counts a minute twice), and the
-    # minutes parents added for a day
+    # minutes parents added for a day; the config's history (the last versions the web UI wrote)
     """
     CREATE TABLE limit_usage (
         day TEXT NOT NULL,

@@ -186,12 +186,20 @@ def test_browser_runs_with_javascript_off(ui, story):
     story.done.add("browser")
 
 
-def test_first_run_asks_for_a_password_of_ten_characters_then_opens_the_wizard(ui, story):
+def test_first_run_asks_for_a_password_of_ten_characters_then_opens_the_wizard(ui, story, daemon):
     story.needs("browser")
     ui.open("/")
     assert ui.path() == "/setup", "a fresh install sends every page to the setup"
     look(ui, story, "setup")
 
+    # The installer's one-time code, from the file the web UI made at start (journalctl shows it too).
+    setup_code = (daemon.folder / "var" / "setup-code").read_text().strip()
+    ui.fill("#setup_code", "NOT-THE-CODE")
+    ui.fill("#password", PASSWORD)
+    ui.fill("#confirm", PASSWORD)
+    ui.submit(ui.button("Set the password"))
+    assert "That is not the setup code." in ui.text() and ui.path() == "/setup"
+    ui.fill("#setup_code", setup_code)
     ui.fill("#password", "short")
     ui.fill("#confirm", "short")
     # minlength is the browser's first line; the server says the same without it.
@@ -200,10 +208,12 @@ def test_first_run_asks_for_a_password_of_ten_characters_then_opens_the_wizard(u
     assert "Use at least 10 characters." in ui.text()
     look(ui, story, "setup-error")
 
+    ui.fill("#setup_code", setup_code)
     ui.fill("#password", PASSWORD)
     ui.fill("#confirm", PASSWORD)
     ui.submit(ui.button("Set the password"))
     assert ui.path() == "/setup/wizard"
+    assert not (daemon.folder / "var" / "setup-code").exists()
     look(ui, story, "wizard")
     story.done.add("setup")
 
