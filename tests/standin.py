@@ -134,15 +134,26 @@ class StandIn:
                         conn = context.wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError):
                         return
+                write_lock = threading.Lock()
+
+                def answer(data: bytes) -> None:
+                    reply = standin.respond(data)
+                    if reply is not None:
+                        with write_lock:
+                            try:
+                                conn.sendall(struct.pack(">H", len(reply)) + reply)
+                            except OSError:
+                                pass
                 try:
                     while True:
                         head = _recv_exact(conn, 2)
                         if not head:
                             return
                         data = _recv_exact(conn, struct.unpack(">H", head)[0])
-                        answer = standin.respond(data)
-                        if answer is not None:
-                            conn.sendall(struct.pack(">H", len(answer)) + answer)
+                        if standin.delay_s:   # a slow upstream still answers pipelined queries side by side
+                            threading.Thread(target=answer, args=(data,), daemon=True).start()
+                        else:
+                            answer(data)
                 except OSError:
                     return
 

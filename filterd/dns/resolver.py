@@ -76,7 +76,7 @@ class Resolver:
     """Everything one worker needs to answer queries under one config."""
 
     def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
-                 overrides: tuple[Override, ...] = ()):
+                 overrides: tuple[Override, ...] = (), pool: UpstreamPool | None = None):
         dns = config.dns
         self.config = config
         self.policy = policy
@@ -89,7 +89,10 @@ class Resolver:
         self.access_verdicts = self.access.verdicts
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
         self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
-        self.pool = UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
+        self.pool = pool if pool is not None else \
+            UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
+        self.retired = False        # replaced by a reload: close the pool after the last answer
+        self.owns_pool = True
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.pending_by_client: Counter[str] = Counter()
         self.pending = 0
@@ -279,6 +282,8 @@ class Resolver:
                 self.pending_by_client[ip] -= 1
                 if not self.pending_by_client[ip]:
                     del self.pending_by_client[ip]
+                if self.retired and not self.pending:
+                    self.close()
         if entry is None:
             stale = self.cache.get(key)
             if stale is not None and time.monotonic() < stale.stale_until:
@@ -316,8 +321,26 @@ class Resolver:
             self.cache.put(key, entry)
         return entry
 
+    def retire(self, successor: "Resolver") -> None:
+        """A reload replaced this resolver: let the queries it is still waiting on be answered.
+
+        A pool the successor took over stays open. Otherwise it is closed when the last
+        pending query is answered, or after every upstream had its timeout, whichever is first.
+        """
+        self.owns_pool = successor.pool is not self.pool
+        if not self.owns_pool:
+            return
+        self.retired = True
+        if not self.pending:
+            self.close()
+            return
+        pool = self.pool
+        grace_s = pool.timeout_s * max(len(pool.upstreams), 1) + 1.0
+        asyncio.get_running_loop().call_later(grace_s, self.close)
+
     def close(self) -> None:
-        self.pool.close()
+        if self.owns_pool:
+            self.pool.close()
 
 
 def _without_opt(query: wire.Query) -> bytes:

@@ -373,15 +373,18 @@ class Worker:
         except FileNotFoundError:
             return False   # worker 0 compiles it; look again in a second
         old = self.resolver
+        dns = config.dns
+        same_upstreams = old.pool.serves(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
         keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
             config.dns.cache == old.config.dns.cache
-        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
+        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides,
+                                 old.pool if same_upstreams else None)
         self.resolver.neighbours = old.neighbours
         self.resolver.querylog = self.querylog
         self.querylog.configure(config.log)
         self.config = config
         self.lists_signature = sources.current_signature_path(config)
-        old.close()
+        old.retire(self.resolver)   # its queries still waiting upstream are answered, not dropped
         self.last_reload = time.time()
         self.last_error = None
         self._write_status()
