@@ -82,6 +82,7 @@ class TcpConnection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self.outstanding = 0
         self.admitted = False
+        self.eof = False    # the client half-closed: answer what it asked, then close
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -133,12 +134,23 @@ class TcpConnection(asyncio.Protocol):
             self.daemon.spawn(self._later(reply))
 
     async def _later(self, pending) -> None:
+        reply = None
         try:
             reply = await pending
+        except Exception:
+            log.exception("error resolving a TCP query from %s", self.ip)
         finally:
             self.outstanding -= 1
-        if reply is not None:
-            self._send(reply)
+            if reply is not None:
+                self._send(reply)
+            if self.eof and not self.outstanding and self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side: RFC 7766 §6.2.4 wants every answer still owed
+        sent before the connection closes. True keeps the transport open meanwhile."""
+        self.eof = True
+        return self.outstanding > 0
 
     def _send(self, reply: bytes) -> None:
         transport = self.transport

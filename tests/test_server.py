@@ -1,0 +1,135 @@
+"""filterd.dns.server: sockets, connections and reloads, driven through the real daemon.
+
+Each test starts `python -m filterd run` against a stand-in upstream and talks to it over real
+UDP and TCP sockets on 127.0.0.1. Nothing here sleeps a fixed time: it polls with a deadline.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+
+import pytest
+from dnslib import QTYPE, DNSRecord
+
+from conftest import make_query, read_tcp_message, wait_until
+from standin import name_address
+
+NOERROR, SERVFAIL, REFUSED = 0, 2, 5
+
+
+def addresses(reply: DNSRecord) -> list[str]:
+    return [str(rr.rdata) for rr in reply.rr if rr.rtype == QTYPE.A]
+
+
+def answered_correctly(reply: bytes | None, name: str) -> bool:
+    if reply is None:
+        return False
+    parsed = DNSRecord.parse(reply)
+    return parsed.header.rcode == NOERROR and addresses(parsed) == [name_address(name)]
+
+
+class Asker(threading.Thread):
+    """One client asking uncached names over UDP, one at a time, until told to stop; it
+    counts what was answered correctly and what was not (lost, SERVFAIL, wrong address)."""
+
+    def __init__(self, port: int, prefix: str):
+        super().__init__(daemon=True)
+        self.port = port
+        self.prefix = prefix
+        self.stop = threading.Event()
+        self.answered = 0
+        self.unanswered: list[str] = []
+
+    def run(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            n = 0
+            while not self.stop.is_set():
+                name = f"{self.prefix}-{n}.reload.test"
+                n += 1
+                query = make_query(name)
+                sock.sendto(query.pack(), ("127.0.0.1", self.port))
+                reply = None
+                deadline = time.monotonic() + 8.0
+                while reply is None and time.monotonic() < deadline:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.01))
+                    try:
+                        data = sock.recv(65535)
+                    except socket.timeout:
+                        break
+                    if data[:2] == query.pack()[:2]:
+                        reply = data
+                if answered_correctly(reply, name):
+                    self.answered += 1
+                else:
+                    self.unanswered.append(name)
+
+
+def reload_count(daemon) -> int:
+    return daemon.stderr().count("rules reloaded from")
+
+
+@pytest.mark.parametrize("upstream_scheme", ["tcp", "udp"])
+def test_no_query_is_lost_across_reloads_under_load(daemons, standins, upstream_scheme):
+    upstream, port = standins()
+    upstream.delay_s = 0.3   # every uncached name is still waiting upstream when a reload lands
+    url = f"{upstream_scheme}://127.0.0.1:{port}"
+    daemon = daemons([url], upstream_timeout=3.0, extra={"profiles": {"kids": {"block": ["one.test"]}}})
+    askers = [Asker(daemon.port, f"c{i}") for i in range(8)]
+    for asker in askers:
+        asker.start()
+    try:
+        wait_until(lambda: all(a.answered for a in askers), timeout=15, message="every client answered once")
+        changes = [
+            # the rules change (the policy is rebuilt, the upstreams are kept)
+            {"dns": {"upstreams": [url], "upstream_timeout": 3.0}, "profiles": {"kids": {"block": ["two.test"]}}},
+            {"dns": {"upstreams": [url], "upstream_timeout": 3.0}, "profiles": {"kids": {"block": ["three.test"]}}},
+            # the upstream settings change (a new pool; the old one finishes its queries first)
+            {"dns": {"upstreams": [url], "upstream_timeout": 2.5}, "profiles": {"kids": {"block": ["four.test"]}}},
+            {"dns": {"upstreams": [url], "upstream_timeout": 3.0}, "profiles": {"kids": {"block": ["five.test"]}}},
+        ]
+        for number, change in enumerate(changes, 1):
+            config = daemon.config_for(change["dns"], {"profiles": change["profiles"]})
+            daemon.write_config(config)
+            wait_until(lambda: reload_count(daemon) >= number, timeout=15, interval=0.05,
+                       message=f"reload {number}")
+            before = sum(a.answered for a in askers)
+            wait_until(lambda: sum(a.answered for a in askers) >= before + 8, timeout=15,
+                       message="queries answered after the reload")
+    finally:
+        for asker in askers:
+            asker.stop.set()
+        for asker in askers:
+            asker.join(timeout=15)
+
+    lost = [name for asker in askers for name in asker.unanswered]
+    assert reload_count(daemon) >= 4
+    assert sum(a.answered for a in askers) > 40
+    assert lost == []
+
+
+def test_a_tcp_client_that_half_closes_gets_every_answer(daemons, standins):
+    upstream, port = standins()
+    upstream.delay_s = 0.2
+    daemon = daemons([f"udp://127.0.0.1:{port}"])
+    names = [f"half-close-{i}.test" for i in range(5)]
+    queries = []
+    for i, name in enumerate(names):
+        query = make_query(name)
+        query.header.id = 0x2000 + i
+        queries.append(query)
+
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(b"".join(struct.pack(">H", len(q.pack())) + q.pack() for q in queries))
+        sock.shutdown(socket.SHUT_WR)   # RFC 7766 §6.2.4: "no more queries", not "no more answers"
+        replies = [read_tcp_message(sock) for _ in queries]
+        after = read_tcp_message(sock)
+
+    assert all(reply is not None for reply in replies), replies
+    by_id = {DNSRecord.parse(reply).header.id: DNSRecord.parse(reply) for reply in replies}
+    assert sorted(by_id) == [q.header.id for q in queries]
+    for query, name in zip(queries, names):
+        assert addresses(by_id[query.header.id]) == [name_address(name)]
+    assert after is None   # and then the daemon closes its side
