@@ -133,3 +133,66 @@ def test_a_tcp_client_that_half_closes_gets_every_answer(daemons, standins):
     for query, name in zip(queries, names):
         assert addresses(by_id[query.header.id]) == [name_address(name)]
     assert after is None   # and then the daemon closes its side
+
+
+# ---------------------------------------------------------------- the rate limit per transport
+
+
+def test_over_the_rate_limit_tcp_gets_refused_never_silence(daemons, standin):
+    daemon = daemons([f"udp://127.0.0.1:{standin.port}"], rate_limit=10)
+    queries = []
+    for i in range(100):
+        query = make_query(f"tcp-rate-{i}.test")
+        query.header.id = i
+        queries.append(query)
+
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=5) as sock:
+        sock.sendall(b"".join(struct.pack(">H", len(q.pack())) + q.pack() for q in queries))
+        replies = [read_tcp_message(sock) for _ in queries]
+
+    assert all(reply is not None for reply in replies)   # 100 asked, 100 answered
+    parsed = [DNSRecord.parse(reply) for reply in replies]
+    assert sorted(r.header.id for r in parsed) == list(range(100))
+    refused = [r for r in parsed if r.header.rcode == REFUSED]
+    served = [r for r in parsed if r.header.rcode == NOERROR]
+    assert len(refused) + len(served) == 100
+    assert 1 <= len(served) <= 60 and len(refused) >= 40
+    for reply in served:
+        assert addresses(reply) == [name_address(str(reply.q.qname).rstrip("."))]
+
+
+def test_a_browser_opening_a_page_of_150_names_is_not_a_flood_at_the_default_limit(daemons, standin):
+    daemon = daemons([f"udp://127.0.0.1:{standin.port}"])
+    daemon.config["dns"].pop("rate_limit")   # the shipped default (200/s), not the tests' "off"
+    daemon.write_config(daemon.config)
+    daemon.terminate()
+    daemon.start()
+    names = [f"asset{i}.busy-page.test" for i in range(150)]
+    standin.add(*(f"{name}. 300 IN AAAA 2001:db8::1" for name in names))
+    pending: dict[int, tuple[str, str]] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        msg_id = 0
+        for name in names:   # what Chrome asks for each name of a page: A, AAAA and HTTPS
+            for qtype in ("A", "AAAA", "HTTPS"):
+                query = make_query(name, qtype)
+                query.header.id = msg_id
+                pending[msg_id] = (name, qtype)
+                sock.sendto(query.pack(), ("127.0.0.1", daemon.port))
+                msg_id += 1
+        replies = {}
+        deadline = time.monotonic() + 10
+        while len(replies) < len(pending) and time.monotonic() < deadline:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                reply = DNSRecord.parse(sock.recv(65535))
+            except socket.timeout:
+                break
+            replies[reply.header.id] = reply
+
+    assert len(pending) == 450
+    missing = sorted(set(pending) - set(replies))
+    assert missing == []
+    assert not any(r.header.tc for r in replies.values())
+    assert [r.header.rcode for r in replies.values() if r.header.rcode != NOERROR] == []

@@ -12,7 +12,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from filterd.dns import wire
 from filterd.dns.access import AccessList, RateLimiter
@@ -25,6 +25,7 @@ from filterd.dns.upstream import UpstreamError, UpstreamPool
 
 MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
 RECENT_LIMIT = 20_000  # replies remembered per client within one second
+MAX_WAITING_PER_CLIENT = 1000   # queries queued behind one client's max_pending_per_client
 _monotonic = time.monotonic
 _time = time.time
 
@@ -95,6 +96,7 @@ class Resolver:
         self.owns_pool = True
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.pending_by_client: Counter[str] = Counter()
+        self.slot_waiters: dict[str, deque] = {}   # queries queued behind a client's pending cap
         self.pending = 0
         self.counters: Counter[str] = Counter()
 
@@ -112,7 +114,7 @@ class Resolver:
             return _refused(data)
         now = _monotonic()
         if self.limiter is not None and not self.limiter.allow(ip, now):
-            return None
+            return self.rate_limited(data, ip, limit)
         client = self.clients.get(ip)
         udp = not limit
         if udp and client is not None:
@@ -171,6 +173,21 @@ class Resolver:
         if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
             client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
         return reply
+
+    def rate_limited(self, data: bytes, ip: str, limit: int) -> bytes | None:
+        """A query over its client's rate: REFUSED over TCP (a stream's client must not wait
+        for an answer that never comes), over UDP dropped, or every `slip`-th one truncated."""
+        if limit:
+            self.counters["rate_refused"] += 1
+            return _refused(data)
+        if not self.limiter.slips(ip):
+            self.counters["rate_dropped"] += 1
+            return None
+        self.counters["rate_slipped"] += 1
+        try:
+            return wire.truncated_reply(wire.parse_query(data))
+        except wire.WireError:
+            return None
 
     # ------------------------------------------------ policy
 
@@ -255,12 +272,20 @@ class Resolver:
         """The reply, and the decision it carries out (a CNAME to a blocked name changes it)."""
         key = key or query.key
         target = decision.target if decision.action == REWRITE else None
-        waiting = self.inflight.get(key)
-        if waiting is not None:
-            entry = await asyncio.shield(waiting)
-        else:
-            if self.pending >= self.config.dns.max_pending or \
-                    self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
+        deadline = time.monotonic() + self.pool.timeout_s
+        while True:
+            waiting = self.inflight.get(key)
+            if waiting is not None:
+                entry = await asyncio.shield(waiting)
+                break
+            if self.pending >= self.config.dns.max_pending:
+                self.counters["overloaded"] += 1
+                return wire.error_reply(query, wire.SERVFAIL), decision
+            if self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
+                # A browser opening a busy page asks hundreds of names at once: queue them
+                # for a while rather than fail them; only a client that stays over is told SERVFAIL.
+                if await self._wait_for_slot(ip, deadline):
+                    continue
                 self.counters["overloaded"] += 1
                 return wire.error_reply(query, wire.SERVFAIL), decision
             future = asyncio.get_running_loop().create_future()
@@ -282,8 +307,10 @@ class Resolver:
                 self.pending_by_client[ip] -= 1
                 if not self.pending_by_client[ip]:
                     del self.pending_by_client[ip]
+                self._free_slot(ip)
                 if self.retired and not self.pending:
                     self.close()
+            break
         if entry is None:
             stale = self.cache.get(key)
             if stale is not None and time.monotonic() < stale.stale_until:
@@ -295,6 +322,34 @@ class Resolver:
             if cloaked is not None:
                 return cloaked
         return entry.reply(query, time.monotonic(), limit), decision
+
+    async def _wait_for_slot(self, ip: str, deadline: float) -> bool:
+        """Wait until one of the client's queries upstream is answered; False at the deadline
+        or when too many of its queries already wait (a flood, not a page)."""
+        waiters = self.slot_waiters.setdefault(ip, deque())
+        left = deadline - time.monotonic()
+        if len(waiters) >= MAX_WAITING_PER_CLIENT or left <= 0:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        try:
+            await asyncio.wait_for(future, left)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters and self.slot_waiters.get(ip) is waiters:
+                del self.slot_waiters[ip]
+
+    def _free_slot(self, ip: str) -> None:
+        waiters = self.slot_waiters.get(ip)
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
 
     async def _fetch(self, query: wire.Query, target: str | None, key: bytes) -> CachedAnswer | None:
         """One upstream exchange → a cache entry (stored when cacheable), None if all failed.
