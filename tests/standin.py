@@ -36,6 +36,9 @@ class StandIn:
         self.nxdomain: set[str] = set()
         self.questions: Counter[tuple[str, str]] = Counter()
         self.delay_s = 0.0
+        self.authoritative = False  # set AA in every answer, as an authoritative server would
+        # (name, qtype) → records appended to that question's answer that do not belong to it
+        self.junk: dict[tuple[str, str], list[RR]] = {}
         self.lock = threading.Lock()
         self._servers: list = []
         self._threads: list[threading.Thread] = []
@@ -65,6 +68,9 @@ class StandIn:
         if self.mode == "drop":
             return None
         reply = request.reply()
+        reply.header.aa = int(self.authoritative)
+        for rr in self.junk.get((name, qtype), []):
+            reply.add_answer(rr)
         if self.mode == "servfail":
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()

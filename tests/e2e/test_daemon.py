@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSRecord
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSRecord
 
 from conftest import exchange, make_query, read_tcp_message, wait_seconds, wait_until
 from standin import StandIn, free_port, name_address
@@ -571,6 +571,7 @@ def test_servfail_when_every_upstream_is_dead_and_nothing_is_cached(daemons, clo
 def stale_answers(module_daemons, module_standins):
     """(fresh, stale) replies: asked once, upstream stopped, asked again after expiry."""
     upstream, port = module_standins()
+    upstream.authoritative = True
     daemon = module_daemons([udp_upstream(port)], upstream_timeout=0.3, cache={"max_ttl": 1})
     fresh = daemon.ask("stale.test")
     upstream.stop()
@@ -591,6 +592,59 @@ def test_stale_answer_has_ttl_30(stale_answers):
     _, stale = stale_answers
 
     assert [rr.ttl for rr in stale.rr] == [30]
+
+
+def test_a_stale_answer_does_not_claim_authority(stale_answers):
+    fresh, stale = stale_answers
+
+    assert fresh.header.aa == 0 and stale.header.aa == 0
+
+
+# ---------------------------------------------------------------- what an upstream answer may say
+
+
+@pytest.fixture
+def lying_upstream(standins, daemons):
+    """(stand-in, daemon): a stand-in of the test's own, authoritative (AA set), and a daemon."""
+    upstream, port = standins()
+    upstream.authoritative = True
+    return upstream, daemons([udp_upstream(port)])
+
+
+def test_forwarded_and_cached_answers_clear_the_aa_bit(lying_upstream):
+    upstream, daemon = lying_upstream
+    forwarded = daemon.ask("authority.test")
+    cached = daemon.ask("authority.test", tcp=True)
+
+    assert upstream.count("authority.test") == 1
+    assert forwarded.header.aa == 0 and cached.header.aa == 0
+    assert addresses(forwarded) == addresses(cached) == [name_address("authority.test")]
+
+
+def test_a_record_for_another_name_is_neither_served_nor_cached(lying_upstream):
+    upstream, daemon = lying_upstream
+    upstream.junk[("x.example.net", "A")] = RR.fromZone("evil.example. 300 IN A 6.6.6.6")
+
+    first = daemon.ask("x.example.net")
+    evil = daemon.ask("evil.example")
+    again = daemon.ask("x.example.net")
+
+    assert [str(rr.rname) for rr in first.rr] == ["x.example.net."] == [str(rr.rname) for rr in again.rr]
+    assert addresses(first) == [name_address("x.example.net")]
+    assert addresses(evil) == [name_address("evil.example")] and upstream.count("evil.example") == 1
+    assert upstream.count("x.example.net") == 1   # the clean answer was cached
+
+
+def test_an_answer_of_another_type_alone_is_a_servfail_and_is_not_cached(lying_upstream):
+    upstream, daemon = lying_upstream
+    upstream.records[("txt-for-a.test", "A")] = RR.fromZone('txt-for-a.test. 300 IN TXT "not an address"')
+
+    first = daemon.ask("txt-for-a.test")
+    second = daemon.ask("txt-for-a.test")
+
+    assert first.header.rcode == second.header.rcode == SERVFAIL
+    assert first.rr == [] and second.rr == []
+    assert upstream.count("txt-for-a.test") == 2
 
 
 class NotImplementedStandIn(StandIn):
