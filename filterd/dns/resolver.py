@@ -77,15 +77,16 @@ class Resolver:
     """Everything one worker needs to answer queries under one config."""
 
     def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
-                 overrides: tuple[Override, ...] = (), pool: UpstreamPool | None = None):
+                 overrides: tuple[Override, ...] = (), pool: UpstreamPool | None = None,
+                 neighbours: dict[str, str] | None = None, querylog=None):
         dns = config.dns
         self.config = config
         self.policy = policy
         self.overrides = overrides
         self.client_map = ClientMap(config.rules)
         self.clients: dict[str, Client] = {}
-        self.neighbours: dict[str, str] = {}
-        self.querylog = None        # querylog.QueryLog, set by the worker
+        self.neighbours: dict[str, str] = neighbours or {}
+        self.querylog = querylog    # store.log_writer.QueryLog, or None: nothing is logged
         self.access = AccessList(dns.allow_networks)
         self.access_verdicts = self.access.verdicts
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
@@ -124,9 +125,7 @@ class Resolver:
             if client.recent_second == second:
                 hit = client.recent.get(data[2:])
                 if hit is not None:
-                    if self.querylog is not None and client.log_mode != "off":
-                        self.querylog.record((_time(), ip, client.device, client.profile, hit[1], hit[2],
-                                              hit[3], hit[0][1] & 0x0F, None, client.log_mode))
+                    self.log_answer(client, _time(), hit[1], hit[2], hit[3], hit[0][1] & 0x0F)
                     return data[:2] + hit[0]
             else:
                 client.recent.clear()
@@ -160,16 +159,8 @@ class Resolver:
             entry = self.cache.get(query.key)
             if entry is None or now >= entry.expires:
                 return self.resolve(query, client, wall, limit, decision)
-            reply = None
-            if entry.cnames and decision.rule == "default":
-                cloaked = self.cname_verdict(client, entry.cnames, query, wall)
-                if cloaked is not None:
-                    reply, decision = cloaked
-            if reply is None:
-                reply = entry.reply(query, now, limit)
-        if self.querylog is not None and client.log_mode != "off":
-            self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, None, client.log_mode))
+            reply, decision = self.serve_entry(entry, query, client, decision, wall, now, limit)
+        self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
             client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
         return reply
@@ -188,6 +179,32 @@ class Resolver:
             return wire.truncated_reply(wire.parse_query(data))
         except wire.WireError:
             return None
+
+    def log_answer(self, client: Client, wall: float, key: bytes, qtype: int, decision: Decision,
+                   rcode: int, latency_ms: float | None = None) -> None:
+        """Queue one answered query for the log (the one place its record is built)."""
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, client.ip, client.device, client.profile, key, qtype, decision,
+                                  rcode, latency_ms, client.log_mode))
+
+    # ------------------------------------------------ what the worker tells it
+
+    def new_neighbours(self, neighbours: dict[str, str]) -> None:
+        """The ARP table changed (IP → MAC): devices are identified afresh."""
+        if neighbours != self.neighbours:
+            self.neighbours = neighbours
+            self.clients.clear()
+
+    def new_overrides(self, overrides: tuple[Override, ...]) -> None:
+        """Pauses and temporary allows changed in the state DB: they apply from the next query."""
+        if overrides != self.overrides:
+            self.overrides = overrides
+            self.rules_changed()
+
+    def rules_changed(self) -> None:
+        """Forget every remembered decision and reply, so none outlives the rules it came from."""
+        for client in self.clients.values():
+            client.forget()
 
     # ------------------------------------------------ policy
 
@@ -209,16 +226,23 @@ class Resolver:
         decision = self.decide_name(client, query.name, query.qtype, wall)
         if decision.action in (ALLOW, REWRITE):
             verdict = Verdict(decision, None, None, query.qend)
-        else:
-            plain_query = wire.parse_query(_without_opt(query))
-            opt_query = wire.parse_query(_with_opt(query))
+        else:   # both variants of the reply, for clients with and without EDNS
             web, mode = self.config.rules.web, self.config.dns.block_mode
-            verdict = Verdict(decision, decision_reply(plain_query, decision, mode, web),
-                              decision_reply(opt_query, decision, mode, web), query.qend)
+            verdict = Verdict(decision, decision_reply(query.variant(False), decision, mode, web),
+                              decision_reply(query.variant(True), decision, mode, web), query.qend)
         if len(client.memo) > MEMO_LIMIT:
             client.memo.clear()
         client.memo[query.key] = verdict
         return verdict
+
+    def serve_entry(self, entry: CachedAnswer, query: wire.Query, client: Client, decision: Decision,
+                    wall: float, now: float, limit: int) -> tuple[bytes, Decision]:
+        """A cached or fresh answer for `query`, unless its CNAME chain leads to a blocked name."""
+        if entry.cnames and decision.rule == "default":
+            cloaked = self.cname_verdict(client, entry.cnames, query, wall)
+            if cloaked is not None:
+                return cloaked
+        return entry.reply(query, now, limit), decision
 
     def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
                       wall: float) -> tuple[bytes, Decision] | None:
@@ -249,9 +273,7 @@ class Resolver:
         if entry is None or now >= entry.expires:
             return self.resolve(query, client, wall, limit, decision, key=key)
         reply = entry.reply(query, now, limit)
-        if self.querylog is not None and client.log_mode != "off":
-            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         return reply
 
     # ------------------------------------------------ upstream
@@ -261,10 +283,9 @@ class Resolver:
         """The slow path: ask upstream once for all identical queries in flight, then log."""
         started = time.monotonic()
         reply, decision = await self._resolve(query, client.ip, limit, client, decision, key)
-        if self.querylog is not None and client.log_mode != "off" and reply is not None:
-            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, round((time.monotonic() - started) * 1000, 2),
-                                  client.log_mode))
+        if reply is not None:
+            self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F,
+                            round((time.monotonic() - started) * 1000, 2))
         return reply
 
     async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
@@ -317,11 +338,7 @@ class Resolver:
                 self.counters["stale"] += 1
                 return stale.stale_reply(query, limit), decision
             return wire.error_reply(query, wire.SERVFAIL), decision
-        if decision.rule == "default" and entry.cnames:
-            cloaked = self.cname_verdict(client, entry.cnames, query, time.time())
-            if cloaked is not None:
-                return cloaked
-        return entry.reply(query, time.monotonic(), limit), decision
+        return self.serve_entry(entry, query, client, decision, time.time(), time.monotonic(), limit)
 
     async def _wait_for_slot(self, ip: str, deadline: float) -> bool:
         """Wait until one of the client's queries upstream is answered; False at the deadline
@@ -402,15 +419,6 @@ class Resolver:
     def close(self) -> None:
         if self.owns_pool:
             self.pool.close()
-
-
-def _without_opt(query: wire.Query) -> bytes:
-    """The query's header and question alone (to build the reply variant without OPT)."""
-    return query.data[:6] + b"\0\0\0\0\0\0" + query.data[12:query.qend]
-
-
-def _with_opt(query: wire.Query) -> bytes:
-    return query.data[:6] + b"\0\0\0\0\0\1" + query.data[12:query.qend] + wire.opt_record(query.do)
 
 
 def _refused(data: bytes) -> bytes | None:

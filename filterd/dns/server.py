@@ -214,12 +214,12 @@ class Worker:
         self.config = config
         self.index = index
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
-        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
+        self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
+        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0),
+                                 querylog=self.querylog)
         self.lists_signature = sources.current_signature_path(config)
         self.db = state.connect(state.db_path(config.data_dir))
         self.db_version = None
-        self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
-        self.resolver.querylog = self.querylog
         self.started = time.time()
         self.last_reload: float | None = None
         self.last_error: str | None = None
@@ -328,10 +328,7 @@ class Worker:
         except Exception as exc:  # a locked or damaged DB must not stop DNS
             log.warning("cannot read overrides from the state DB: %s", exc)
             return
-        if active != self.resolver.overrides:
-            self.resolver.overrides = active
-            for client in self.resolver.clients.values():
-                client.forget()
+        self.resolver.new_overrides(active)
 
     def _write_status(self) -> None:
         try:
@@ -355,10 +352,8 @@ class Worker:
 
     def _refresh_neighbours(self) -> None:
         neighbours = read_neighbours()
-        if neighbours != self.resolver.neighbours:
-            self.resolver.neighbours = neighbours
-            self.querylog.neighbours = neighbours
-            self.resolver.clients.clear()
+        self.resolver.new_neighbours(neighbours)
+        self.querylog.neighbours = neighbours
 
     async def reload(self, config: Config | None = None) -> bool:
         """Swap in a Resolver for the changed file or lists; keep the old one if the file is bad.
@@ -390,9 +385,7 @@ class Worker:
         keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
             config.dns.cache == old.config.dns.cache
         self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides,
-                                 old.pool if same_upstreams else None)
-        self.resolver.neighbours = old.neighbours
-        self.resolver.querylog = self.querylog
+                                 old.pool if same_upstreams else None, old.neighbours, self.querylog)
         self.querylog.configure(config.log)
         self.config = config
         self.lists_signature = sources.current_signature_path(config)
