@@ -196,3 +196,94 @@ def test_a_browser_opening_a_page_of_150_names_is_not_a_flood_at_the_default_lim
     assert missing == []
     assert not any(r.header.tc for r in replies.values())
     assert [r.header.rcode for r in replies.values() if r.header.rcode != NOERROR] == []
+
+
+# ---------------------------------------------------------------- the status row and the state DB
+
+
+def status_rows(daemon, columns: str = "pid, worker") -> list[tuple]:
+    from filterd.store import state
+    path = state.db_path(daemon.folder / "var")
+    try:
+        conn = state.connect(path, readonly=True)
+    except Exception:   # gone, or not there yet
+        return []
+    try:
+        return conn.execute(f"SELECT {columns} FROM daemon_status ORDER BY worker").fetchall()
+    except Exception:   # created, not yet migrated
+        return []
+    finally:
+        conn.close()
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    import os
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == supervisor:
+                        pids.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return pids
+
+
+def test_a_killed_workers_status_row_does_not_stand_beside_its_replacement(daemons, standin):
+    import os
+    import signal
+    daemon = daemons([f"udp://127.0.0.1:{standin.port}"], workers=2)
+    first = wait_until(lambda: len(worker_pids(daemon.process.pid)) == 2 and worker_pids(daemon.process.pid),
+                       message="two workers")
+    wait_until(lambda: {pid for pid, _ in status_rows(daemon)} == first, timeout=15,
+               message="both workers' status rows")
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+
+    def replaced() -> set[int] | None:
+        live = worker_pids(daemon.process.pid)
+        return live if len(live) == 2 and victim not in live else None
+    live = wait_until(replaced, timeout=10, message="the supervisor to restart the worker")
+    wait_until(lambda: {pid for pid, _ in status_rows(daemon)} == live, timeout=15, interval=0.1,
+               message="the dead worker's row to be replaced by the new worker's")
+    assert sorted(worker for _, worker in status_rows(daemon)) == [0, 1]
+
+
+def test_the_query_log_health_is_in_the_status_row(daemons, standin):
+    daemon = daemons([f"udp://127.0.0.1:{standin.port}"])
+    for i in range(3):
+        daemon.ask(f"health-{i}.test")
+    columns = ("log_written, log_dropped, log_dropped_queue_full, log_write_failures, log_disk_full,"
+               " log_last_error, db_reopened, clock_doubtful, retention_skipped")
+    row = wait_until(lambda: [r for r in status_rows(daemon, columns) if r[0] >= 3], timeout=15, interval=0.1,
+                     message="the status row to count the written rows")[0]
+    assert row[1:] == (0, 0, 0, 0, None, 0, 0, 0)
+
+
+def test_a_state_db_deleted_while_running_is_made_again_and_said_once(daemons, standin):
+    from pathlib import Path
+    from filterd.store import state
+    daemon = daemons([f"udp://127.0.0.1:{standin.port}"])
+    path = state.db_path(daemon.folder / "var")
+    daemon.ask("before-delete.test")
+    wait_until(lambda: status_rows(daemon), timeout=15, message="the first status row")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def logged_in_the_new_file() -> bool:
+        daemon.ask("after-delete.test")
+        try:
+            conn = state.connect(path, readonly=True)
+        except Exception:   # not there yet
+            return False
+        try:
+            return bool(conn.execute("SELECT 1 FROM queries WHERE name = 'after-delete.test'").fetchone())
+        except Exception:
+            return False
+        finally:
+            conn.close()
+    wait_until(logged_in_the_new_file, timeout=15, interval=0.2, message="the query log in a new state DB")
+    wait_until(lambda: status_rows(daemon, "db_reopened") and status_rows(daemon, "db_reopened")[0][0] >= 1,
+               timeout=15, interval=0.1, message="the status row to count the reopening")
+    assert daemon.stderr().count("was deleted or replaced while running") == 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from filterd.lists import sources
 from filterd.store import overrides, state
 from filterd.dns import sdnotify
-from filterd.store.log_writer import QueryLog
+from filterd.store.log_writer import CLOCK_FLOOR, QueryLog, is_disk_full
 from filterd.dns.clients import read_neighbours
 from filterd.rules.config import Config, ConfigError, Listen, load_config
 from filterd.rules.policy import Policy
@@ -218,8 +218,10 @@ class Worker:
         self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0),
                                  querylog=self.querylog)
         self.lists_signature = sources.current_signature_path(config)
-        self.db = state.connect(state.db_path(config.data_dir))
+        self.state_db = state.Reopening(state.db_path(config.data_dir))
         self.db_version = None
+        self.status_failures = 0    # status rows that could not be written (counted in the next one)
+        self.status_failing = False
         self.started = time.time()
         self.last_reload: float | None = None
         self.last_error: str | None = None
@@ -289,7 +291,24 @@ class Worker:
             self.db.execute("DELETE FROM daemon_status WHERE pid = ?", (os.getpid(),))
         except Exception:
             pass
-        self.db.close()
+        self.state_db.close()
+
+    @property
+    def db(self):
+        return self.state_db.conn
+
+    def _follow_the_state_db(self) -> None:
+        """The state DB was deleted or replaced while we run: open the new one (created and
+        migrated), say so once, and read the overrides afresh."""
+        try:
+            if not self.state_db.check():
+                return
+        except state.StateError as exc:
+            log.warning("the state DB %s is gone and cannot be made again: %s", self.state_db.path, exc)
+            return
+        self.db_version = None
+        (log.warning if self.index == 0 else log.debug)(
+            "the state DB %s was deleted or replaced while running: opened a new one", self.state_db.path)
 
     async def _watch_config(self) -> None:
         """Once a second: a changed config or changed list files → a new policy, off the hot path."""
@@ -299,6 +318,7 @@ class Worker:
         while True:
             await asyncio.sleep(1.0)
             ticks += 1
+            self._follow_the_state_db()
             if ticks % 5 == 1:
                 self._refresh_neighbours()
                 self._write_status()
@@ -331,24 +351,54 @@ class Worker:
         self.resolver.new_overrides(active)
 
     def _write_status(self) -> None:
+        """This worker's row in daemon_status, for the dashboard and the alerts.
+
+        A row left by a worker that was killed (kill -9, OOM) is removed by the worker that
+        took its place, so a dead worker never stands beside the live one."""
+        querylog = self.querylog
         try:
             mtime = os.stat(self.config.path).st_mtime if self.config.path else None
             upstreams = self.resolver.pool.upstreams
             # Failing = several failures in a row with no success since: an idle night does not
             # make an outage look over, and one lost packet does not make one.
             failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
-            self.db.execute(
-                "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
-                " log_dropped, upstreams, upstreams_failing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (pid) DO UPDATE SET"
-                " updated = excluded.updated, config_mtime = excluded.config_mtime,"
-                " last_reload = excluded.last_reload, last_error = excluded.last_error,"
-                " log_dropped = excluded.log_dropped, upstreams = excluded.upstreams,"
-                " upstreams_failing = excluded.upstreams_failing",
-                (os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
-                 self.querylog.dropped, len(upstreams), failing))
+            now = time.time()
+            with state.transaction(self.db):
+                self.db.execute("DELETE FROM daemon_status WHERE pid != ? AND (worker = ? OR worker >= ?)",
+                                (os.getpid(), self.index, self.config.dns.workers))
+                self.db.execute(
+                    "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
+                    " log_dropped, upstreams, upstreams_failing, log_written, log_dropped_queue_full,"
+                    " log_write_failures, log_disk_full, log_last_error, log_last_error_at, db_reopened,"
+                    " clock_doubtful, retention_skipped)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (pid) DO UPDATE SET"
+                    " updated = excluded.updated, config_mtime = excluded.config_mtime,"
+                    " last_reload = excluded.last_reload, last_error = excluded.last_error,"
+                    " log_dropped = excluded.log_dropped, upstreams = excluded.upstreams,"
+                    " upstreams_failing = excluded.upstreams_failing, log_written = excluded.log_written,"
+                    " log_dropped_queue_full = excluded.log_dropped_queue_full,"
+                    " log_write_failures = excluded.log_write_failures, log_disk_full = excluded.log_disk_full,"
+                    " log_last_error = excluded.log_last_error, log_last_error_at = excluded.log_last_error_at,"
+                    " db_reopened = excluded.db_reopened, clock_doubtful = excluded.clock_doubtful,"
+                    " retention_skipped = excluded.retention_skipped",
+                    (os.getpid(), self.index, self.started, now, mtime, self.last_reload, self.last_error,
+                     querylog.dropped, len(upstreams), failing, querylog.written, querylog.dropped_queue_full,
+                     querylog.write_failures + self.status_failures,
+                     querylog.disk_full, querylog.last_error, querylog.last_error_at,
+                     self.state_db.reopened + querylog.reopened, int(now < CLOCK_FLOOR),
+                     querylog.retention_skipped))
         except Exception as exc:
-            log.debug("cannot write the daemon status: %s", exc)
+            # A full disk stops this row too: count it, warn once, the log's counters keep it.
+            self.status_failures += 1
+            if is_disk_full(exc):
+                querylog.disk_full += 1
+            (log.debug if self.status_failing else log.warning)("cannot write the daemon status: %s", exc)
+            self.status_failing = True
+        else:
+            if self.status_failing:
+                log.warning("the daemon status is written again")
+            self.status_failing = False
 
     def _refresh_neighbours(self) -> None:
         neighbours = read_neighbours()
