@@ -159,6 +159,9 @@ def test_over_the_rate_limit_tcp_gets_refused_never_silence(daemons, standin):
     assert 1 <= len(served) <= 60 and len(refused) >= 40
     for reply in served:
         assert addresses(reply) == [name_address(str(reply.q.qname).rstrip("."))]
+    # and the parents can see it: the status row counts what the limit turned away
+    wait_until(lambda: status_rows(daemon, "rate_limited") and status_rows(daemon, "rate_limited")[0][0] >= 40,
+               timeout=15, interval=0.1, message="the status row to count the refused queries")
 
 
 def test_a_browser_opening_a_page_of_150_names_is_not_a_flood_at_the_default_limit(daemons, standin):
@@ -255,10 +258,10 @@ def test_the_query_log_health_is_in_the_status_row(daemons, standin):
     for i in range(3):
         daemon.ask(f"health-{i}.test")
     columns = ("log_written, log_dropped, log_dropped_queue_full, log_write_failures, log_disk_full,"
-               " log_last_error, db_reopened, clock_doubtful, retention_skipped")
+               " log_last_error, db_reopened, clock_doubtful, retention_skipped, rate_limited, answers_scrubbed")
     row = wait_until(lambda: [r for r in status_rows(daemon, columns) if r[0] >= 3], timeout=15, interval=0.1,
                      message="the status row to count the written rows")[0]
-    assert row[1:] == (0, 0, 0, 0, None, 0, 0, 0)
+    assert row[1:] == (0, 0, 0, 0, None, 0, 0, 0, 0, 0)
 
 
 def test_a_state_db_deleted_while_running_is_made_again_and_said_once(daemons, standin):

@@ -387,11 +387,12 @@ class Resolver:
         except (UpstreamError, wire.WireError) as exc:
             self.counters["upstream_failed"] += 1
             if isinstance(exc, wire.WireError):
-                self.counters["upstream_malformed" if exc.rcode == wire.FORMERR else "upstream_irrelevant"] += 1
+                self.counters["upstream_malformed" if exc.rcode == wire.FORMERR else "scrubbed_answers"] += 1
             log.info("no upstream answered %s: %s", query.name, exc)
             return None
         self.counters["upstream"] += 1
         if entry.dropped:
+            self.counters["scrubbed_answers"] += 1
             self.counters["scrubbed_records"] += len(entry.dropped)
             log.info("answer for %s: dropped %d records not about the question: %s", query.name,
                      len(entry.dropped), ", ".join(entry.dropped[:5]))

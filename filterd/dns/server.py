@@ -356,6 +356,7 @@ class Worker:
         A row left by a worker that was killed (kill -9, OOM) is removed by the worker that
         took its place, so a dead worker never stands beside the live one."""
         querylog = self.querylog
+        counters = self.resolver.counters
         try:
             mtime = os.stat(self.config.path).st_mtime if self.config.path else None
             upstreams = self.resolver.pool.upstreams
@@ -370,8 +371,8 @@ class Worker:
                     "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
                     " log_dropped, upstreams, upstreams_failing, log_written, log_dropped_queue_full,"
                     " log_write_failures, log_disk_full, log_last_error, log_last_error_at, db_reopened,"
-                    " clock_doubtful, retention_skipped)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " clock_doubtful, retention_skipped, rate_limited, answers_scrubbed)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (pid) DO UPDATE SET"
                     " updated = excluded.updated, config_mtime = excluded.config_mtime,"
                     " last_reload = excluded.last_reload, last_error = excluded.last_error,"
@@ -381,13 +382,16 @@ class Worker:
                     " log_write_failures = excluded.log_write_failures, log_disk_full = excluded.log_disk_full,"
                     " log_last_error = excluded.log_last_error, log_last_error_at = excluded.log_last_error_at,"
                     " db_reopened = excluded.db_reopened, clock_doubtful = excluded.clock_doubtful,"
-                    " retention_skipped = excluded.retention_skipped",
+                    " retention_skipped = excluded.retention_skipped, rate_limited = excluded.rate_limited,"
+                    " answers_scrubbed = excluded.answers_scrubbed",
                     (os.getpid(), self.index, self.started, now, mtime, self.last_reload, self.last_error,
                      querylog.dropped, len(upstreams), failing, querylog.written, querylog.dropped_queue_full,
                      querylog.write_failures + self.status_failures,
                      querylog.disk_full, querylog.last_error, querylog.last_error_at,
                      self.state_db.reopened + querylog.reopened, int(now < CLOCK_FLOOR),
-                     querylog.retention_skipped))
+                     querylog.retention_skipped,
+                     counters["rate_refused"] + counters["rate_dropped"] + counters["rate_slipped"],
+                     counters["scrubbed_answers"]))
         except Exception as exc:
             # A full disk stops this row too: count it, warn once, the log's counters keep it.
             self.status_failures += 1
@@ -436,6 +440,7 @@ class Worker:
             config.dns.cache == old.config.dns.cache
         self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides,
                                  old.pool if same_upstreams else None, old.neighbours, self.querylog)
+        self.resolver.counters = old.counters   # what the status row shows counts on across reloads
         self.querylog.configure(config.log)
         self.config = config
         self.lists_signature = sources.current_signature_path(config)

@@ -197,6 +197,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE daemon_status ADD COLUMN upstreams_failing INTEGER NOT NULL DEFAULT 0;
     """,
     # the query log's health, per worker, for the dashboard (log_dropped stays the total lost);
+    # queries over the rate limit and upstream records dropped as not about the question;
     # rows logged while the clock read before filterd was written are marked, not trusted
     """
     ALTER TABLE daemon_status ADD COLUMN log_written INTEGER NOT NULL DEFAULT 0;
@@ -208,6 +209,8 @@ MIGRATIONS: list[str] = [
     ALTER TABLE daemon_status ADD COLUMN db_reopened INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE daemon_status ADD COLUMN clock_doubtful INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE daemon_status ADD COLUMN retention_skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN answers_scrubbed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE queries ADD COLUMN clock_doubtful INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX queries_clock_doubtful ON queries (id) WHERE clock_doubtful = 1;
     """,
