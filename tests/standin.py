@@ -17,7 +17,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 
 def name_address(name: str) -> str:
@@ -92,8 +92,8 @@ class StandIn:
                     reply.add_answer(rr)
                 return reply.pack()
         if answers is None:
-            if qtype == "A" and not name.startswith("nodata."):
-                answers = RR.fromZone(f"{name}. {self.ttl} IN A {name_address(name)}")
+            if qtype == "A" and not name.startswith("nodata."):   # any name, even one no zone file can spell
+                answers = [RR(q.qname, QTYPE.A, ttl=self.ttl, rdata=A(name_address(name)))]
             else:
                 reply.add_auth(*RR.fromZone(f"test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 {min(self.ttl, 120)}"))
                 answers = []
