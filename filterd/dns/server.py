@@ -213,6 +213,7 @@ class Worker:
     def __init__(self, config: Config, index: int = 0, policy: Policy | None = None):
         self.config = config
         self.index = index
+        self.workers = config.dns.workers   # as started: a changed count waits for a restart
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
         self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
         self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0),
@@ -366,7 +367,7 @@ class Worker:
             now = time.time()
             with state.transaction(self.db):
                 self.db.execute("DELETE FROM daemon_status WHERE pid != ? AND (worker = ? OR worker >= ?)",
-                                (os.getpid(), self.index, self.config.dns.workers))
+                                (os.getpid(), self.index, self.workers))
                 self.db.execute(
                     "INSERT INTO daemon_status (pid, worker, started, updated, config_mtime, last_reload, last_error,"
                     " log_dropped, upstreams, upstreams_failing, log_written, log_dropped_queue_full,"
