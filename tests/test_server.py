@@ -98,6 +98,21 @@ def test_no_query_is_lost_across_reloads_under_load(daemons, standins, upstream_
             before = sum(a.answered for a in askers)
             wait_until(lambda: sum(a.answered for a in askers) >= before + 8, timeout=15,
                        message="queries answered after the reload")
+        # and the overrides change: a parent pauses and resumes the kids' profile
+        from filterd.rules.config import load_config
+        from filterd.store import overrides, state
+        config = load_config(daemon.config_path)
+        conn = state.connect(state.db_path(daemon.folder / "var"))
+        try:
+            for change in (overrides.pause, overrides.resume):
+                args = (3600,) if change is overrides.pause else ()
+                with state.transaction(conn):
+                    change(conn, config, "kids", *args, time.time())
+                before = sum(a.answered for a in askers)
+                wait_until(lambda: sum(a.answered for a in askers) >= before + 8, timeout=15,
+                           message="queries answered after the override changed")
+        finally:
+            conn.close()
     finally:
         for asker in askers:
             asker.stop.set()
