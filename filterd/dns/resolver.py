@@ -1,10 +1,14 @@
 """One query's way through the daemon, as a plain sequence of steps.
 
-access check → rate limit → parse (errors answered here) → client → policy (memoised) → the
-daemon's own answer (block, filter host, ANY) or SafeSearch rewrite, or cache → upstream
-(coalesced, stale on failure) → CNAME targets checked → query log.
-`Resolver.answer` returns the reply bytes at once when it can (the hot path: no task, no
-await), None to drop, or a coroutine for the slow path.
+access check → rate limit (over it: REFUSED on TCP, dropped or truncated on UDP) → parse
+(errors answered here) → client → policy (memoised) → the daemon's own answer (block, filter
+host, ANY) or SafeSearch rewrite, or cache → upstream (coalesced, queued behind a client's
+pending cap, the answer scrubbed to its question, stale on failure) → CNAME targets checked →
+query log. `Resolver.answer` returns the reply bytes at once when it can (the hot path: no
+task, no await), None to drop, or a coroutine for the slow path.
+
+A reload makes a new Resolver; the old one is `retire`d, not closed: the queries it is still
+waiting on upstream are answered by it (see `retire`).
 """
 from __future__ import annotations
 

@@ -3,7 +3,10 @@
 Each worker process binds every `dns.listen` address with SO_REUSEPORT (the kernel spreads
 queries across workers) and runs its own event loop and `Resolver`. Every worker watches the
 config file itself (mtime/inode/size, once a second): a valid new file swaps in a new Resolver
-between two queries; an invalid one is logged and the old rules keep serving.
+between two queries, the old one finishing the queries it had sent upstream; an invalid one is
+logged and the old rules keep serving. A TCP client that half-closes gets every answer it is
+owed before the connection closes. Each worker also follows the state DB (a deleted file is
+made again) and writes its health into `daemon_status` every five seconds.
 """
 from __future__ import annotations
 
