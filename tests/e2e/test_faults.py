@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 from dnslib import QTYPE, DNSRecord
 
-from conftest import make_query
 from fault_campaign import HOSTILE_MODES, HostileUpstream, tcp_campaign, udp_campaign
 from standin import name_address
 
@@ -71,7 +70,7 @@ def test_a_hostile_upstream_gets_servfail_or_the_right_answer_and_nothing_wrong_
         upstream.mode = "honest"
     second = daemon.ask(name, qtype, timeout=5)
 
-    assert first.q.qname == name and first.header.id != 0 or first.header.id == 0
+    assert first.q.qname == name and second.q.qname == name
     if qtype == "CAA":
         assert first.header.rcode == SERVFAIL and first.rr == []
         assert second.header.rcode == NOERROR and [rr.rtype for rr in second.rr] == [QTYPE.CAA]
