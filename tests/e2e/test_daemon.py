@@ -300,6 +300,50 @@ def test_edns_version_1_gets_badvers(daemon, standin):
     assert standin.count("badvers.test") == 0
 
 
+# ISC's genreport (DNS-Compliance-Testing) EDNS checks, asked the way it asks them (flags,
+# options and versions a server must ignore or answer, never drop): (test, build, check).
+def _edns_query(name: str, version: int = 0, flags: int = 0, options=(), z: bool = False,
+                qtype: str = "A") -> bytes:
+    from dnslib import EDNS0, EDNSOption
+    query = make_query(name, qtype)
+    query.add_ar(EDNS0(udp_len=4096, version=version, flags="do" if flags & 0x8000 else "",
+                       opts=[EDNSOption(code, data) for code, data in options]))
+    packet = bytearray(query.pack())
+    if flags & 0x7FFF:   # EDNS flags dnslib does not name: patch them into the OPT's TTL
+        struct.pack_into(">H", packet, len(packet) - 4 - sum(4 + len(d) for _, d in options), flags)
+    if z:
+        packet[3] |= 0x40
+    return bytes(packet)
+
+
+GENREPORT = {
+    "ednsopt": dict(options=[(100, b"")]),
+    "ednsflags": dict(flags=0x0080),
+    "zflag": dict(z=True),
+    "do": dict(flags=0x8000),
+    "optlist": dict(options=[(3, b""), (8, b"\x00\x01\x00\x00"), (9, b""), (10, bytes(range(1, 9)))]),
+    "type666": dict(qtype="TYPE666"),
+    "edns1opt": dict(version=1, options=[(100, b"")]),
+}
+
+
+@pytest.mark.parametrize("check", list(GENREPORT))
+def test_genreport_edns_checks_are_answered_and_nothing_unknown_is_echoed(daemon, standin, check):
+    name = f"genreport-{check}.test"
+    reply = DNSRecord.parse(daemon.exchange(_edns_query(name, **GENREPORT[check])))
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+
+    assert len(opt) == 1 and (opt[0].ttl >> 16) & 0xFF == 0      # our OPT, version 0
+    assert opt[0].rdata == [] or all(o.code == 15 for o in opt[0].rdata)   # no option echoed
+    assert reply.header.bitmap & 0x0040 == 0                     # Z is zero in every reply
+    assert opt[0].ttl & 0x7FFF == 0                              # unknown EDNS flags not echoed
+    assert bool(opt[0].ttl & 0x8000) == (check == "do")          # DO echoed
+    if check == "edns1opt":
+        assert opt[0].ttl >> 24 == 1 and reply.header.rcode == 0   # BADVERS
+    else:
+        assert opt[0].ttl >> 24 == 0 and reply.header.rcode == NOERROR and reply.q.qname == name
+
+
 # ---------------------------------------------------------------- answered locally
 
 
