@@ -11,7 +11,7 @@ DEB_TEST_DEBS := debootstrap
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)
 DEB := build/filterd_$(VERSION)_all.deb
 
-.PHONY: run test bench venv debs deb deb-test clean
+.PHONY: run test bench fuzz venv debs deb deb-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,22 @@ deb-test: deb
 
 bench: venv
 	$(PY) tests/bench/run_bench.py
+
+# The long fault campaign against the real daemon (tests/fault_campaign.py: 100,000 mutated
+# datagrams, 20,000 TCP messages, figures printed), then coverage-guided fuzzing of the query
+# and upstream-answer parsers with atheris when it installs from PyPI (skipped otherwise).
+FUZZ_RUNS ?= 300000
+fuzz: venv
+	$(PY) tests/fault_campaign.py --udp 100000 --tcp 20000
+	@if $(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris >/dev/null 2>&1; then \
+	  for kind in query answer; do \
+	    corpus=$$(mktemp -d); \
+	    echo "atheris: $$kind parser, $(FUZZ_RUNS) runs"; \
+	    $(PY) tests/fuzz_parsers.py $$kind -runs=$(FUZZ_RUNS) $$corpus >$$corpus.log 2>&1; status=$$?; \
+	    grep -E '^Done|ERROR|Error|Traceback' $$corpus.log | tail -20; \
+	    rm -rf $$corpus $$corpus.log; [ $$status -eq 0 ] || exit $$status; \
+	  done; \
+	else echo "atheris does not install here: coverage fuzzing skipped"; fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -17,7 +17,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from dnslib import QTYPE, RCODE, RR, DNSRecord
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 
 
 def name_address(name: str) -> str:
@@ -36,6 +36,9 @@ class StandIn:
         self.nxdomain: set[str] = set()
         self.questions: Counter[tuple[str, str]] = Counter()
         self.delay_s = 0.0
+        self.authoritative = False  # set AA in every answer, as an authoritative server would
+        # (name, qtype) → records appended to that question's answer that do not belong to it
+        self.junk: dict[tuple[str, str], list[RR]] = {}
         self.lock = threading.Lock()
         self._servers: list = []
         self._threads: list[threading.Thread] = []
@@ -65,6 +68,9 @@ class StandIn:
         if self.mode == "drop":
             return None
         reply = request.reply()
+        reply.header.aa = int(self.authoritative)
+        for rr in self.junk.get((name, qtype), []):
+            reply.add_answer(rr)
         if self.mode == "servfail":
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
@@ -86,8 +92,8 @@ class StandIn:
                     reply.add_answer(rr)
                 return reply.pack()
         if answers is None:
-            if qtype == "A" and not name.startswith("nodata."):
-                answers = RR.fromZone(f"{name}. {self.ttl} IN A {name_address(name)}")
+            if qtype == "A" and not name.startswith("nodata."):   # any name, even one no zone file can spell
+                answers = [RR(q.qname, QTYPE.A, ttl=self.ttl, rdata=A(name_address(name)))]
             else:
                 reply.add_auth(*RR.fromZone(f"test. 3600 IN SOA ns.test. admin.test. 1 3600 600 86400 {min(self.ttl, 120)}"))
                 answers = []
@@ -134,15 +140,26 @@ class StandIn:
                         conn = context.wrap_socket(conn, server_side=True)
                     except (ssl.SSLError, OSError):
                         return
+                write_lock = threading.Lock()
+
+                def answer(data: bytes) -> None:
+                    reply = standin.respond(data)
+                    if reply is not None:
+                        with write_lock:
+                            try:
+                                conn.sendall(struct.pack(">H", len(reply)) + reply)
+                            except OSError:
+                                pass
                 try:
                     while True:
                         head = _recv_exact(conn, 2)
                         if not head:
                             return
                         data = _recv_exact(conn, struct.unpack(">H", head)[0])
-                        answer = standin.respond(data)
-                        if answer is not None:
-                            conn.sendall(struct.pack(">H", len(answer)) + answer)
+                        if standin.delay_s:   # a slow upstream still answers pipelined queries side by side
+                            threading.Thread(target=answer, args=(data,), daemon=True).start()
+                        else:
+                            answer(data)
                 except OSError:
                     return
 

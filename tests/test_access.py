@@ -72,16 +72,34 @@ def allowed_count(limiter: RateLimiter, ip: str, now: float, attempts: int) -> i
     return sum(limiter.allow(ip, now) for _ in range(attempts))
 
 
-def test_a_burst_of_twice_the_rate_passes_then_queries_are_dropped():
+def test_a_burst_of_five_times_the_rate_passes_then_queries_are_dropped():
     limiter = RateLimiter(10)
 
-    assert allowed_count(limiter, "192.168.1.5", 100.0, 100) == 20
-    assert limiter.dropped == 80
+    assert allowed_count(limiter, "192.168.1.5", 100.0, 100) == 50
+    assert limiter.dropped == 50
+
+
+def test_every_second_dropped_query_slips_through_as_truncated():
+    limiter = RateLimiter(10)
+    allowed_count(limiter, "192.168.1.5", 100.0, 50)
+    slipped = []
+    for _ in range(6):
+        assert not limiter.allow("192.168.1.5", 100.0)
+        slipped.append(limiter.slips("192.168.1.5"))
+
+    assert slipped == [False, True] * 3
+
+
+def test_a_browser_opening_a_busy_page_is_not_a_flood_at_the_default_rate():
+    limiter = RateLimiter(200)
+    # 150 names, each asked A, AAAA and HTTPS, within one second
+    now = 100.0
+    assert allowed_count(limiter, "192.168.1.5", now, 150 * 3) == 450
 
 
 def test_tokens_come_back_at_the_rate():
     limiter = RateLimiter(10)
-    allowed_count(limiter, "192.168.1.5", 100.0, 20)
+    allowed_count(limiter, "192.168.1.5", 100.0, 50)
 
     assert not limiter.allow("192.168.1.5", 100.05)    # half a token
     assert limiter.allow("192.168.1.5", 100.15)        # 0.5 + 1.0 tokens by now
@@ -90,9 +108,9 @@ def test_tokens_come_back_at_the_rate():
 
 def test_a_long_quiet_spell_refills_to_the_burst_only():
     limiter = RateLimiter(10)
-    allowed_count(limiter, "192.168.1.5", 100.0, 20)
+    allowed_count(limiter, "192.168.1.5", 100.0, 50)
 
-    assert allowed_count(limiter, "192.168.1.5", 1_000_000.0, 100) == 20
+    assert allowed_count(limiter, "192.168.1.5", 1_000_000.0, 100) == 50
 
 
 def test_each_client_has_its_own_bucket():

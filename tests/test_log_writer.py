@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 
+from pathlib import Path
+
 import pytest
 from dnslib import DNSRecord
 
@@ -99,7 +101,7 @@ def test_flush_writes_each_event_as_a_row_with_its_decision(db_file, conn):
     assert {k: first[k] for k in first if k != "id"} == {
         "ts": NOW + 1, "device": "tablet", "client": "192.168.1.10", "name": "www.example.com",
         "qtype": 28, "action": "allow", "rule": "default", "reason": "allowed: no rule blocks it",
-        "category": None, "rcode": 0, "latency_ms": 12.5, "profile": "kids"}
+        "category": None, "rcode": 0, "latency_ms": 12.5, "profile": "kids", "clock_doubtful": 0}
     assert (second["name"], second["action"], second["rule"], second["category"], second["reason"]) == \
         ("pokerstars.com", "block", "category", "gambling", GAMBLING.reason)
     assert second["latency_ms"] is None
@@ -323,7 +325,8 @@ def fill_days_ago(log: QueryLog, conn, days: list[float]) -> None:
 
 def test_retention_deletes_rows_past_retention_days_and_keeps_rollups(db_file, conn):
     clock = FakeClock()
-    log = QueryLog(db_file, LogConfig(retention_days=30, rollup_days=365), clock=clock)
+    # the monotonic clock runs with the wall clock: the 364 days below are no jump
+    log = QueryLog(db_file, LogConfig(retention_days=30, rollup_days=365), clock=clock, monotonic=clock)
     fill_days_ago(log, conn, [0.5, 29.9, 30.1, 45, 364, 366])
     log.enforce_retention(conn)
     assert [r["name"] for r in rows(conn)] == ["age0.5.example", "age29.9.example"]
@@ -416,3 +419,102 @@ def test_the_writers_rest_is_bounded_so_it_still_flushes():
     clocks.wall += 2.0
     clocks.dns += 1.9
     assert budget.rest_after(1.0) == 5.0
+
+
+# ---------------------------------------------------------------- a clock not to be trusted
+
+
+def test_a_clock_jumping_a_year_forward_deletes_nothing():
+    clock, monotonic = FakeClock(), FakeClock(0.0)
+    retention = log_writer.RetentionClock()
+    assert retention.check(clock(), monotonic()) == (NOW, None)
+    clock.now += 365 * DAY          # a bad NTP answer; the monotonic clock says an hour passed
+    monotonic.now += 3600
+    now, doubt = retention.check(clock(), monotonic())
+    assert now is None and "jumped +365.0 days" in doubt
+    clock.now += 3600
+    monotonic.now += 3600
+    # later passes age rows by the clock they were written with: nothing looks a year old
+    assert retention.check(clock(), monotonic())[0] == NOW + 2 * 3600
+
+
+def test_a_clock_before_filterd_existed_deletes_nothing():
+    retention = log_writer.RetentionClock()
+    assert retention.check(86_400.0, 5.0) == (None, "the clock reads 1970-01-02, before filterd existed")
+
+
+def test_the_log_survives_a_clock_jump_and_counts_the_skipped_pass(db_file, conn):
+    clock, monotonic = FakeClock(), FakeClock(0.0)
+    log = QueryLog(db_file, LogConfig(retention_days=30), clock=clock, monotonic=monotonic)
+    fill_days_ago(log, conn, [0.5, 2, 29])
+    log.enforce_retention(conn)
+    clock.now += 400 * DAY
+    monotonic.now += 3600
+    log.enforce_retention(conn)
+    clock.now += 3600
+    monotonic.now += 3600
+    log.enforce_retention(conn)
+
+    assert count(conn) == 3 and log.retention_skipped == 1
+
+
+def test_rows_logged_on_a_clock_before_filterd_existed_are_marked_and_kept_by_retention(db_file, conn):
+    clock = FakeClock()
+    log = QueryLog(db_file, LogConfig(retention_days=30), clock=clock, monotonic=clock)
+    fill_days_ago(log, conn, [40])
+    log.record(event("booted-in-1970.example", ts=120.0))
+    fill_days_ago(log, conn, [1])
+    log.enforce_retention(conn)
+    assert [(r["name"], r["clock_doubtful"]) for r in rows(conn)] == [
+        ("booted-in-1970.example", 1), ("age1.example", 0)]
+    # once a row logged after it is past retention, the marked row goes too
+    clock.now += 40 * DAY
+    log.enforce_retention(conn)
+    assert count(conn) == 0
+
+
+# ---------------------------------------------------------------- losses are counted
+
+
+def test_a_full_disk_is_counted_as_such(db_file, conn):
+    log = QueryLog(db_file, LogConfig())
+    conn.execute("PRAGMA max_page_count = 1")   # SQLITE_FULL on the next page needed
+    try:
+        for i in range(200):
+            log.record(event(f"full{i}.example"))
+        assert log.flush(conn) == 0
+    finally:
+        conn.execute("PRAGMA max_page_count = 1073741823")
+    assert log.dropped == 200 and log.write_failures == 1 and log.disk_full == 1
+    assert "full" in log.last_error
+    log.record(event("room-again.example"))
+    assert log.flush(conn) == 1 and log.last_error is None
+
+
+def test_a_deleted_state_db_is_reopened_and_written_into(db_file, conn):
+    log = QueryLog(db_file, LogConfig())
+    log.start()
+    try:
+        log.record(event("before.example"))
+        wait_until(lambda: count(conn) == 1, message="the first row")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+        log.record(event("after.example"))
+
+        def written_into_the_new_file() -> bool:
+            if not db_file.exists():
+                return False
+            try:
+                fresh = state.connect(db_file, readonly=True)
+            except state.StateError:
+                return False
+            try:
+                return [r["name"] for r in rows(fresh)] == ["after.example"]
+            except sqlite3.Error:   # created, not yet migrated
+                return False
+            finally:
+                fresh.close()
+        wait_until(written_into_the_new_file, message="the row in a new state DB")
+    finally:
+        log.stop()
+    assert log.reopened == 1

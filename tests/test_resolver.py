@@ -33,9 +33,7 @@ def resolver(tmp_path):
         "profiles": {"kids": {"preset": "child"}},
         "devices": [{"name": "tablet", "ip": "127.0.0.1", "profile": "kids"}],
     })))
-    resolver = Resolver(config, build_policy(config))
-    resolver.querylog = RecordingLog()
-    return resolver
+    return Resolver(config, build_policy(config), querylog=RecordingLog())
 
 
 def query(name: str, msg_id: int) -> bytes:
@@ -65,9 +63,7 @@ def test_a_repeated_query_gets_the_same_reply_with_its_own_id_and_is_logged_each
 def test_a_pause_applies_at_once_even_to_a_query_repeated_within_the_second(resolver):
     cache_answer(resolver, "example.org")
     assert str(DNSRecord.parse(resolver.answer(query("example.org", 1), "127.0.0.1", 0)).rr[0].rdata) == "192.0.2.7"
-    resolver.overrides = (Override("pause", "device", "tablet"),)
-    for client in resolver.clients.values():    # what the worker does when overrides change
-        client.forget()
+    resolver.new_overrides((Override("pause", "device", "tablet"),))   # what the worker does
     reply = DNSRecord.parse(resolver.answer(query("example.org", 3), "127.0.0.1", 0))
     assert str(reply.rr[0].rdata) == "192.168.1.2"
     assert resolver.querylog.events[-1][6].rule == "pause"
@@ -82,3 +78,46 @@ def test_tcp_replies_are_not_remembered_for_udp(resolver):
     resolver.answer(query("example.org", 3), "127.0.0.1", 0)
     resolver.answer(query("example.org", 4), "127.0.0.1", 0)
     assert len(resolver.clients["127.0.0.1"].recent) == 1
+
+
+def ask_edns(name: str, msg_id: int) -> bytes:
+    from dnslib import EDNS0
+    q = DNSRecord.question(name)
+    q.header.id = msg_id
+    q.add_ar(EDNS0(udp_len=1232))
+    return bytes(q.pack())
+
+
+def test_a_blocked_name_gets_its_reply_with_and_without_edns_from_one_verdict(resolver):
+    resolver.new_overrides((Override("pause", "device", "tablet"),))
+    plain = DNSRecord.parse(resolver.answer(query("paused.example", 7), "127.0.0.1", 0))
+    with_opt = DNSRecord.parse(resolver.answer(ask_edns("paused.example", 8), "127.0.0.1", 0))
+
+    assert plain.header.id == 7 and with_opt.header.id == 8
+    assert str(plain.rr[0].rdata) == str(with_opt.rr[0].rdata) == "192.168.1.2"
+    assert plain.ar == [] and [rr.rtype for rr in with_opt.ar] == [41]
+    assert len(resolver.clients["127.0.0.1"].memo) == 1
+
+
+def test_new_neighbours_make_devices_be_identified_afresh(resolver):
+    cache_answer(resolver, "example.org")
+    resolver.answer(query("example.org", 1), "127.0.0.1", 0)
+    resolver.new_neighbours({"127.0.0.1": "aa:bb:cc:dd:ee:ff"})
+
+    assert resolver.clients == {} and resolver.neighbours == {"127.0.0.1": "aa:bb:cc:dd:ee:ff"}
+
+
+def test_a_tcp_query_over_the_rate_is_refused_and_a_udp_one_slips_every_second_time(tmp_path):
+    config = parse_config(*read_yaml(yaml.safe_dump({
+        "data_dir": str(tmp_path / "var"), "dns": {"upstreams": ["udp://127.0.0.1:9"], "rate_limit": 1}})))
+    limited = Resolver(config, build_policy(config))
+    cache_answer(limited, "example.org")
+    for msg_id in range(5):   # the burst
+        assert limited.answer(query("example.org", msg_id), "127.0.0.1", 0) is not None
+    udp = [limited.answer(query("example.org", 10 + i), "127.0.0.1", 0) for i in range(4)]
+    tcp = DNSRecord.parse(limited.answer(query("example.org", 20), "127.0.0.1", 65535))
+
+    assert [reply is None for reply in udp] == [True, False, True, False]
+    assert all(DNSRecord.parse(reply).header.tc for reply in udp if reply is not None)
+    assert tcp.header.rcode == wire.REFUSED and tcp.header.id == 20
+    assert limited.counters["rate_refused"] == 1 and limited.counters["rate_slipped"] == 2

@@ -19,7 +19,7 @@ def db(tmp_path):
 
 
 def worker(pid: int = 4242, updated: float = NOW, **changes) -> status.WorkerStatus:
-    row = status.WorkerStatus(pid=pid, worker=0, started=NOW - 600, updated=updated, config_mtime=NOW - 3600,
+    row = status.WorkerStatus(pid=pid, worker=pid % 100, started=NOW - 600, updated=updated, config_mtime=NOW - 3600,
                               last_reload=NOW - 60, last_error=None, log_dropped=0, upstreams=2,
                               upstreams_failing=0)
     return dataclasses.replace(row, **changes)
@@ -101,3 +101,13 @@ def test_a_row_written_by_an_older_daemon_reads_with_defaults(db):
     db.execute("INSERT INTO daemon_status (pid, worker, started, updated) VALUES (7, 0, ?, ?)", (NOW, NOW))
     [row] = status.read_all(db)
     assert (row.pid, row.upstreams, row.upstreams_failing, row.upstreams_down) == (7, 0, 0, False)
+
+
+def test_a_restarted_workers_row_replaces_the_dead_ones_and_extra_workers_go(db):
+    """kill -9 leaves a row behind; the worker started in its place (same index) takes it over,
+    and rows of workers beyond the count the daemon now runs with go too."""
+    status.write(db, worker(pid=1000, worker=0))
+    status.write(db, worker(pid=1001, worker=1))
+    status.write(db, worker(pid=1002, worker=2))
+    status.write(db, worker(pid=2000, worker=0), workers=2)
+    assert sorted((r.pid, r.worker) for r in status.read_all(db)) == [(1001, 1), (2000, 0)]

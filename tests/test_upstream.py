@@ -271,3 +271,25 @@ def test_upstream_address_of_a_literal_needs_no_lookup():
     upstream = Upstream(parse_upstream("tls://192.0.2.7"))
 
     assert asyncio.run(upstream.address()) == "192.0.2.7"
+
+
+def test_a_closed_connection_hands_its_waiting_query_to_a_fresh_one_at_once(standins):
+    upstream, port = standins()
+    upstream.delay_s = 0.3
+    pool = pool_of(f"tcp://127.0.0.1:{port}", timeout=5.0)
+
+    async def run() -> tuple[bytes, float]:
+        task = asyncio.ensure_future(pool.exchange(question("handed-over.test"), False))
+        while upstream.count("handed-over.test") == 0:   # the question is on the first connection
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        pool.close()                                      # what a reload did under waiting queries
+        try:
+            return await task, asyncio.get_running_loop().time() - started
+        finally:
+            pool.close()
+    answer, waited = asyncio.run(run())
+
+    assert [str(rr.rdata) for rr in DNSRecord.parse(answer).rr] == [name_address("handed-over.test")]
+    assert upstream.count("handed-over.test") == 2
+    assert waited < 4.0   # asked again at once, not after the 5 s timeout

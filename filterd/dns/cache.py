@@ -11,6 +11,7 @@ import struct
 from collections import OrderedDict
 
 from filterd.dns import wire
+from filterd.dns.scrub import scrub
 
 STALE_TTL = 30  # RFC 8767 §4: the TTL of a stale answer
 
@@ -19,7 +20,7 @@ class CachedAnswer:
     """One answer as stored: bytes without OPT, TTL offsets, when it was stored and expires."""
 
     __slots__ = ("answer", "offsets", "ttls", "stored_at", "expires", "stale_until", "qend",
-                 "rendered_second", "plain", "with_opt", "do", "rcode", "cnames")
+                 "rendered_second", "plain", "with_opt", "do", "rcode", "cnames", "dropped")
 
     def __init__(self, answer: bytes, offsets: list[int], ttls: list[int], stored_at: float,
                  lifetime: float, stale_s: float, qend: int, do: bool, cnames: tuple[str, ...] = ()):
@@ -33,6 +34,7 @@ class CachedAnswer:
         self.do = do
         self.rcode = answer[3] & 0x0F
         self.cnames = cnames    # names the answer's CNAME chain points to (for the policy's check)
+        self.dropped: tuple[str, ...] = ()   # records the scrubber removed (not about the question)
         self.rendered_second = -1
         self.plain = answer
         self.with_opt: bytes | None = None   # made when a client with EDNS first asks
@@ -126,7 +128,17 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
     try:
         record = DNSRecord.parse(response)
     except (DNSError, Exception) as exc:  # dnslib raises several types on garbage
-        raise wire.WireError(wire.FORMERR, f"upstream answer does not parse: {exc}") from None
+        raise wire.WireError(wire.FORMERR, f"upstream answer does not parse: {exc!r}") from None
+    answers, additional = len(record.rr), len(record.ar)
+    dropped = scrub(record)
+    if dropped or len(record.ar) != additional:
+        if answers and not record.rr and record.header.rcode == wire.NOERROR:
+            raise wire.WireError(wire.SERVFAIL, "nothing in the upstream answer is about the question: "
+                                 + ", ".join(dropped[:5]))
+        try:
+            response = record.pack()
+        except Exception as exc:
+            raise wire.WireError(wire.FORMERR, f"upstream answer does not pack again: {exc!r}") from None
     layout = wire.answer_layout(response)
     if layout.opt_start >= 0:
         arcount = struct.unpack_from(">H", response, 10)[0] - 1
@@ -146,6 +158,7 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
         lifetime = max(min(min(ttls), max_ttl), min_ttl)
     ttls = []
     patched = bytearray(response)
+    patched[2] &= ~(wire.AA >> 8) & 0xFF   # we are no authority for what we forward (RFC 1035 §4.1.1)
     for offset in layout.ttl_offsets:
         ttl = struct.unpack_from(">I", response, offset)[0]
         ttl = max(min(ttl, lifetime if negative or not lifetime else max_ttl), min_ttl)
@@ -154,5 +167,6 @@ def entry_from_response(response: bytes, now: float, do: bool, min_ttl: int, max
     cnames = tuple(str(rr.rdata.label).rstrip(".").lower() for rr in record.rr if rr.rtype == QTYPE.CNAME)
     entry = CachedAnswer(bytes(patched), tuple(layout.ttl_offsets), tuple(ttls), now, lifetime, stale_s,
                          layout.qend, do, cnames)
+    entry.dropped = tuple(dropped)
     cacheable = rcode in (wire.NOERROR, wire.NXDOMAIN) and lifetime > 0 and not record.header.tc
     return entry, cacheable

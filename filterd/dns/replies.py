@@ -63,7 +63,10 @@ def rewrite_reply(question: bytes, target: str, target_answer: bytes) -> bytes:
     """
     from dnslib import CNAME, QTYPE, RR, DNSLabel, DNSRecord
 
-    upstream = DNSRecord.parse(target_answer)
+    try:
+        upstream = DNSRecord.parse(target_answer)
+    except Exception as exc:   # dnslib raises several types on garbage (UnicodeDecodeError in CAA…)
+        raise wire.WireError(wire.FORMERR, f"safe host's answer does not parse: {exc!r}") from None
     reply = DNSRecord.parse(struct.pack(">HHHHHH", 0, wire.QR | wire.RD | wire.RA | upstream.header.rcode,
                                         1, 0, 0, 0) + question)
     name = wire.name_from_question(question.lower())

@@ -1,10 +1,14 @@
 """One query's way through the daemon, as a plain sequence of steps.
 
-access check → rate limit → parse (errors answered here) → client → policy (memoised) → the
-daemon's own answer (block, filter host, ANY) or SafeSearch rewrite, or cache → upstream
-(coalesced, stale on failure) → CNAME targets checked → query log.
-`Resolver.answer` returns the reply bytes at once when it can (the hot path: no task, no
-await), None to drop, or a coroutine for the slow path.
+access check → rate limit (over it: REFUSED on TCP, dropped or truncated on UDP) → parse
+(errors answered here) → client → policy (memoised) → the daemon's own answer (block, filter
+host, ANY) or SafeSearch rewrite, or cache → upstream (coalesced, queued behind a client's
+pending cap, the answer scrubbed to its question, stale on failure) → CNAME targets checked →
+query log. `Resolver.answer` returns the reply bytes at once when it can (the hot path: no
+task, no await), None to drop, or a coroutine for the slow path.
+
+A reload makes a new Resolver; the old one is `retire`d, not closed: the queries it is still
+waiting on upstream are answered by it (see `retire`).
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from filterd.dns import wire
 from filterd.dns.access import AccessList, RateLimiter
@@ -25,6 +29,7 @@ from filterd.dns.upstream import UpstreamError, UpstreamPool
 
 MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
 RECENT_LIMIT = 20_000  # replies remembered per client within one second
+MAX_WAITING_PER_CLIENT = 1000   # queries queued behind one client's max_pending_per_client
 _monotonic = time.monotonic
 _time = time.time
 
@@ -76,22 +81,27 @@ class Resolver:
     """Everything one worker needs to answer queries under one config."""
 
     def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
-                 overrides: tuple[Override, ...] = ()):
+                 overrides: tuple[Override, ...] = (), pool: UpstreamPool | None = None,
+                 neighbours: dict[str, str] | None = None, querylog=None):
         dns = config.dns
         self.config = config
         self.policy = policy
         self.overrides = overrides
         self.client_map = ClientMap(config.rules)
         self.clients: dict[str, Client] = {}
-        self.neighbours: dict[str, str] = {}
-        self.querylog = None        # querylog.QueryLog, set by the worker
+        self.neighbours: dict[str, str] = neighbours or {}
+        self.querylog = querylog    # store.log_writer.QueryLog, or None: nothing is logged
         self.access = AccessList(dns.allow_networks)
         self.access_verdicts = self.access.verdicts
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
         self.cache = cache if cache is not None else AnswerCache(dns.cache.size)
-        self.pool = UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
+        self.pool = pool if pool is not None else \
+            UpstreamPool(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
+        self.retired = False        # replaced by a reload: close the pool after the last answer
+        self.owns_pool = True
         self.inflight: dict[bytes, asyncio.Future] = {}
         self.pending_by_client: Counter[str] = Counter()
+        self.slot_waiters: dict[str, deque] = {}   # queries queued behind a client's pending cap
         self.pending = 0
         self.counters: Counter[str] = Counter()
 
@@ -109,7 +119,7 @@ class Resolver:
             return _refused(data)
         now = _monotonic()
         if self.limiter is not None and not self.limiter.allow(ip, now):
-            return None
+            return self.rate_limited(data, ip, limit)
         client = self.clients.get(ip)
         udp = not limit
         if udp and client is not None:
@@ -119,9 +129,7 @@ class Resolver:
             if client.recent_second == second:
                 hit = client.recent.get(data[2:])
                 if hit is not None:
-                    if self.querylog is not None and client.log_mode != "off":
-                        self.querylog.record((_time(), ip, client.device, client.profile, hit[1], hit[2],
-                                              hit[3], hit[0][1] & 0x0F, None, client.log_mode))
+                    self.log_answer(client, _time(), hit[1], hit[2], hit[3], hit[0][1] & 0x0F)
                     return data[:2] + hit[0]
             else:
                 client.recent.clear()
@@ -155,19 +163,52 @@ class Resolver:
             entry = self.cache.get(query.key)
             if entry is None or now >= entry.expires:
                 return self.resolve(query, client, wall, limit, decision)
-            reply = None
-            if entry.cnames and decision.rule == "default":
-                cloaked = self.cname_verdict(client, entry.cnames, query, wall)
-                if cloaked is not None:
-                    reply, decision = cloaked
-            if reply is None:
-                reply = entry.reply(query, now, limit)
-        if self.querylog is not None and client.log_mode != "off":
-            self.querylog.record((wall, ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, None, client.log_mode))
+            reply, decision = self.serve_entry(entry, query, client, decision, wall, now, limit)
+        self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
             client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
         return reply
+
+    def rate_limited(self, data: bytes, ip: str, limit: int) -> bytes | None:
+        """A query over its client's rate: REFUSED over TCP (a stream's client must not wait
+        for an answer that never comes), over UDP dropped, or every `slip`-th one truncated."""
+        if limit:
+            self.counters["rate_refused"] += 1
+            return _refused(data)
+        if not self.limiter.slips(ip):
+            self.counters["rate_dropped"] += 1
+            return None
+        self.counters["rate_slipped"] += 1
+        try:
+            return wire.truncated_reply(wire.parse_query(data))
+        except wire.WireError:
+            return None
+
+    def log_answer(self, client: Client, wall: float, key: bytes, qtype: int, decision: Decision,
+                   rcode: int, latency_ms: float | None = None) -> None:
+        """Queue one answered query for the log (the one place its record is built)."""
+        if self.querylog is not None and client.log_mode != "off":
+            self.querylog.record((wall, client.ip, client.device, client.profile, key, qtype, decision,
+                                  rcode, latency_ms, client.log_mode))
+
+    # ------------------------------------------------ what the worker tells it
+
+    def new_neighbours(self, neighbours: dict[str, str]) -> None:
+        """The ARP table changed (IP → MAC): devices are identified afresh."""
+        if neighbours != self.neighbours:
+            self.neighbours = neighbours
+            self.clients.clear()
+
+    def new_overrides(self, overrides: tuple[Override, ...]) -> None:
+        """Pauses and temporary allows changed in the state DB: they apply from the next query."""
+        if overrides != self.overrides:
+            self.overrides = overrides
+            self.rules_changed()
+
+    def rules_changed(self) -> None:
+        """Forget every remembered decision and reply, so none outlives the rules it came from."""
+        for client in self.clients.values():
+            client.forget()
 
     # ------------------------------------------------ policy
 
@@ -189,16 +230,23 @@ class Resolver:
         decision = self.decide_name(client, query.name, query.qtype, wall)
         if decision.action in (ALLOW, REWRITE):
             verdict = Verdict(decision, None, None, query.qend)
-        else:
-            plain_query = wire.parse_query(_without_opt(query))
-            opt_query = wire.parse_query(_with_opt(query))
+        else:   # both variants of the reply, for clients with and without EDNS
             web, mode = self.config.rules.web, self.config.dns.block_mode
-            verdict = Verdict(decision, decision_reply(plain_query, decision, mode, web),
-                              decision_reply(opt_query, decision, mode, web), query.qend)
+            verdict = Verdict(decision, decision_reply(query.variant(False), decision, mode, web),
+                              decision_reply(query.variant(True), decision, mode, web), query.qend)
         if len(client.memo) > MEMO_LIMIT:
             client.memo.clear()
         client.memo[query.key] = verdict
         return verdict
+
+    def serve_entry(self, entry: CachedAnswer, query: wire.Query, client: Client, decision: Decision,
+                    wall: float, now: float, limit: int) -> tuple[bytes, Decision]:
+        """A cached or fresh answer for `query`, unless its CNAME chain leads to a blocked name."""
+        if entry.cnames and decision.rule == "default":
+            cloaked = self.cname_verdict(client, entry.cnames, query, wall)
+            if cloaked is not None:
+                return cloaked
+        return entry.reply(query, now, limit), decision
 
     def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
                       wall: float) -> tuple[bytes, Decision] | None:
@@ -229,9 +277,7 @@ class Resolver:
         if entry is None or now >= entry.expires:
             return self.resolve(query, client, wall, limit, decision, key=key)
         reply = entry.reply(query, now, limit)
-        if self.querylog is not None and client.log_mode != "off":
-            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, None, client.log_mode))
+        self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         return reply
 
     # ------------------------------------------------ upstream
@@ -241,10 +287,9 @@ class Resolver:
         """The slow path: ask upstream once for all identical queries in flight, then log."""
         started = time.monotonic()
         reply, decision = await self._resolve(query, client.ip, limit, client, decision, key)
-        if self.querylog is not None and client.log_mode != "off" and reply is not None:
-            self.querylog.record((wall, client.ip, client.device, client.profile, query.key, query.qtype,
-                                  decision, reply[3] & 0x0F, round((time.monotonic() - started) * 1000, 2),
-                                  client.log_mode))
+        if reply is not None:
+            self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F,
+                            round((time.monotonic() - started) * 1000, 2))
         return reply
 
     async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
@@ -252,12 +297,20 @@ class Resolver:
         """The reply, and the decision it carries out (a CNAME to a blocked name changes it)."""
         key = key or query.key
         target = decision.target if decision.action == REWRITE else None
-        waiting = self.inflight.get(key)
-        if waiting is not None:
-            entry = await asyncio.shield(waiting)
-        else:
-            if self.pending >= self.config.dns.max_pending or \
-                    self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
+        deadline = time.monotonic() + self.pool.timeout_s
+        while True:
+            waiting = self.inflight.get(key)
+            if waiting is not None:
+                entry = await asyncio.shield(waiting)
+                break
+            if self.pending >= self.config.dns.max_pending:
+                self.counters["overloaded"] += 1
+                return wire.error_reply(query, wire.SERVFAIL), decision
+            if self.pending_by_client[ip] >= self.config.dns.max_pending_per_client:
+                # A browser opening a busy page asks hundreds of names at once: queue them
+                # for a while rather than fail them; only a client that stays over is told SERVFAIL.
+                if await self._wait_for_slot(ip, deadline):
+                    continue
                 self.counters["overloaded"] += 1
                 return wire.error_reply(query, wire.SERVFAIL), decision
             future = asyncio.get_running_loop().create_future()
@@ -279,17 +332,45 @@ class Resolver:
                 self.pending_by_client[ip] -= 1
                 if not self.pending_by_client[ip]:
                     del self.pending_by_client[ip]
+                self._free_slot(ip)
+                if self.retired and not self.pending:
+                    self.close()
+            break
         if entry is None:
             stale = self.cache.get(key)
             if stale is not None and time.monotonic() < stale.stale_until:
                 self.counters["stale"] += 1
                 return stale.stale_reply(query, limit), decision
             return wire.error_reply(query, wire.SERVFAIL), decision
-        if decision.rule == "default" and entry.cnames:
-            cloaked = self.cname_verdict(client, entry.cnames, query, time.time())
-            if cloaked is not None:
-                return cloaked
-        return entry.reply(query, time.monotonic(), limit), decision
+        return self.serve_entry(entry, query, client, decision, time.time(), time.monotonic(), limit)
+
+    async def _wait_for_slot(self, ip: str, deadline: float) -> bool:
+        """Wait until one of the client's queries upstream is answered; False at the deadline
+        or when too many of its queries already wait (a flood, not a page)."""
+        waiters = self.slot_waiters.setdefault(ip, deque())
+        left = deadline - time.monotonic()
+        if len(waiters) >= MAX_WAITING_PER_CLIENT or left <= 0:
+            return False
+        future = asyncio.get_running_loop().create_future()
+        waiters.append(future)
+        try:
+            await asyncio.wait_for(future, left)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters and self.slot_waiters.get(ip) is waiters:
+                del self.slot_waiters[ip]
+
+    def _free_slot(self, ip: str) -> None:
+        waiters = self.slot_waiters.get(ip)
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
 
     async def _fetch(self, query: wire.Query, target: str | None, key: bytes) -> CachedAnswer | None:
         """One upstream exchange → a cache entry (stored when cacheable), None if all failed.
@@ -309,24 +390,40 @@ class Resolver:
                                                    cache.max_ttl, cache.negative_max_ttl, cache.stale_s)
         except (UpstreamError, wire.WireError) as exc:
             self.counters["upstream_failed"] += 1
+            if isinstance(exc, wire.WireError):
+                self.counters["upstream_malformed" if exc.rcode == wire.FORMERR else "scrubbed_answers"] += 1
             log.info("no upstream answered %s: %s", query.name, exc)
             return None
         self.counters["upstream"] += 1
+        if entry.dropped:
+            self.counters["scrubbed_answers"] += 1
+            self.counters["scrubbed_records"] += len(entry.dropped)
+            log.info("answer for %s: dropped %d records not about the question: %s", query.name,
+                     len(entry.dropped), ", ".join(entry.dropped[:5]))
         if cacheable:
             self.cache.put(key, entry)
         return entry
 
+    def retire(self, successor: "Resolver") -> None:
+        """A reload replaced this resolver: let the queries it is still waiting on be answered.
+
+        A pool the successor took over stays open. Otherwise it is closed when the last
+        pending query is answered, or after every upstream had its timeout, whichever is first.
+        """
+        self.owns_pool = successor.pool is not self.pool
+        if not self.owns_pool:
+            return
+        self.retired = True
+        if not self.pending:
+            self.close()
+            return
+        pool = self.pool
+        grace_s = pool.timeout_s * max(len(pool.upstreams), 1) + 1.0
+        asyncio.get_running_loop().call_later(grace_s, self.close)
+
     def close(self) -> None:
-        self.pool.close()
-
-
-def _without_opt(query: wire.Query) -> bytes:
-    """The query's header and question alone (to build the reply variant without OPT)."""
-    return query.data[:6] + b"\0\0\0\0\0\0" + query.data[12:query.qend]
-
-
-def _with_opt(query: wire.Query) -> bytes:
-    return query.data[:6] + b"\0\0\0\0\0\1" + query.data[12:query.qend] + wire.opt_record(query.do)
+        if self.owns_pool:
+            self.pool.close()
 
 
 def _refused(data: bytes) -> bytes | None:

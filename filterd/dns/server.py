@@ -3,7 +3,10 @@
 Each worker process binds every `dns.listen` address with SO_REUSEPORT (the kernel spreads
 queries across workers) and runs its own event loop and `Resolver`. Every worker watches the
 config file itself (mtime/inode/size, once a second): a valid new file swaps in a new Resolver
-between two queries; an invalid one is logged and the old rules keep serving.
+between two queries, the old one finishing the queries it had sent upstream; an invalid one is
+logged and the old rules keep serving. A TCP client that half-closes gets every answer it is
+owed before the connection closes. Each worker also follows the state DB (a deleted file is
+made again) and writes its health into `daemon_status` every five seconds.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from pathlib import Path
 from filterd.lists import sources
 from filterd.store import overrides, state, status
 from filterd.dns import sdnotify
-from filterd.store.log_writer import QueryLog
+from filterd.store.log_writer import CLOCK_FLOOR, QueryLog, is_disk_full
 from filterd.dns.clients import read_neighbours
 from filterd.rules.config import Config, ConfigError, Listen, load_config
 from filterd.rules.policy import Policy
@@ -82,6 +85,7 @@ class TcpConnection(asyncio.Protocol):
         self.idle_handle: asyncio.TimerHandle | None = None
         self.outstanding = 0
         self.admitted = False
+        self.eof = False    # the client half-closed: answer what it asked, then close
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -133,12 +137,23 @@ class TcpConnection(asyncio.Protocol):
             self.daemon.spawn(self._later(reply))
 
     async def _later(self, pending) -> None:
+        reply = None
         try:
             reply = await pending
+        except Exception:
+            log.exception("error resolving a TCP query from %s", self.ip)
         finally:
             self.outstanding -= 1
-        if reply is not None:
-            self._send(reply)
+            if reply is not None:
+                self._send(reply)
+            if self.eof and not self.outstanding and self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        """The client shut its sending side: RFC 7766 §6.2.4 wants every answer still owed
+        sent before the connection closes. True keeps the transport open meanwhile."""
+        self.eof = True
+        return self.outstanding > 0
 
     def _send(self, reply: bytes) -> None:
         transport = self.transport
@@ -201,13 +216,16 @@ class Worker:
     def __init__(self, config: Config, index: int = 0, policy: Policy | None = None):
         self.config = config
         self.index = index
+        self.workers = config.dns.workers   # as started: a changed count waits for a restart
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
-        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0))
-        self.lists_signature = self.resolver.policy.index.path   # the last good one, if lists changed
-        self.db = state.connect(state.db_path(config.data_dir))
-        self.db_version = None
         self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
-        self.resolver.querylog = self.querylog
+        self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0),
+                                 querylog=self.querylog)
+        self.lists_signature = self.resolver.policy.index.path   # the last good one, if lists changed
+        self.state_db = state.Reopening(state.db_path(config.data_dir))
+        self.db_version = None
+        self.status_failures = 0    # status rows that could not be written (counted in the next one)
+        self.status_failing = False
         self.started = time.time()
         self.last_reload: float | None = None
         self.last_error: str | None = None
@@ -277,7 +295,24 @@ class Worker:
             status.remove(self.db, os.getpid())
         except Exception:
             pass
-        self.db.close()
+        self.state_db.close()
+
+    @property
+    def db(self):
+        return self.state_db.conn
+
+    def _follow_the_state_db(self) -> None:
+        """The state DB was deleted or replaced while we run: open the new one (created and
+        migrated), say so once, and read the overrides afresh."""
+        try:
+            if not self.state_db.check():
+                return
+        except state.StateError as exc:
+            log.warning("the state DB %s is gone and cannot be made again: %s", self.state_db.path, exc)
+            return
+        self.db_version = None
+        (log.warning if self.index == 0 else log.debug)(
+            "the state DB %s was deleted or replaced while running: opened a new one", self.state_db.path)
 
     async def _watch_config(self) -> None:
         """Once a second: a changed config or changed list files → a new policy, off the hot path."""
@@ -287,6 +322,7 @@ class Worker:
         while True:
             await asyncio.sleep(1.0)
             ticks += 1
+            self._follow_the_state_db()
             if ticks % 5 == 1:
                 self._refresh_neighbours()
                 self._write_status()
@@ -324,30 +360,46 @@ class Worker:
         except Exception as exc:  # a locked or damaged DB must not stop DNS
             log.warning("cannot read overrides from the state DB: %s", exc)
             return
-        if active != self.resolver.overrides:
-            self.resolver.overrides = active
-            for client in self.resolver.clients.values():
-                client.forget()
+        self.resolver.new_overrides(active)
 
     def _write_status(self) -> None:
+        """This worker's row in daemon_status, for the dashboard and the alerts.
+
+        A row left by a worker that was killed (kill -9, OOM) is removed by the worker that
+        took its place, so a dead worker never stands beside the live one."""
+        querylog = self.querylog
+        counters = self.resolver.counters
         try:
             mtime = os.stat(self.config.path).st_mtime if self.config.path else None
             upstreams = self.resolver.pool.upstreams
             # Failing = several failures in a row with no success since: an idle night does not
             # make an outage look over, and one lost packet does not make one.
             failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
+            now = time.time()
             status.write(self.db, status.WorkerStatus(
-                os.getpid(), self.index, self.started, time.time(), mtime, self.last_reload, self.last_error,
-                self.querylog.dropped, len(upstreams), failing))
+                os.getpid(), self.index, self.started, now, mtime, self.last_reload, self.last_error,
+                querylog.dropped, len(upstreams), failing, querylog.written, querylog.dropped_queue_full,
+                querylog.write_failures + self.status_failures, querylog.disk_full, querylog.last_error,
+                querylog.last_error_at, self.state_db.reopened + querylog.reopened, int(now < CLOCK_FLOOR),
+                querylog.retention_skipped,
+                counters["rate_refused"] + counters["rate_dropped"] + counters["rate_slipped"],
+                counters["scrubbed_answers"]), self.workers)
         except Exception as exc:
-            log.debug("cannot write the daemon status: %s", exc)
+            # A full disk stops this row too: count it, warn once, the log's counters keep it.
+            self.status_failures += 1
+            if is_disk_full(exc):
+                querylog.disk_full += 1
+            (log.debug if self.status_failing else log.warning)("cannot write the daemon status: %s", exc)
+            self.status_failing = True
+        else:
+            if self.status_failing:
+                log.warning("the daemon status is written again")
+            self.status_failing = False
 
     def _refresh_neighbours(self) -> None:
         neighbours = read_neighbours()
-        if neighbours != self.resolver.neighbours:
-            self.resolver.neighbours = neighbours
-            self.querylog.neighbours = neighbours
-            self.resolver.clients.clear()
+        self.resolver.new_neighbours(neighbours)
+        self.querylog.neighbours = neighbours
 
     async def reload(self, config: Config | None = None) -> bool:
         """Swap in a Resolver for the changed file or lists; keep the old one if the file is bad.
@@ -379,15 +431,17 @@ class Worker:
         except FileNotFoundError:
             return False   # worker 0 compiles it; look again in a second
         old = self.resolver
+        dns = config.dns
+        same_upstreams = old.pool.serves(dns.upstreams, dns.upstream_timeout_s, dns.tls_ca_file, dns.bootstrap)
         keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
             config.dns.cache == old.config.dns.cache
-        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides)
-        self.resolver.neighbours = old.neighbours
-        self.resolver.querylog = self.querylog
+        self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides,
+                                 old.pool if same_upstreams else None, old.neighbours, self.querylog)
+        self.resolver.counters = old.counters   # what the status row shows counts on across reloads
         self.querylog.configure(config.log)
         self.config = config
         self.lists_signature = policy.index.path
-        old.close()
+        old.retire(self.resolver)   # its queries still waiting upstream are answered, not dropped
         self.last_reload = time.time()
         self.last_error = None
         self._write_status()

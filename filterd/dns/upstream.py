@@ -246,11 +246,19 @@ class _StreamConnection:
                 future = self.waiting.get(message[:2])
                 if future is not None and not future.done():
                     future.set_result(message)
+        except asyncio.CancelledError:   # closed by us: whoever waits asks again elsewhere
+            self._fail_waiting("connection closed")
+            raise
         except Exception as exc:  # EOF, reset, TLS error: fail whoever waits, reconnect next time
             self.close()
-            for future in self.waiting.values():
-                if not future.done():
-                    future.set_exception(ConnectionError(f"connection lost: {exc!r}"))
+            self._fail_waiting(f"connection lost: {exc!r}")
+
+    def _fail_waiting(self, why: str) -> None:
+        """Wake every query waiting on this connection with a ConnectionError at once, so it is
+        retried on a fresh connection instead of waiting out its timeout."""
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(ConnectionError(why))
 
     async def http_post(self, request: bytes) -> bytes:
         self.writer.write(request)
@@ -293,6 +301,7 @@ class _StreamConnection:
             self.writer.close()
             if self.reader_task is not None and self.reader_task is not asyncio.current_task():
                 self.reader_task.cancel()
+            self._fail_waiting("connection closed")
 
 
 async def _bootstrap_lookup(host: str, servers: tuple[str, ...]) -> str:
@@ -319,6 +328,13 @@ class UpstreamPool:
                  tls_ca_file: str | None = None, bootstrap: tuple[str, ...] = ()):
         self.upstreams = [Upstream(spec, tls_ca_file, bootstrap) for spec in specs]
         self.timeout_s = timeout_s
+        self.settings = (specs, timeout_s, tls_ca_file, bootstrap)
+
+    def serves(self, specs: tuple[UpstreamSpec, ...], timeout_s: float, tls_ca_file: str | None = None,
+               bootstrap: tuple[str, ...] = ()) -> bool:
+        """Whether this pool is what these settings would build (a reload can keep it, with its
+        open connections and each upstream's health)."""
+        return self.settings == (specs, timeout_s, tls_ca_file, bootstrap)
 
     def ordered(self, now: float) -> list[Upstream]:
         """Healthy upstreams in config order, then the resting ones, soonest back first."""

@@ -74,6 +74,12 @@ class Query:
     def question(self) -> bytes:
         return self.data[12:self.qend]
 
+    def variant(self, has_opt: bool) -> "Query":
+        """The same question asked with or without EDNS: to build both variants of a reply
+        the daemon makes itself, from one parse."""
+        return Query(self.data[:self.qend], self.qend, self.key, self.qtype, self.qclass, has_opt,
+                     self.udp_size, self.do, self.rd, self.opt_version)
+
 
 def name_from_question(question: bytes) -> str:
     """Decode an uncompressed wire name (as at the start of a question) to 'a.b.c'."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -25,6 +26,42 @@ FLUSH_INTERVAL_S = 1.0
 MAX_BATCH = 5_000         # events per transaction: bounds the writer's memory and its GIL slices
 RETENTION_INTERVAL_S = 3600.0
 DELETE_CHUNK = 20_000
+# No clock that reads earlier than this is right: filterd did not exist yet (2024-01-01 UTC).
+# A Pi without a real-time clock boots in 1970 or at its last shutdown until NTP answers.
+CLOCK_FLOOR = 1_704_067_200.0
+CLOCK_JUMP_S = 86_400.0   # a wall-clock step bigger than this between two passes is doubted
+
+
+class RetentionClock:
+    """Whether a retention pass may trust the wall clock, and what "now" it should delete by.
+
+    Retention deletes what is older than `retention_days`: on a clock that jumped a year
+    forward (a bad NTP answer, a mistyped `date`) that is the whole log. So a pass is skipped
+    while the clock reads before CLOCK_FLOOR, and when the wall clock moved more than a day
+    further than the monotonic clock since the last pass. A forward jump is also remembered:
+    later passes age the rows by the clock they were written with (now minus the jump), so
+    what the jump made look old is kept — a real jump (a Pi whose clock NTP set forward after
+    a week unplugged) only keeps rows that much longer. Pure: both clocks are passed in.
+    """
+
+    def __init__(self, floor: float = CLOCK_FLOOR, jump_s: float = CLOCK_JUMP_S):
+        self.floor = floor
+        self.jump_s = jump_s
+        self.last: tuple[float, float] | None = None   # (wall, monotonic) at the last pass
+        self.skew = 0.0
+
+    def check(self, wall: float, monotonic: float) -> tuple[float | None, str | None]:
+        """(the "now" to delete by, None) or (None, why the clock is doubted)."""
+        last, self.last = self.last, (wall, monotonic)
+        if wall < self.floor:
+            return None, f"the clock reads {time.strftime('%Y-%m-%d', time.gmtime(wall))}, before filterd existed"
+        if last is not None:
+            jump = (wall - last[0]) - (monotonic - last[1])
+            if abs(jump) > self.jump_s:
+                if jump > 0:
+                    self.skew += jump
+                return None, f"the clock jumped {jump / 86400:+.1f} days since the last pass"
+        return wall - self.skew, None
 
 
 class CpuBudget:
@@ -72,15 +109,26 @@ def _thread_cpu_reader(thread: threading.Thread):
 class QueryLog:
     """One worker's log queue and its writer thread."""
 
-    def __init__(self, db_file: Path, settings: LogConfig, retention: bool = False, clock=time.time):
+    def __init__(self, db_file: Path, settings: LogConfig, retention: bool = False, clock=time.time,
+                 monotonic=time.monotonic):
         self.db_file = db_file
         self.settings = settings
         self.retention = retention
         self.clock = clock
+        self.monotonic = monotonic
+        self.retention_clock = RetentionClock()
         self.pending: list[tuple] = []
         self.limit = settings.queue_size
         self.wake_at = min(5_000, max(1, settings.queue_size // 2))   # flush early when this full
-        self.dropped = 0
+        # What the dashboard shows (daemon_status): every event lost is counted somewhere.
+        self.dropped = 0                # all events lost: the queue was full, or a write failed
+        self.dropped_queue_full = 0
+        self.write_failures = 0         # transactions that failed (their events are in `dropped`)
+        self.disk_full = 0              # … of which because the disk (or its quota) was full
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.retention_skipped = 0      # passes skipped on a doubted clock
+        self.reopened = 0               # times the DB file was found deleted and opened anew
         self.written = 0
         self.neighbours: dict[str, str] = {}
         self._wake = threading.Event()
@@ -106,6 +154,7 @@ class QueryLog:
                 self._wake.set()
         else:
             self.dropped += 1
+            self.dropped_queue_full += 1
 
     # ------------------------------------------------ writer thread
 
@@ -121,12 +170,14 @@ class QueryLog:
             self._thread.join(timeout=1.5)
 
     def _run(self) -> None:
-        conn = state.connect(self.db_file)
+        db = state.Reopening(self.db_file)
         budget = CpuBudget()
         try:
             while not self._stop.is_set():
                 self._wake.wait(FLUSH_INTERVAL_S)
                 self._wake.clear()
+                self._follow_the_file(db)
+                conn = db.conn
                 while True:
                     started = time.thread_time()
                     self.flush(conn)
@@ -137,10 +188,19 @@ class QueryLog:
                         break
                 if self.retention and self.clock() - self._last_retention >= RETENTION_INTERVAL_S:
                     self.enforce_retention(conn)
-            while self.pending and self.flush(conn):
+            while self.pending and self.flush(db.conn):
                 pass
         finally:
-            conn.close()
+            db.close()
+
+    def _follow_the_file(self, db: state.Reopening) -> None:
+        """A state DB deleted (or replaced) under the daemon: write into the new file."""
+        try:
+            if db.check():
+                self.reopened += 1
+                log.debug("query log: %s was deleted or replaced; writing into a new one", self.db_file)
+        except state.StateError as exc:
+            self._failed(f"cannot reopen {self.db_file}: {exc}", exc)
 
     def flush(self, conn) -> int:
         """Write up to MAX_BATCH queued events in one transaction; returns the rows written."""
@@ -157,8 +217,9 @@ class QueryLog:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
-                " latency_ms, profile) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-                " value->>6, value->>7, value->>8, value->>9, value->>10, value->>11 FROM json_each(?)",
+                " latency_ms, profile, clock_doubtful) SELECT value->>0, value->>1, value->>2, value->>3,"
+                " value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->>10, value->>11,"
+                " value->>12 FROM json_each(?)",
                 (json.dumps(rows),))
             conn.execute(
                 "INSERT INTO rollups (hour, device, category, queries, blocked) SELECT value->>0, value->>1,"
@@ -186,22 +247,49 @@ class QueryLog:
             except Exception:
                 pass
             self.dropped += len(batch)
-            log.warning("query log: could not write %d events: %s", len(batch), exc)
+            self._failed(f"could not write {len(batch)} events: {exc}", exc)
             return 0
+        if self.last_error is not None and self.write_failures:
+            log.warning("query log: writing again (%d events lost meanwhile)", self.dropped)
+            self.last_error = None
         self.written += len(rows)
         return len(rows)
 
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Count a failed write; warn at the first of a run of them, not every second."""
+        self.write_failures += 1
+        if is_disk_full(exc):
+            self.disk_full += 1
+        if self.last_error is None:
+            log.warning("query log: %s", what)
+        else:
+            log.debug("query log: %s", what)
+        self.last_error = what
+        self.last_error_at = self.clock()
+
     def enforce_retention(self, conn) -> None:
-        """Delete rows past `retention_days` and rollups past `rollup_days`, in small chunks."""
-        now = self.clock()
-        self._last_retention = now
+        """Delete rows past `retention_days` and rollups past `rollup_days`, in small chunks;
+        nothing at all on a clock there is reason to doubt (RetentionClock)."""
+        wall = self.clock()
+        self._last_retention = wall
+        now, doubt = self.retention_clock.check(wall, self.monotonic())
+        if now is None:
+            self.retention_skipped += 1
+            log.warning("query log: retention skipped, nothing deleted: %s", doubt)
+            return
         cutoff = now - self.settings.retention_days * 86400
         hour_cutoff = int((now - self.settings.rollup_days * 86400) // 3600)
         try:
+            # Rows logged on a doubted clock are aged by their place in the log instead (ids
+            # grow in writing order): logged before a row past retention, they are older still.
+            newest_expired = conn.execute("SELECT id FROM queries WHERE ts < ? AND clock_doubtful = 0"
+                                          " ORDER BY ts DESC LIMIT 1", (cutoff,)).fetchone()
+            if newest_expired:
+                conn.execute("DELETE FROM queries WHERE clock_doubtful = 1 AND id < ?", newest_expired)
             while True:
                 deleted = conn.execute(
-                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? LIMIT ?)",
-                    (cutoff, DELETE_CHUNK)).rowcount
+                    "DELETE FROM queries WHERE id IN (SELECT id FROM queries WHERE ts < ? AND clock_doubtful = 0"
+                    " LIMIT ?)", (cutoff, DELETE_CHUNK)).rowcount
                 if deleted < DELETE_CHUNK:
                     break
             conn.execute("DELETE FROM rollups WHERE hour < ?", (hour_cutoff,))
@@ -230,7 +318,7 @@ def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
         name = None if mode == "anonymous" or decision.rule == "csam" else name_from_question(key)
         reason = decision.reason if name is not None or decision.rule == "csam" else decision.rule
         rows.append((ts, device, client, name, qtype, decision.action, decision.rule, reason,
-                     decision.category, rcode, latency, profile))
+                     decision.category, rcode, latency, profile, int(ts < CLOCK_FLOOR)))
         hour = int(ts // 3600)
         counts = rollups[(hour, device or client, decision.category or "")]
         counts[0] += 1
@@ -244,3 +332,11 @@ def rows_from_events(events: list[tuple], neighbours: dict[str, str]):
             entry[3] = ts
             entry[4] += 1
     return rows, rollups, seen, names
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: the disk (or the user's quota) has no room for the write."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_FULL
+    return "full" in str(exc).lower()

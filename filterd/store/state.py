@@ -7,6 +7,7 @@ migrations, inside one transaction, so a crash mid-way leaves the previous versi
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -241,6 +242,24 @@ MIGRATIONS: list[str] = [
         text TEXT NOT NULL
     );
     """,
+    # 7: the query log's health, per worker, for the dashboard (log_dropped stays the total lost);
+    # queries over the rate limit and upstream records dropped as not about the question;
+    # rows logged while the clock read before filterd was written are marked, not trusted
+    """
+    ALTER TABLE daemon_status ADD COLUMN log_written INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN log_dropped_queue_full INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN log_write_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN log_disk_full INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN log_last_error TEXT;
+    ALTER TABLE daemon_status ADD COLUMN log_last_error_at REAL;
+    ALTER TABLE daemon_status ADD COLUMN db_reopened INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN clock_doubtful INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN retention_skipped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN rate_limited INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE daemon_status ADD COLUMN answers_scrubbed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE queries ADD COLUMN clock_doubtful INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX queries_clock_doubtful ON queries (id) WHERE clock_doubtful = 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -252,6 +271,45 @@ class StateError(Exception):
 
 def db_path(data_dir: Path) -> Path:
     return Path(data_dir) / "state.db"
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the DB file, None when it is gone: a connection's file was deleted
+    or replaced when this no longer matches what it was when opened."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+class Reopening:
+    """A writable connection that follows its file: when the state DB is deleted or replaced
+    while the daemon runs (a parent's `rm`, a restore by hand), `check()` opens the new one
+    (created and migrated) instead of writing on into an unlinked file forever."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self.identity = file_identity(self.path)
+        self.reopened = 0
+
+    def check(self) -> bool:
+        """True when the file had gone and a new connection was opened (raises StateError
+        when it cannot be: the caller keeps the old one and tries again later)."""
+        if file_identity(self.path) == self.identity and self.identity is not None:
+            return False
+        try:   # first, so this process is done with the old file's WAL before a new one exists
+            self.conn.close()
+        except sqlite3.Error:
+            pass
+        self.conn = connect(self.path)
+        self.identity = file_identity(self.path)
+        self.reopened += 1
+        return True
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:

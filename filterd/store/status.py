@@ -8,10 +8,14 @@ import sqlite3
 import time
 from dataclasses import dataclass
 
+from filterd.store.state import transaction
+
 STALE_S = 30.0        # no row updated since: that worker (or the whole daemon) is not running
 
 COLUMNS = ("pid", "worker", "started", "updated", "config_mtime", "last_reload", "last_error", "log_dropped",
-           "upstreams", "upstreams_failing")
+           "upstreams", "upstreams_failing", "log_written", "log_dropped_queue_full", "log_write_failures",
+           "log_disk_full", "log_last_error", "log_last_error_at", "db_reopened", "clock_doubtful",
+           "retention_skipped", "rate_limited", "answers_scrubbed")
 
 
 @dataclass(frozen=True)
@@ -23,9 +27,20 @@ class WorkerStatus:
     config_mtime: float | None
     last_reload: float | None
     last_error: str | None
-    log_dropped: int
+    log_dropped: int                  # every query-log event lost, whatever the cause
     upstreams: int
     upstreams_failing: int
+    log_written: int = 0
+    log_dropped_queue_full: int = 0
+    log_write_failures: int = 0       # failed log writes, and status rows that could not be written
+    log_disk_full: int = 0
+    log_last_error: str | None = None     # None once writing works again
+    log_last_error_at: float | None = None
+    db_reopened: int = 0              # times the state DB was found deleted and made again
+    clock_doubtful: int = 0           # 1 while the clock reads before filterd was written
+    retention_skipped: int = 0
+    rate_limited: int = 0             # queries turned away by the rate limit (kept across reloads)
+    answers_scrubbed: int = 0         # upstream answers cleaned of records not about their question
 
     @property
     def upstreams_down(self) -> bool:
@@ -33,13 +48,18 @@ class WorkerStatus:
         return bool(self.upstreams) and self.upstreams_failing >= self.upstreams
 
 
-def write(db: sqlite3.Connection, status: WorkerStatus) -> None:
-    """Insert or refresh this worker's row (keyed by its pid)."""
+def write(db: sqlite3.Connection, status: WorkerStatus, workers: int | None = None) -> None:
+    """Insert or refresh this worker's row (keyed by its pid). The row of a worker it replaced
+    (killed, restarted) goes, and so do rows of workers beyond the `workers` it was started with:
+    a dead worker's row never stands beside the live one."""
     names = ", ".join(COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("pid", "worker", "started"))
-    db.execute(f"INSERT INTO daemon_status ({names}) VALUES ({', '.join('?' * len(COLUMNS))})"  # nosec B608
-               f" ON CONFLICT (pid) DO UPDATE SET {updates}",
-               tuple(getattr(status, c) for c in COLUMNS))
+    with transaction(db):
+        db.execute("DELETE FROM daemon_status WHERE pid != ? AND (worker = ? OR worker >= ?)",
+                   (status.pid, status.worker, workers if workers is not None else 1 << 30))
+        db.execute(f"INSERT INTO daemon_status ({names}) VALUES ({', '.join('?' * len(COLUMNS))})"  # nosec B608
+                   f" ON CONFLICT (pid) DO UPDATE SET {updates}",
+                   tuple(getattr(status, c) for c in COLUMNS))
 
 
 def remove(db: sqlite3.Connection, pid: int) -> None:

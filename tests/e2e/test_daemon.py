@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from dnslib import CLASS, OPCODE, QTYPE, RCODE, DNSRecord
+from dnslib import CLASS, OPCODE, QTYPE, RCODE, RR, DNSRecord
 
 from conftest import exchange, make_query, read_tcp_message, wait_seconds, wait_until
 from standin import StandIn, free_port, name_address
@@ -300,6 +300,50 @@ def test_edns_version_1_gets_badvers(daemon, standin):
     assert standin.count("badvers.test") == 0
 
 
+# ISC's genreport (DNS-Compliance-Testing) EDNS checks, asked the way it asks them (flags,
+# options and versions a server must ignore or answer, never drop): (test, build, check).
+def _edns_query(name: str, version: int = 0, flags: int = 0, options=(), z: bool = False,
+                qtype: str = "A") -> bytes:
+    from dnslib import EDNS0, EDNSOption
+    query = make_query(name, qtype)
+    query.add_ar(EDNS0(udp_len=4096, version=version, flags="do" if flags & 0x8000 else "",
+                       opts=[EDNSOption(code, data) for code, data in options]))
+    packet = bytearray(query.pack())
+    if flags & 0x7FFF:   # EDNS flags dnslib does not name: patch them into the OPT's TTL
+        struct.pack_into(">H", packet, len(packet) - 4 - sum(4 + len(d) for _, d in options), flags)
+    if z:
+        packet[3] |= 0x40
+    return bytes(packet)
+
+
+GENREPORT = {
+    "ednsopt": dict(options=[(100, b"")]),
+    "ednsflags": dict(flags=0x0080),
+    "zflag": dict(z=True),
+    "do": dict(flags=0x8000),
+    "optlist": dict(options=[(3, b""), (8, b"\x00\x01\x00\x00"), (9, b""), (10, bytes(range(1, 9)))]),
+    "type666": dict(qtype="TYPE666"),
+    "edns1opt": dict(version=1, options=[(100, b"")]),
+}
+
+
+@pytest.mark.parametrize("check", list(GENREPORT))
+def test_genreport_edns_checks_are_answered_and_nothing_unknown_is_echoed(daemon, standin, check):
+    name = f"genreport-{check}.test"
+    reply = DNSRecord.parse(daemon.exchange(_edns_query(name, **GENREPORT[check])))
+    opt = [rr for rr in reply.ar if rr.rtype == QTYPE.OPT]
+
+    assert len(opt) == 1 and (opt[0].ttl >> 16) & 0xFF == 0      # our OPT, version 0
+    assert opt[0].rdata == [] or all(o.code == 15 for o in opt[0].rdata)   # no option echoed
+    assert reply.header.bitmap & 0x0040 == 0                     # Z is zero in every reply
+    assert opt[0].ttl & 0x7FFF == 0                              # unknown EDNS flags not echoed
+    assert bool(opt[0].ttl & 0x8000) == (check == "do")          # DO echoed
+    if check == "edns1opt":
+        assert opt[0].ttl >> 24 == 1 and reply.header.rcode == 0   # BADVERS
+    else:
+        assert opt[0].ttl >> 24 == 0 and reply.header.rcode == NOERROR and reply.q.qname == name
+
+
 # ---------------------------------------------------------------- answered locally
 
 
@@ -571,6 +615,7 @@ def test_servfail_when_every_upstream_is_dead_and_nothing_is_cached(daemons, clo
 def stale_answers(module_daemons, module_standins):
     """(fresh, stale) replies: asked once, upstream stopped, asked again after expiry."""
     upstream, port = module_standins()
+    upstream.authoritative = True
     daemon = module_daemons([udp_upstream(port)], upstream_timeout=0.3, cache={"max_ttl": 1})
     fresh = daemon.ask("stale.test")
     upstream.stop()
@@ -591,6 +636,59 @@ def test_stale_answer_has_ttl_30(stale_answers):
     _, stale = stale_answers
 
     assert [rr.ttl for rr in stale.rr] == [30]
+
+
+def test_a_stale_answer_does_not_claim_authority(stale_answers):
+    fresh, stale = stale_answers
+
+    assert fresh.header.aa == 0 and stale.header.aa == 0
+
+
+# ---------------------------------------------------------------- what an upstream answer may say
+
+
+@pytest.fixture
+def lying_upstream(standins, daemons):
+    """(stand-in, daemon): a stand-in of the test's own, authoritative (AA set), and a daemon."""
+    upstream, port = standins()
+    upstream.authoritative = True
+    return upstream, daemons([udp_upstream(port)])
+
+
+def test_forwarded_and_cached_answers_clear_the_aa_bit(lying_upstream):
+    upstream, daemon = lying_upstream
+    forwarded = daemon.ask("authority.test")
+    cached = daemon.ask("authority.test", tcp=True)
+
+    assert upstream.count("authority.test") == 1
+    assert forwarded.header.aa == 0 and cached.header.aa == 0
+    assert addresses(forwarded) == addresses(cached) == [name_address("authority.test")]
+
+
+def test_a_record_for_another_name_is_neither_served_nor_cached(lying_upstream):
+    upstream, daemon = lying_upstream
+    upstream.junk[("x.example.net", "A")] = RR.fromZone("evil.example. 300 IN A 6.6.6.6")
+
+    first = daemon.ask("x.example.net")
+    evil = daemon.ask("evil.example")
+    again = daemon.ask("x.example.net")
+
+    assert [str(rr.rname) for rr in first.rr] == ["x.example.net."] == [str(rr.rname) for rr in again.rr]
+    assert addresses(first) == [name_address("x.example.net")]
+    assert addresses(evil) == [name_address("evil.example")] and upstream.count("evil.example") == 1
+    assert upstream.count("x.example.net") == 1   # the clean answer was cached
+
+
+def test_an_answer_of_another_type_alone_is_a_servfail_and_is_not_cached(lying_upstream):
+    upstream, daemon = lying_upstream
+    upstream.records[("txt-for-a.test", "A")] = RR.fromZone('txt-for-a.test. 300 IN TXT "not an address"')
+
+    first = daemon.ask("txt-for-a.test")
+    second = daemon.ask("txt-for-a.test")
+
+    assert first.header.rcode == second.header.rcode == SERVFAIL
+    assert first.rr == [] and second.rr == []
+    assert upstream.count("txt-for-a.test") == 2
 
 
 class NotImplementedStandIn(StandIn):
@@ -642,10 +740,15 @@ def test_rate_limit_drops_a_flood_from_one_source_only(daemons, standin):
         for i in range(100):
             query.header.id = i
             sock.sendto(query.pack(), ("127.0.0.1", daemon.port))
-        answered = len(collect_udp(sock))
+        replies = [DNSRecord.parse(reply) for reply in collect_udp(sock)]
         other = daemon.ask("flood.test", source="127.0.0.3")
 
-    assert 1 <= answered <= 2 * 10 + 10  # the burst (twice the rate) and what trickles in meanwhile
+    answered = [r for r in replies if not r.header.tc]
+    truncated = [r for r in replies if r.header.tc]
+    assert 1 <= len(answered) <= 5 * 10 + 10  # the burst (five times the rate) and what trickles in meanwhile
+    # Every 2nd dropped query slips through truncated, so a real client retries over TCP.
+    assert 10 <= len(truncated) <= (100 - len(answered)) // 2 + 1
+    assert all(r.rr == [] and r.q.qname == "flood.test" for r in truncated)
     assert other.header.rcode == NOERROR and addresses(other) == [name_address("flood.test")]
     # The flooding source is served again once its bucket refills.
     wait_until(lambda: exchange(make_query("flood.test").pack(), daemon.port, timeout=0.2),
