@@ -56,9 +56,13 @@ class CachedAnswer:
         self.with_opt = None
         self.rendered_second = elapsed
 
-    def reply(self, query: wire.Query, now: float, limit: int) -> bytes:
-        """This answer for `query`: its ID and question spliced in, truncated if over `limit`."""
+    def reply(self, query: wire.Query, now: float, limit: int, ttl_cap: int = 0) -> bytes:
+        """This answer for `query`: its ID and question spliced in, truncated if over `limit`.
+        `ttl_cap`: no TTL above it (names a daily limit counts: a device in use keeps asking)."""
         elapsed = int(now - self.stored_at)
+        if ttl_cap:
+            plain = self._render(lambda ttl: min(ttl - elapsed if ttl > elapsed else 0, ttl_cap))
+            return _splice(query, self._add_opt(plain) if query.has_opt else plain, limit)
         if self.rendered_second != elapsed:
             self.render(elapsed)
         if not query.has_opt:

@@ -13,6 +13,7 @@ waiting on upstream are answered by it (see `retire`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -23,10 +24,12 @@ from filterd.dns.access import AccessList, RateLimiter
 from filterd.dns.cache import AnswerCache, CachedAnswer, entry_from_response
 from filterd.rules.devices import ClientMap
 from filterd.rules.config import Config
-from filterd.rules.policy import ALLOW, REWRITE, Decision, Override, Policy, decide
+from filterd.rules.limits import subject_for
+from filterd.rules.policy import ALLOW, REWRITE, Decision, Override, Policy, decide, limits_counting
 from filterd.dns.replies import decision_reply, rewrite_reply
 from filterd.dns.upstream import UpstreamError, UpstreamPool
 
+LIMITED_TTL_S = 60    # answers for names a daily limit counts: an app in use keeps asking
 MEMO_LIMIT = 20_000   # decisions remembered per client before the memo starts over
 RECENT_LIMIT = 20_000  # replies remembered per client within one second
 MAX_WAITING_PER_CLIENT = 1000   # queries queued behind one client's max_pending_per_client
@@ -58,14 +61,16 @@ class Client:
 class Verdict:
     """A decision for one question, with its ready-made reply when the daemon answers itself."""
 
-    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend")
+    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend", "counts")
 
-    def __init__(self, decision: Decision, plain: bytes | None, with_opt: bytes | None, qend: int):
+    def __init__(self, decision: Decision, plain: bytes | None, with_opt: bytes | None, qend: int,
+                 counts: tuple = ()):
         self.decision = decision
         self.valid_until = decision.valid_until
         self.plain = plain
         self.with_opt = with_opt
         self.qend = qend
+        self.counts = counts    # (limit, subject) pairs an allowed query counts toward
 
     def reply(self, query: wire.Query) -> bytes:
         stored = self.with_opt if query.has_opt else self.plain
@@ -82,7 +87,7 @@ class Resolver:
 
     def __init__(self, config: Config, policy: Policy, cache: AnswerCache | None = None,
                  overrides: tuple[Override, ...] = (), pool: UpstreamPool | None = None,
-                 neighbours: dict[str, str] | None = None, querylog=None):
+                 neighbours: dict[str, str] | None = None, querylog=None, usage=None):
         dns = config.dns
         self.config = config
         self.policy = policy
@@ -91,6 +96,8 @@ class Resolver:
         self.clients: dict[str, Client] = {}
         self.neighbours: dict[str, str] = neighbours or {}
         self.querylog = querylog    # store.log_writer.QueryLog, or None: nothing is logged
+        self.usage = usage          # family.limits.UsageCounter, or None: daily limits are not counted
+        self.limited_profiles = frozenset(name for name, profile in config.rules.profiles.items() if profile.limits)
         self.access = AccessList(dns.allow_networks)
         self.access_verdicts = self.access.verdicts
         self.limiter = RateLimiter(dns.rate_limit) if dns.rate_limit else None
@@ -153,17 +160,21 @@ class Resolver:
         if verdict is None or wall >= verdict.valid_until:
             verdict = self.judge(client, query, wall)
         decision = verdict.decision
+        ttl_cap = 0
+        if verdict.counts and self.usage is not None:
+            self.usage.count(verdict.counts, datetime.datetime.fromtimestamp(wall, self.policy.tz))
+            ttl_cap = LIMITED_TTL_S
         if verdict.plain is not None:
             reply = verdict.reply(query)
         elif query.qtype == wire.TYPE_ANY:
             reply = wire.rfc8482_reply(query)
         elif decision.action == REWRITE:
-            return self.rewrite(query, decision, client, wall, limit)
+            return self.rewrite(query, decision, client, wall, limit, ttl_cap)
         else:
             entry = self.cache.get(query.key)
             if entry is None or now >= entry.expires:
-                return self.resolve(query, client, wall, limit, decision)
-            reply, decision = self.serve_entry(entry, query, client, decision, wall, now, limit)
+                return self.resolve(query, client, wall, limit, decision, ttl_cap=ttl_cap)
+            reply, decision = self.serve_entry(entry, query, client, decision, wall, now, limit, ttl_cap)
         self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         if udp and len(client.recent) < RECENT_LIMIT and client.recent_second == int(now):
             client.recent[data[2:]] = (reply[2:], query.key, query.qtype, decision)
@@ -229,7 +240,7 @@ class Resolver:
         """Decide for the query's name and remember the verdict (and its reply) for a while."""
         decision = self.decide_name(client, query.name, query.qtype, wall)
         if decision.action in (ALLOW, REWRITE):
-            verdict = Verdict(decision, None, None, query.qend)
+            verdict = Verdict(decision, None, None, query.qend, self.counted_toward(client, query.name))
         else:   # both variants of the reply, for clients with and without EDNS
             web, mode = self.config.rules.web, self.config.dns.block_mode
             verdict = Verdict(decision, decision_reply(query.variant(False), decision, mode, web),
@@ -239,14 +250,23 @@ class Resolver:
         client.memo[query.key] = verdict
         return verdict
 
+    def counted_toward(self, client: Client, name: str) -> tuple:
+        """The daily limits an allowed query for `name` counts toward, with whose allowance."""
+        if client.profile not in self.limited_profiles:
+            return ()
+        profile = self.config.rules.profiles[client.profile]
+        counted = set(limits_counting(self.policy, client.profile, name))
+        return tuple((limit, subject) for limit in profile.limits if limit.name in counted
+                     for subject in (subject_for(limit, client.device, client.profile),) if subject is not None)
+
     def serve_entry(self, entry: CachedAnswer, query: wire.Query, client: Client, decision: Decision,
-                    wall: float, now: float, limit: int) -> tuple[bytes, Decision]:
+                    wall: float, now: float, limit: int, ttl_cap: int = 0) -> tuple[bytes, Decision]:
         """A cached or fresh answer for `query`, unless its CNAME chain leads to a blocked name."""
         if entry.cnames and decision.rule == "default":
             cloaked = self.cname_verdict(client, entry.cnames, query, wall)
             if cloaked is not None:
                 return cloaked
-        return entry.reply(query, now, limit), decision
+        return entry.reply(query, now, limit, ttl_cap), decision
 
     def cname_verdict(self, client: Client, cnames: tuple[str, ...], query: wire.Query,
                       wall: float) -> tuple[bytes, Decision] | None:
@@ -260,40 +280,40 @@ class Resolver:
                 client.memo[memo_key] = verdict
             decision = verdict.decision
             if decision.blocked:
-                cloaked = Decision(decision.action, decision.rule,
-                                   f"points (CNAME) to {target if decision.rule != 'csam' else 'a blocked name'}: "
-                                   f"{decision.reason}", decision.category, decision.list_id,
-                                   decision.service, decision.schedule, decision.matched, None,
-                                   decision.until, decision.ede, decision.valid_until)
+                cloaked = dataclasses.replace(
+                    decision, target=None,
+                    reason=f"points (CNAME) to {target if decision.rule != 'csam' else 'a blocked name'}: "
+                           f"{decision.reason}")
                 self.counters["blocked"] += 1
                 return decision_reply(query, cloaked, self.config.dns.block_mode, self.config.rules.web), cloaked
         return None
 
-    def rewrite(self, query: wire.Query, decision: Decision, client: Client, wall: float, limit: int):
+    def rewrite(self, query: wire.Query, decision: Decision, client: Client, wall: float, limit: int,
+                ttl_cap: int = 0):
         """SafeSearch: serve the cached rewrite, or build it from the safe host's answer."""
         key = b"S" + decision.target.encode() + b"|" + query.key
         entry = self.cache.get(key)
         now = time.monotonic()
         if entry is None or now >= entry.expires:
-            return self.resolve(query, client, wall, limit, decision, key=key)
-        reply = entry.reply(query, now, limit)
+            return self.resolve(query, client, wall, limit, decision, key=key, ttl_cap=ttl_cap)
+        reply = entry.reply(query, now, limit, ttl_cap)
         self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F)
         return reply
 
     # ------------------------------------------------ upstream
 
     async def resolve(self, query: wire.Query, client: Client, wall: float, limit: int,
-                      decision: Decision, key: bytes | None = None) -> bytes | None:
+                      decision: Decision, key: bytes | None = None, ttl_cap: int = 0) -> bytes | None:
         """The slow path: ask upstream once for all identical queries in flight, then log."""
         started = time.monotonic()
-        reply, decision = await self._resolve(query, client.ip, limit, client, decision, key)
+        reply, decision = await self._resolve(query, client.ip, limit, client, decision, key, ttl_cap)
         if reply is not None:
             self.log_answer(client, wall, query.key, query.qtype, decision, reply[3] & 0x0F,
                             round((time.monotonic() - started) * 1000, 2))
         return reply
 
     async def _resolve(self, query: wire.Query, ip: str, limit: int, client: Client,
-                       decision: Decision, key: bytes | None) -> tuple[bytes, Decision]:
+                       decision: Decision, key: bytes | None, ttl_cap: int = 0) -> tuple[bytes, Decision]:
         """The reply, and the decision it carries out (a CNAME to a blocked name changes it)."""
         key = key or query.key
         target = decision.target if decision.action == REWRITE else None
@@ -342,7 +362,7 @@ class Resolver:
                 self.counters["stale"] += 1
                 return stale.stale_reply(query, limit), decision
             return wire.error_reply(query, wire.SERVFAIL), decision
-        return self.serve_entry(entry, query, client, decision, time.time(), time.monotonic(), limit)
+        return self.serve_entry(entry, query, client, decision, time.time(), time.monotonic(), limit, ttl_cap)
 
     async def _wait_for_slot(self, ip: str, deadline: float) -> bool:
         """Wait until one of the client's queries upstream is answered; False at the deadline

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from filterd.lists import sources
-from filterd.store import overrides, state, status
+from filterd.family import limits
+from filterd.store import state, status
 from filterd.dns import sdnotify
 from filterd.store.log_writer import CLOCK_FLOOR, QueryLog, is_disk_full
 from filterd.dns.clients import read_neighbours
@@ -219,8 +220,9 @@ class Worker:
         self.workers = config.dns.workers   # as started: a changed count waits for a restart
         # A policy built before fork is shared: its index is one mmap, inherited by every worker.
         self.querylog = QueryLog(state.db_path(config.data_dir), config.log, retention=index == 0)
+        self.usage = limits.UsageCounter(config.limits_gap_s)
         self.resolver = Resolver(config, policy or build_policy(config, compile_if_missing=index == 0),
-                                 querylog=self.querylog)
+                                 querylog=self.querylog, usage=self.usage)
         self.lists_signature = self.resolver.policy.index.path   # the last good one, if lists changed
         self.state_db = state.Reopening(state.db_path(config.data_dir))
         self.db_version = None
@@ -292,6 +294,10 @@ class Worker:
         self.resolver.close()
         self.querylog.stop()
         try:
+            self.usage.flush(self.db)       # the minutes of the last seconds count too
+        except Exception:
+            pass
+        try:
             status.remove(self.db, os.getpid())
         except Exception:
             pass
@@ -326,6 +332,13 @@ class Worker:
             if ticks % 5 == 1:
                 self._refresh_neighbours()
                 self._write_status()
+            if ticks % 5 == 3:
+                self._count_limits()
+            if self.index == 0 and ticks % 3600 == 7:
+                try:
+                    limits.prune(self.db)
+                except Exception as exc:
+                    log.debug("cannot prune old limit usage: %s", exc)
             self._load_overrides()
             if watcher is not None and watcher.changed():
                 config_changed = True
@@ -349,18 +362,31 @@ class Worker:
         """SIGHUP: reload the config now (it is reloaded on change anyway)."""
         self.spawn(self.reload())
 
-    def _load_overrides(self) -> None:
-        """Pick up pauses and allows within a second: the DB's data_version says when to look."""
+    def _load_overrides(self, force: bool = False) -> None:
+        """Pick up pauses, allows and spent limits within a second: the DB's data_version says
+        when another process wrote (`force`: this worker just merged its own minutes)."""
         try:
             version = self.db.execute("PRAGMA data_version").fetchone()[0]
-            if version == self.db_version:
+            if version == self.db_version and not force:
                 return
             self.db_version = version
-            active = overrides.active(self.db, time.time())
+            active = limits.overrides_in_force(self.db, self.config, time.time())
         except Exception as exc:  # a locked or damaged DB must not stop DNS
             log.warning("cannot read overrides from the state DB: %s", exc)
             return
         self.resolver.new_overrides(active)
+
+    def _count_limits(self) -> None:
+        """Merge this worker's counted minutes into the state DB (every worker's count, kept across
+        restarts), and close what a used-up allowance closes."""
+        if not self.usage.pending:
+            return
+        try:
+            self.usage.flush(self.db)
+        except Exception as exc:  # kept in memory for the next try
+            log.warning("cannot save the daily limits' minutes: %s", exc)
+            return
+        self._load_overrides(force=True)
 
     def _write_status(self) -> None:
         """This worker's row in daemon_status, for the dashboard and the alerts.
@@ -436,7 +462,8 @@ class Worker:
         keep_cache = config.dns.upstreams == old.config.dns.upstreams and \
             config.dns.cache == old.config.dns.cache
         self.resolver = Resolver(config, policy, old.cache if keep_cache else None, old.overrides,
-                                 old.pool if same_upstreams else None, old.neighbours, self.querylog)
+                                 old.pool if same_upstreams else None, old.neighbours, self.querylog, self.usage)
+        self.usage.gap_minutes = max(1, config.limits_gap_s // 60)
         self.resolver.counters = old.counters   # what the status row shows counts on across reloads
         self.querylog.configure(config.log)
         self.config = config

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from filterd.rules.limits import MAX_DAY_MINUTES, allowance, day_key, minute_index, next_reset
+from filterd.rules.limits import MAX_DAY_MINUTES, allowance, day_key, minute_index, next_reset, subject_for
 from filterd.rules.model import Limit
 from filterd.rules.policy import Override
 from filterd.store.state import audit, transaction
@@ -35,14 +35,6 @@ Key = tuple[str, str, str, str]       # (day, subject_kind, subject, limit name)
 
 class LimitError(ValueError):
     """A limit or device that does not exist, or an extension that makes no sense."""
-
-
-def subject_for(limit: Limit, device: str | None, profile: str) -> tuple[str, str] | None:
-    """Whose allowance a query uses: the device's, or the profile's with `per: profile`.
-    Unnamed devices are not counted per device (they have no name to keep a count under)."""
-    if limit.per == "profile":
-        return ("profile", profile)
-    return ("device", device) if device else None
 
 
 def _set_bits(bitmap: bytearray, first: int, last: int) -> None:

@@ -19,7 +19,7 @@ from filterd.rules.checking import (Checker, ConfigError, Listen, YamlSyntaxErro
 from filterd.rules.dhcp_settings import parse_dhcp_config
 from filterd.rules.notify_settings import parse_notify_config
 from filterd.rules.log_settings import parse_log_config
-from filterd.rules.model import parse_rules
+from filterd.rules.model import parse_minutes, parse_rules
 from filterd.rules.catalog import CatalogError, load_catalog
 
 
@@ -82,6 +82,7 @@ class Config:
     dhcp: Any = None             # dhcp_settings.DhcpConfig: dnsmasq as the house's DHCP server (off by default)
     catalog: Any = field(default=None, repr=False, compare=False)   # catalog.Catalog
     lists_mirror: str | None = None   # every list https://HOST/PATH is fetched from MIRROR/HOST/PATH
+    limits_gap_s: int = 300           # daily limits: queries less apart than this are one session
 
 
 DEFAULT_ALLOW_NETWORKS = (
@@ -227,7 +228,7 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
 
 
 TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",
-                  "default_profile", "log", "notify", "dhcp", "lists_mirror"}
+                  "default_profile", "log", "notify", "dhcp", "lists_mirror", "limits_gap"}
 
 
 def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) -> Config:
@@ -260,11 +261,15 @@ def parse_config(data: dict, lines: dict[str, int], path: Path | None = None) ->
         check.error("lists_mirror", f"{show(lists_mirror)} must be an http:// or https:// address "
                     "(e.g. http://192.168.1.5:8000/lists)")
         lists_mirror = None
+    gap = parse_minutes(data.get("limits_gap", "5m"))
+    if gap is None or not 1 <= gap <= 60:
+        check.error("limits_gap", f"{show(data.get('limits_gap'))} must be a duration from 1m to 60m (e.g. 5m)")
+        gap = 5
     if check.problems:
         raise ConfigError(by_line(check.problems))
     return Config(path=path, timezone=timezone, data_dir=data_dir, dns=dns, rules=rules,
                   catalog=catalog, log=log_config, notify=notify, dhcp=dhcp,
-                  lists_mirror=lists_mirror.rstrip("/") if lists_mirror else None)
+                  lists_mirror=lists_mirror.rstrip("/") if lists_mirror else None, limits_gap_s=gap * 60)
 
 
 def _mirror_url(value: Any) -> bool:

@@ -46,3 +46,11 @@ def minute_index(limit: Limit, now: datetime.datetime) -> int:
     """Which minute of its day `now` falls in (0 at the reset time)."""
     elapsed = int(now.timestamp() - day_start(limit, now).timestamp()) // 60
     return max(0, min(elapsed, MAX_DAY_MINUTES - 1))
+
+
+def subject_for(limit: Limit, device: str | None, profile: str) -> tuple[str, str] | None:
+    """Whose allowance a query uses: the device's, or the profile's with `per: profile`.
+    Unnamed devices are not counted per device (they have no name to keep a count under)."""
+    if limit.per == "profile":
+        return ("profile", profile)
+    return ("device", device) if device else None

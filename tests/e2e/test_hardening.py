@@ -21,8 +21,8 @@ UNDER_MDWE = [
     "tests/e2e/test_blockpage_https.py",                 # filterd-webui: the house CA, TLS, the block page
     "tests/e2e/test_daemon.py::test_forwards_a_aaaa_mx_and_txt",     # the daemon on uvloop, UDP and TCP
     "tests/e2e/test_daemon.py::test_fails_over_past_a_closed_upstream_port",
-    "tests/test_notify.py::test_email_arrives_over_starttls_with_login",   # smtplib over TLS
-    "tests/test_notify.py::test_webhook_receives_json_with_a_valid_hmac_and_the_request_link",
+    "tests/test_channels.py::test_email_arrives_over_starttls_with_login",   # smtplib over TLS
+    "tests/test_channels.py::test_webhook_receives_json_with_a_valid_hmac_and_the_request_link",
     "tests/test_localca.py",
 ]
 
