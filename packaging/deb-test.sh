@@ -32,7 +32,8 @@ trap 'exit 130' INT TERM HUP   # so that cleanup runs on a timeout too
 step() { printf '\n== %s\n' "$*"; }
 fail() { printf 'deb-test: FAIL: %s\n' "$*" >&2; exit 1; }
 
-# The Debian mirror apt already uses here (deb822 .sources or a one-line sources.list entry).
+# The Debian mirror apt already uses here (deb822 .sources or a one-line sources.list entry);
+# none is named in this repository.
 mirror() {
     local uri
     uri=$(awk -v suite="$SUITE" '
@@ -42,15 +43,18 @@ mirror() {
         uri=$(awk -v suite="$SUITE" '$1 == "deb" && $3 == suite {print $2; exit}' \
             /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
     fi
-    printf '%s' "${uri:-http://deb.debian.org/debian}"
+    [ -n "$uri" ] || fail "no Debian $SUITE mirror in apt's configuration (/etc/apt/sources.list*): add one"
+    printf '%s' "$uri"
 }
 
 make_base() {
     [ -s "$BASE" ] && return
-    step "debootstrap a minimal $SUITE root from $(mirror) (cached in $CACHE)"
+    local source
+    source=$(mirror) || exit 1
+    step "debootstrap a minimal $SUITE root from $source (cached in $CACHE)"
     mkdir -p "$CACHE"
     local fresh=$WORK/base
-    debootstrap --variant=minbase "$SUITE" "$fresh" "$(mirror)" >"$WORK/debootstrap.log" 2>&1 || {
+    debootstrap --variant=minbase "$SUITE" "$fresh" "$source" >"$WORK/debootstrap.log" 2>&1 || {
         tail -n 20 "$WORK/debootstrap.log"; fail "debootstrap"; }
     tar -C "$fresh" -cf "$BASE.tmp" .
     mv "$BASE.tmp" "$BASE"

@@ -17,12 +17,16 @@ def main() -> None:
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--log", default="off", choices=["off", "full"])
+    ap.add_argument("--limit", action="store_true",
+                    help="the benchmark's client is a named device with an `all: true` daily limit: every query counts")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from filterd.rules.catalog import load_catalog
     # The benchmark's list stands in for the category's own: those are switched off.
     off = "".join(f"  - {{id: {s.id}, enabled: false}}\n" for s in load_catalog().categories["adult"].sources)
-    work = Path(args.workdir) / f"filterd-{args.workers}w-{args.log}"
+    work = Path(args.workdir) / f"filterd-{args.workers}w-{args.log}{'-limit' if args.limit else ''}"
+    limit = ("    limits: [{name: online, all: true, daily: 24h}]\n"
+             "devices: [{name: bench-client, ip: 127.0.0.1, profile: default}]\n") if args.limit else ""
     work.mkdir(parents=True, exist_ok=True)
     config = work / "filterd.yaml"
     config.write_text(f"""# written by tests/bench/target.py
@@ -38,7 +42,9 @@ log: {{mode: {args.log}}}
 lists:
   - {{id: bench, path: "{args.blocklist}", category: adult, format: domains}}
 {off}profiles:
-  default: {{block_categories: [adult]}}
+  default:
+    block_categories: [adult]
+{limit}default_profile: default
 """)
     os.execv(sys.executable, [sys.executable, "-m", "filterd", "--log-level", "warning", "run",
                               "--config", str(config)])
