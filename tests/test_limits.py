@@ -285,3 +285,18 @@ def test_a_category_counted_by_a_limit_brings_its_lists(tmp_path):
     text = CONFIG.replace("domains: [games.example], daily: 30m", "categories: [games], daily: 30m")
     config = make_config(tmp_path, text)
     assert "games" in sources.blocked_categories(config)
+
+
+def test_the_weekly_summary_shows_minutes_per_limit_per_day(config, db):
+    from filterd.family import summary
+
+    use_minutes(config, db, "Emma-Tablet", "games", 20, MONDAY_NOON)
+    use_minutes(config, db, "leo-console", "games", 15, MONDAY_NOON + datetime.timedelta(days=1))
+    week = summary.weekly_summary(db, config, "kids", (MONDAY_NOON + datetime.timedelta(days=2)).timestamp())
+    games = next(limit for limit in week["limits"] if limit["name"] == "games")
+    by_day = {day["date"]: (day["used"], day["allowed"]) for day in games["days"]}
+    assert by_day["2026-11-30"] == (20, 30) and by_day["2026-12-01"] == (15, 30)
+    assert by_day["2026-11-28"] == (0, 90)                       # Saturday's allowance
+    text = summary.render_text(week, TZ)
+    assert "Daily limit games (minutes used, all devices): " in text and "Mon 20/30, Tue 15/30" in text
+    assert "Daily limit games (minutes used)" in summary.render_html(week, "http://filter.home/summary/kids", TZ)

@@ -80,12 +80,18 @@ def extend_limit(config, db, name: str, limit: str, minutes) -> LimitUsage:
         raise ActionError(str(exc), "minutes" if "minutes" in str(exc) else "limit") from None
 
 
+def limit_label(config, name: str) -> str:
+    """A limit's name as a person reads it: the service's own name ("YouTube") where it is one."""
+    service = config.catalog.services.get(name) if config.catalog else None
+    return service.name if service else name.replace("_", " ").replace("-", " ").capitalize()
+
+
 def limits_of(config, db, name: str) -> list[dict]:
     """A device's limits today, with its last 7 days (for the device page and the API)."""
     rows = limits.usage(db, config, name)
     history = limits.daily_history(db, config, name, 7)
     return [{**row.as_dict(), "extra_minutes": row.extra_minutes, "spent": row.spent,
-             "week": history.get(row.name, [])} for row in rows]
+             "label": limit_label(config, row.name), "week": history.get(row.name, [])} for row in rows]
 
 
 def edit_config(db, version: str | None, change, what: str, new_text: str | None = None):

@@ -66,7 +66,7 @@ def _limit_words(config, decision: policy.Decision) -> tuple[str, str]:
     """("hour of YouTube", "tomorrow") for a spent limit: the time in words and when it returns."""
     minutes = decision.limit_minutes or 0
     amount = ("hour" if minutes == 60 else f"{minutes // 60} hours" if minutes and minutes % 60 == 0
-              else f"{minutes} minutes" if minutes else "time")
+              else "minute" if minutes == 1 else f"{minutes} minutes" if minutes else "time")
     name = decision.limit or ""
     service = config.catalog.services.get(name)
     label = service.name if service else name.replace("_", " ")

@@ -17,6 +17,8 @@ from filterd.rules.explain import who_is
 from filterd.rules.schedule import window_end
 from filterd.store import overrides
 
+from . import actions
+
 bp = Blueprint("me", __name__)
 
 
@@ -27,6 +29,8 @@ def _days(days: frozenset[int]) -> str:
         return "every day"
     if days == frozenset(range(5)):
         return "school days"
+    if days == frozenset({6, 0, 1, 2, 3}):
+        return "school nights (Sunday to Thursday)"
     if days == frozenset({5, 6}):
         return "weekends"
     return ", ".join(names[d] for d in sorted(days))
@@ -56,4 +60,17 @@ def page():
                           "end": f"{schedule.end // 60:02d}:{schedule.end % 60:02d}" if schedule.end < 1440 else "midnight",
                           "days": _days(schedule.days)})
     rows = limits.usage(db, config, who.device, now) if who.device and profile.limits else []
-    return render_template("me.html", who=who, pause=pause, bonus=bonus, schedules=schedules, limits=rows, tz=tz)
+    labels = {row.name: actions.limit_label(config, row.name) for row in rows}
+    return render_template("me.html", who=who, pause=pause, bonus=bonus, schedules=schedules, limits=rows, tz=tz,
+                           labels=labels, when=lambda moment: _when(moment, moment_now=moment_of(now, tz)))
+
+
+def moment_of(now: float, tz) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(now, tz)
+
+
+def _when(moment: datetime.datetime, moment_now: datetime.datetime) -> str:
+    """"tomorrow at 00:00", "today at 04:00", "Sunday at 00:00"."""
+    days = (moment.date() - moment_now.date()).days
+    day = "today" if days == 0 else "tomorrow" if days == 1 else moment.strftime("%A")
+    return f"{day} at {moment:%H:%M}"

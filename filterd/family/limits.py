@@ -231,6 +231,25 @@ def daily_history(db, config, device_name: str, days: int = 7, now: float | None
     return out
 
 
+def week_of_profile(db, config, profile_name: str, days: list[str]) -> list[dict]:
+    """Each limit of a profile over `days` (YYYY-MM-DD): minutes used per day (its devices added
+    up for a per-device limit) and the day's allowance per device — for the weekly summary."""
+    profile = config.rules.profiles.get(profile_name)
+    if profile is None:
+        return []
+    devices = [d.name for d in config.rules.devices if d.profile == profile_name]
+    out = []
+    for limit in profile.limits:
+        subjects = [("profile", profile_name)] if limit.per == "profile" else [("device", d) for d in devices]
+        series = []
+        for day in days:
+            used = sum(_used(db, day, subject, limit.name) for subject in subjects)
+            weekday = datetime.date.fromisoformat(day).weekday()
+            series.append({"date": day, "used": used, "allowed": limit.minutes[weekday]})
+        out.append({"name": limit.name, "per": limit.per, "days": series})
+    return out
+
+
 def prune(db, now: float | None = None) -> None:
     """Forget usage and extensions older than KEEP_DAYS."""
     cutoff = datetime.date.fromtimestamp((time.time() if now is None else now) - KEEP_DAYS * 86400).isoformat()

@@ -14,6 +14,7 @@ import html
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from filterd.family import limits
 from filterd.store import log_reader
 
 SLOT_S = 300
@@ -69,6 +70,7 @@ def weekly_summary(db, config, profile: str, until: float) -> dict:
         "requests": requests,
         "requests_count": {status: sum(1 for r in requests if r["status"] == status)
                            for status in ("approved", "declined", "pending")},
+        "limits": limits.week_of_profile(db, config, profile, [day.isoformat() for day in days]),
     }
 
 
@@ -169,6 +171,12 @@ def render_text(summary: dict, tz: ZoneInfo) -> str:
         lines.append("Top sites: " + ", ".join(f"{name} ({n})" for name, n in summary["top_sites"]))
     if summary["top_blocked"]:
         lines.append("Most blocked: " + ", ".join(f"{name} ({n})" for name, n in summary["top_blocked"]))
+    for limit in summary.get("limits", []):
+        lines.append(f"Daily limit {limit['name']} (minutes used"
+                     + (", all devices" if limit["per"] == "device" and len(summary["devices"]) > 1 else "") + "): "
+                     + ", ".join(f"{_weekday(day['date'])} {day['used']}" + (f"/{day['allowed']}" if day["allowed"]
+                                                                            is not None else "")
+                                 for day in limit["days"]))
     counts = summary["requests_count"]
     lines.append(f"Requests: {len(summary['requests'])} ({counts['approved']} approved, "
                  f"{counts['declined']} declined, {counts['pending']} waiting)")
@@ -207,12 +215,20 @@ def render_html(summary: dict, link: str, tz: ZoneInfo) -> str:
     if summary["top_blocked"]:
         out.append(f'<h2 style="{_H2}">Most blocked</h2>')
         out.append(_table(summary["top_blocked"], ""))
+    for limit in summary.get("limits", []):
+        out.append(f'<h2 style="{_H2}">Daily limit {e(limit["name"])} (minutes used)</h2>')
+        out.append(_table([(_weekday(day["date"]), f'{day["used"]}' + (f' of {day["allowed"]}'
+                            if day["allowed"] is not None else "")) for day in limit["days"]], ""))
     out.append(f'<h2 style="{_H2}">Requests</h2>')
     out.append(_table([(f'{r["device"]}: {r["domain"]}' + (f' — "{r["message"]}"' if r.get("message") else ""),
                         request_outcome(r, tz)) for r in summary["requests"]], "No requests."))
     out.append(f'<p style="margin-top:20px"><a href="{e(link)}" style="color:#2453b8">Open this summary in filterd'
                '</a></p></div></body></html>')
     return "".join(out)
+
+
+def _weekday(day: str) -> str:
+    return f"{date.fromisoformat(day):%a}"
 
 
 def _table(rows, empty: str) -> str:
