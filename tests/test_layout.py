@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import filterd
+
+# Where the code under test lives: the checkout, or /usr/lib/filterd when the .deb's copy is tested.
+ROOT = Path(filterd.__file__).resolve().parent.parent
 PACKAGES = ("filterd", "webui")
 
 
@@ -19,7 +22,9 @@ def module_name(path: Path) -> str:
 
 
 def project_modules() -> dict[str, Path]:
-    return {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    modules = {module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
+    assert any(name.startswith("filterd.rules") for name in modules), f"no filterd modules under {ROOT}"
+    return modules
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
