@@ -13,6 +13,7 @@ from flask import current_app, g
 
 from filterd.family import limits
 from filterd.family.limits import LimitUsage
+from filterd.lists.domains import LIST_ID
 from filterd.store import config_versions, configfile, overrides
 from filterd.store.state import audit
 
@@ -212,7 +213,6 @@ def start_lists_update(config, db) -> None:
 
 LIST_DOWNLOAD_DEADLINE_S = 60          # the parent waits for the page: a minute at most
 LIST_DOWNLOAD_MAX_BYTES = 100 * 2**20  # bigger lists: add them to the config file by hand
-_LIST_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 
 def list_url_guard(config):
@@ -244,7 +244,7 @@ def add_list_by_url(config, db, version: str | None, list_id: str, url: str, cat
     from filterd.lists import fetch, sources
 
     list_id, url, category = list_id.strip().lower(), url.strip(), category.strip()
-    if not _LIST_ID.fullmatch(list_id) or list_id.startswith("seed-"):
+    if not LIST_ID.fullmatch(list_id) or list_id.startswith("seed-"):
         raise ActionError("Use 1-64 lower-case letters, digits, '-', '_' or '.', e.g. hagezi-gambling "
                           "(not starting with seed-).", "id")
     if any(source.id == list_id for source in config.rules.lists):

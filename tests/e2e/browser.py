@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -96,6 +97,19 @@ class WebUI:
                                         stdout=self.log_file, stderr=self.log_file, start_new_session=True)
         wait_until(self._answers, timeout=WEBUI_START_TIMEOUT_S, interval=0.05, message="the web UI to answer")
         return self
+
+    def set_password(self, data_dir: Path, password: str) -> None:
+        """The parents' account, as after /setup (straight into the state DB: no scrypt in the browser)."""
+        from filterd.store import state
+        from webui.passwords import hash_password
+
+        conn = state.connect(state.db_path(data_dir))
+        now = time.time()
+        try:
+            conn.execute("INSERT OR REPLACE INTO admin (id, password_hash, created, changed) VALUES (1, ?, ?, ?)",
+                         (hash_password(password), now, now))
+        finally:
+            conn.close()
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:

@@ -50,14 +50,12 @@ def daemon(module_daemons, standin):
 @pytest.fixture(scope="module")
 def webui(daemon):
     from filterd.store import state
-    from webui.passwords import hash_password
     from webui.security import token_hash
 
     server = WebUI(daemon.config_path, daemon.web_port, daemon.folder).start()
+    server.set_password(daemon.folder / "var", PASSWORD)
     conn = state.connect(state.db_path(daemon.folder / "var"))
     now = time.time()
-    conn.execute("INSERT OR REPLACE INTO admin (id, password_hash, created, changed) VALUES (1, ?, ?, ?)",
-                 (hash_password(PASSWORD), now, now))
     server.api_token = secrets.token_urlsafe(32)
     conn.execute("INSERT INTO api_tokens (name, token_hash, created) VALUES ('home assistant', ?, ?)",
                  (token_hash(server.api_token), now))

@@ -6,7 +6,6 @@ Screenshots go to tests/artifacts/screenshots/ (limits-me, limits-blockpage, lim
 from __future__ import annotations
 
 import datetime
-import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,15 +46,8 @@ def daemon(module_daemons, standin):
 
 @pytest.fixture(scope="module")
 def webui(daemon):
-    from filterd.store import state
-    from webui.passwords import hash_password
-
     server = WebUI(daemon.config_path, daemon.web_port, daemon.folder).start()
-    conn = state.connect(state.db_path(daemon.folder / "var"))
-    now = time.time()
-    conn.execute("INSERT OR REPLACE INTO admin (id, password_hash, created, changed) VALUES (1, ?, ?, ?)",
-                 (hash_password(PASSWORD), now, now))
-    conn.close()
+    server.set_password(daemon.folder / "var", PASSWORD)
     yield server
     server.stop()
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dnslib import QTYPE, RCODE
+from dnslib import RCODE
 
 from conftest import wait_until
 from filterd.family import limits
