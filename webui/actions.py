@@ -102,8 +102,8 @@ def edit_config(db, version: str | None, change, what: str, new_text: str | None
     changes: list[str] = []
 
     def written(old_text: str, text: str) -> None:
-        config_versions.record(db, old_text, text, _actor(), what)
         changes.extend(config_versions.describe_changes(old_text, text))
+        config_versions.record(db, old_text, text, _actor(), what, changes=changes)
 
     try:
         if new_text is not None:

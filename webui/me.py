@@ -62,15 +62,11 @@ def page():
     rows = limits.usage(db, config, who.device, now) if who.device and profile.limits else []
     labels = {row.name: actions.limit_label(config, row.name) for row in rows}
     return render_template("me.html", who=who, pause=pause, bonus=bonus, schedules=schedules, limits=rows, tz=tz,
-                           labels=labels, when=lambda moment: _when(moment, moment_now=moment_of(now, tz)))
+                           labels=labels, when=lambda reset: _when(reset, moment))
 
 
-def moment_of(now: float, tz) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(now, tz)
-
-
-def _when(moment: datetime.datetime, moment_now: datetime.datetime) -> str:
+def _when(moment: datetime.datetime, now: datetime.datetime) -> str:
     """"tomorrow at 00:00", "today at 04:00", "Sunday at 00:00"."""
-    days = (moment.date() - moment_now.date()).days
+    days = (moment.date() - now.date()).days
     day = "today" if days == 0 else "tomorrow" if days == 1 else moment.strftime("%A")
     return f"{day} at {moment:%H:%M}"

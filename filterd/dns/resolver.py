@@ -61,7 +61,7 @@ class Client:
 class Verdict:
     """A decision for one question, with its ready-made reply when the daemon answers itself."""
 
-    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend", "counts")
+    __slots__ = ("decision", "valid_until", "plain", "with_opt", "qend", "counts", "counted_minute")
 
     def __init__(self, decision: Decision, plain: bytes | None, with_opt: bytes | None, qend: int,
                  counts: tuple = ()):
@@ -71,6 +71,7 @@ class Verdict:
         self.with_opt = with_opt
         self.qend = qend
         self.counts = counts    # (limit, subject) pairs an allowed query counts toward
+        self.counted_minute = -1   # the wall-clock minute last marked for them (marking is per minute)
 
     def reply(self, query: wire.Query) -> bytes:
         stored = self.with_opt if query.has_opt else self.plain
@@ -162,7 +163,10 @@ class Resolver:
         decision = verdict.decision
         ttl_cap = 0
         if verdict.counts and self.usage is not None:
-            self.usage.count(verdict.counts, datetime.datetime.fromtimestamp(wall, self.policy.tz))
+            minute = int(wall // 60)
+            if minute != verdict.counted_minute:    # the same minute again marks nothing new
+                verdict.counted_minute = minute
+                self.usage.count(verdict.counts, datetime.datetime.fromtimestamp(wall, self.policy.tz))
             ttl_cap = LIMITED_TTL_S
         if verdict.plain is not None:
             reply = verdict.reply(query)

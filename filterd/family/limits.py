@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from filterd.rules.limits import MAX_DAY_MINUTES, allowance, day_key, minute_index, next_reset, subject_for
 from filterd.rules.model import Limit
 from filterd.rules.policy import Override
+from filterd.store import overrides
 from filterd.store.state import audit, transaction
 
 BITMAP_BYTES = (MAX_DAY_MINUTES + 7) // 8
@@ -261,7 +262,5 @@ def prune(db, now: float | None = None) -> None:
 def overrides_in_force(db, config, now: float | None = None) -> tuple[Override, ...]:
     """The parents' overrides (pause, allow, bonus) and the spent limits, for `policy.decide`:
     what the daemon applies, and what `filterd explain`, "why?" and the block page explain."""
-    from filterd.store import overrides
-
     now = time.time() if now is None else now
     return overrides.active(db, now) + spent_overrides(db, config, now)

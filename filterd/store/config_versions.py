@@ -29,15 +29,19 @@ class ConfigVersion:
     text: str
 
 
-def record(db, old_text: str, new_text: str, actor: str, what: str, now: float | None = None) -> int:
-    """Keep `new_text` as the newest version (and `old_text` first, when the history is empty)."""
+def record(db, old_text: str, new_text: str, actor: str, what: str, now: float | None = None,
+           changes: list[str] | None = None) -> int:
+    """Keep `new_text` as the newest version (and `old_text` first, when the history is empty).
+    `changes`: what `describe_changes` said of the two texts, when the caller has it already."""
     now = time.time() if now is None else now
+    if changes is None:
+        changes = describe_changes(old_text, new_text)
     with transaction(db):
         if db.execute("SELECT count(*) FROM config_versions").fetchone()[0] == 0:
             db.execute("INSERT INTO config_versions (ts, actor, what, changes, text) VALUES (?, ?, ?, '', ?)",
                        (now, "file", "the file before the first change made here", old_text))
         cursor = db.execute("INSERT INTO config_versions (ts, actor, what, changes, text) VALUES (?, ?, ?, ?, ?)",
-                            (now, actor, what, "\n".join(describe_changes(old_text, new_text)), new_text))
+                            (now, actor, what, "\n".join(changes), new_text))
         db.execute("DELETE FROM config_versions WHERE id NOT IN "
                    "(SELECT id FROM config_versions ORDER BY id DESC LIMIT ?)", (KEEP,))
     return cursor.lastrowid
