@@ -20,7 +20,8 @@ class CachedAnswer:
     """One answer as stored: bytes without OPT, TTL offsets, when it was stored and expires."""
 
     __slots__ = ("answer", "offsets", "ttls", "stored_at", "expires", "stale_until", "qend",
-                 "rendered_second", "plain", "with_opt", "do", "rcode", "cnames", "dropped")
+                 "rendered_second", "plain", "with_opt", "do", "rcode", "cnames", "dropped",
+                 "capped_second", "capped", "capped_with_opt")
 
     def __init__(self, answer: bytes, offsets: list[int], ttls: list[int], stored_at: float,
                  lifetime: float, stale_s: float, qend: int, do: bool, cnames: tuple[str, ...] = ()):
@@ -38,6 +39,9 @@ class CachedAnswer:
         self.rendered_second = -1
         self.plain = answer
         self.with_opt: bytes | None = None   # made when a client with EDNS first asks
+        self.capped_second = -1              # the same, with TTLs capped (names a daily limit counts)
+        self.capped = answer
+        self.capped_with_opt: bytes | None = None
 
     def _render(self, ttl_of) -> bytes:
         patched = bytearray(self.answer)
@@ -60,9 +64,16 @@ class CachedAnswer:
         """This answer for `query`: its ID and question spliced in, truncated if over `limit`.
         `ttl_cap`: no TTL above it (names a daily limit counts: a device in use keeps asking)."""
         elapsed = int(now - self.stored_at)
-        if ttl_cap:
-            plain = self._render(lambda ttl: min(ttl - elapsed if ttl > elapsed else 0, ttl_cap))
-            return _splice(query, self._add_opt(plain) if query.has_opt else plain, limit)
+        if ttl_cap:    # rendered once a second, like the uncapped answer (ttl_cap is one constant)
+            if self.capped_second != elapsed:
+                self.capped = self._render(lambda ttl: min(ttl - elapsed if ttl > elapsed else 0, ttl_cap))
+                self.capped_with_opt = None
+                self.capped_second = elapsed
+            if not query.has_opt:
+                return _splice(query, self.capped, limit)
+            if self.capped_with_opt is None:
+                self.capped_with_opt = self._add_opt(self.capped)
+            return _splice(query, self.capped_with_opt, limit)
         if self.rendered_second != elapsed:
             self.render(elapsed)
         if not query.has_opt:
