@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from filterd import wire  # noqa: E402
+from filterd.dns import wire  # noqa: E402
 from filterd.store import log_reader, log_writer, state
 from filterd.store.log_reader import QueryFilter  # noqa: E402
 from filterd.rules.policy import Decision  # noqa: E402

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_querylog import DEVICES, big_db  # noqa: E402
 
-from filterd import state  # noqa: E402
+from filterd.store import state  # noqa: E402
 from webui.security import token_hash  # noqa: E402
 
 TARGET_MS = 300.0
