@@ -91,14 +91,52 @@ def test_every_page_answers_a_logged_in_parent(admin):
 
 def test_dashboard_warns_when_the_daemon_is_down_or_no_upstream_answers(env, admin):
     html = admin.get("/").get_data(as_text=True)
-    assert "The filter is not running" in html and "No upstream resolver answers" not in html
+    assert "Protection off: the filter is not running" in html and "no site loads" not in html
+    assert "Restart the filter" in html and "systemctl" not in html
     now = time.time()
     env.execute("INSERT INTO daemon_status (pid, worker, started, updated, upstreams, upstreams_failing)"
                 " VALUES (4242, 0, ?, ?, 2, 1)", (now - 60, now))
     html = admin.get("/").get_data(as_text=True)
-    assert "The filter is not running" not in html and "No upstream resolver answers" not in html
+    assert "Protection on</h2>" in html and "not running" not in html and "no site loads" not in html
     env.execute("UPDATE daemon_status SET upstreams_failing = 2")
-    assert "No upstream resolver answers" in admin.get("/").get_data(as_text=True)
+    assert "Protection on, but no site loads" in admin.get("/").get_data(as_text=True)
+
+
+def test_home_says_when_the_lists_were_updated_and_updates_them_on_a_tap(env, admin, monkeypatch):
+    import json
+    import subprocess
+    html = admin.get("/").get_data(as_text=True)
+    assert "Lists not downloaded yet" in html and "Update lists now" in html
+    status_file = env.data_dir / "lists" / "update-status.json"
+    status_file.parent.mkdir(parents=True, exist_ok=True)
+    status_file.write_text(json.dumps({"started": time.time() - 7300, "finished": time.time() - 7200,
+                                       "pid": 1, "lists": []}))
+    assert "Lists updated 2 h ago" in admin.get("/").get_data(as_text=True)
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **kw: started.append(args))
+    assert admin.post("/lists/update", data={"csrf_token": page_csrf(admin)}).status_code == 302
+    assert started and started[0][-4:-1] == ["lists", "update", "--config"]
+
+
+def test_restart_the_filter_leaves_a_request_for_systemd_and_is_audited(env, admin):
+    assert admin.post("/filter/restart", data={}).status_code in (400, 403)     # no CSRF token: refused
+    assert not (env.data_dir / "restart-request").exists()
+    response = admin.post("/filter/restart", data={"csrf_token": page_csrf(admin)})
+    assert response.status_code == 302 and location_path(response) == "/"
+    assert (env.data_dir / "restart-request").exists()
+    assert ("web UI", "restart", "the filter's restart was asked for") in env.audit()
+    assert "A restart was asked for just now" in admin.get("/").get_data(as_text=True)
+
+
+def test_blocked_reasons_add_up_to_the_blocked_total(env, admin):
+    """A block without a category (bedtime, a pause, an app) is counted under its own bar: the
+    card never says "Nothing blocked" beside a non-zero blocked total."""
+    hour = int(time.time() // 3600)
+    env.execute("INSERT INTO rollups (hour, device, category, queries, blocked) VALUES (?, 'kids-tablet', '', 40, 30)",
+                (hour,))
+    html = admin.get("/").get_data(as_text=True)
+    assert "Nothing blocked in the last 24 hours" not in html
+    assert "Bedtime, pauses, apps and your own list" in html and ">30<" in html
 
 
 def test_unknown_device_or_profile_is_404(admin):
@@ -360,6 +398,45 @@ def test_renaming_a_device_and_changing_its_profile(env, admin):
     assert "kids-tablet" not in env.config_text()
 
 
+def test_a_parents_device_is_named_and_unfiltered_in_one_tap(env, admin):
+    seen_client(env, "192.168.1.71", hostname="Mum's <Pixel>")
+    page = admin.get("/devices").get_data(as_text=True)
+    assert "A parent's device" in page and "Mum&#39;s &lt;Pixel&gt;" in page
+    response = admin.post("/devices/parents", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                                    "name": "Mum's <Pixel>", "ip": "192.168.1.71", "mac": ""},
+                          follow_redirects=True)
+    body = response.get_data(as_text=True)
+    assert "is a parent&#39;s device now: profile adults, not filtered" in body
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert ("Mum's -Pixel", "192.168.1.71", "adults") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+    assert "New device: Mum" not in body        # its unnamed card went at once, before it asks again
+
+
+def test_a_parents_device_without_a_host_name_and_without_an_adult_profile(env, admin):
+    env.config_path.write_text(env.config_text().replace("  adults:\n    preset: adult\n", "")
+                               .replace("profile: adults}", "profile: kids}").replace("default_profile: adults",
+                                                                                        "default_profile: kids"))
+    seen_client(env, "192.168.1.72", hostname=None)
+    page = admin.get("/devices").get_data(as_text=True)
+    admin.post("/devices/parents", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                         "name": "", "ip": "192.168.1.72"})
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert config.rules.profiles["adults"].preset == "adult"
+    assert ("parent-device-1", "192.168.1.72", "adults") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+
+
+def test_the_devices_page_warns_when_unnamed_devices_are_unfiltered_and_sets_their_profile(env, admin):
+    page = admin.get("/devices").get_data(as_text=True)
+    assert "Profile adults filters almost nothing: a child's new phone is open" in page
+    response = admin.post("/devices/unnamed", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                                    "profile": "kids"}, follow_redirects=True)
+    assert "Devices nobody has named now use kids." in response.get_data(as_text=True)
+    assert configfile.validate_text(env.config_text(), env.config_path).rules.default_profile == "kids"
+    assert "filters almost nothing" not in admin.get("/devices").get_data(as_text=True)
+    seen_client(env, "192.168.1.73")
+    assert "1 device not named yet</a> (filtered as kids)" in admin.get("/").get_data(as_text=True)
+
+
 def test_device_naming_from_an_outdated_page_is_refused(env, admin):
     page = admin.get("/devices").get_data(as_text=True)
     version = version_from(page)
@@ -521,6 +598,21 @@ def test_wizard_creates_a_childs_profile_and_devices(env, admin):
     assert config.timezone == "Europe/Paris" and config.rules.default_profile == "kids"
     assert config.rules.profiles["emma"].preset == "young_child"
     assert ("emma-device-1", "192.168.1.70", "emma") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+
+
+@pytest.mark.parametrize("choice, preset", [("same", "young_child"), ("level:teen", "teen")])
+def test_wizard_filters_devices_nobody_has_named_by_default(env, admin, choice, preset):
+    """The recommended choice: unnamed devices filtered like the youngest child (here the
+    wizard's new young_child, younger than the existing kids profile's child preset)."""
+    page = admin.get("/setup/wizard").get_data(as_text=True)
+    assert 'value="same" checked' in page
+    admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
+                                      "timezone": "UTC", "child": "Leo", "preset": "young_child",
+                                      "default_profile": choice})
+    config = configfile.validate_text(env.config_text(), env.config_path)
+    assert config.rules.default_profile == "new-devices"
+    assert config.rules.profiles["new-devices"].preset == preset
+    assert "adult" in config.rules.profiles["new-devices"].block_categories
 
 
 def test_wizard_never_replaces_an_existing_profile(env, admin):

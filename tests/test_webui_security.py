@@ -382,6 +382,9 @@ def test_state_changes_without_a_valid_token_get_400_and_change_nothing(env, adm
         ("/log/rule", {"name": "tiktok.com", "action": "allow", "profile": "kids"}),
         ("/setup/wizard", {"timezone": "UTC", "default_profile": "adults"}),
         ("/lists/update", {}),
+        ("/devices/parents", {"name": "x", "ip": "192.168.1.70"}),
+        ("/devices/unnamed", {"profile": "adults"}),
+        ("/filter/restart", {}),
         ("/logout", {}),
     ]
     for token in (None, "", "wrong-token"):

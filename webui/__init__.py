@@ -91,6 +91,19 @@ def _datetimeformat(ts: float, tz=None, fmt: str = "%H:%M") -> str:
     return datetime.datetime.fromtimestamp(ts, tz).strftime(fmt)
 
 
+def _ago(seconds: float | None) -> str:
+    """How long ago, as a parent says it: "just now", "5 min", "2 h", "3 days"."""
+    if seconds is None:
+        return "never"
+    if seconds < 90:
+        return "just now"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 36 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
 def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app = Flask(__name__)
     app.json = HtmlSafeJSONProvider(app)
@@ -100,6 +113,7 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.globals["csrf_token"] = security.csrf_token
     app.jinja_env.globals["take_flashes"] = security.take_flashes
     app.jinja_env.filters["datetimeformat"] = _datetimeformat
+    app.jinja_env.filters["ago"] = _ago
 
     from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, request_pages, me, config_history
     for module in (auth, blockpage, dashboard, devices, log, pages, request_pages, notifications, me, config_history, certificate,

@@ -149,6 +149,67 @@ def set_device(db, version: str | None, name: str, profile: str, ip: str | None 
     return edit_config(db, version, change, f"device {name} → profile {profile}")
 
 
+PARENTS_PROFILE = "adults"      # made with the adult preset when the config has no such profile
+
+
+def parents_profile(rules) -> str | None:
+    """The profile a parent's own device gets: `adults` if there is one, else the first profile
+    on the adult preset (None: neither, and marking a device makes `adults`)."""
+    if PARENTS_PROFILE in rules.profiles:
+        return PARENTS_PROFILE
+    return next((name for name, profile in rules.profiles.items() if profile.preset == "adult"), None)
+
+
+def open_profiles(rules) -> set[str]:
+    """Profiles that filter (almost) nothing: no category but malware, no service, no list of
+    blocked names, no schedule. A device nobody named should not land in one of these."""
+    return {name for name, p in rules.profiles.items()
+            if set(p.block_categories) <= {"malware"} and not p.block_services and not p.block
+            and not p.schedules and not p.limits}
+
+
+def set_default_profile(db, version: str | None, profile: str):
+    def change(document):
+        if profile not in (document.get("profiles") or {}):
+            raise ActionError(f"There is no profile named {profile}.", "profile")
+        document["default_profile"] = profile
+    return edit_config(db, version, change, f"devices nobody has named → profile {profile}")
+
+
+def mark_parents_device(config, db, version: str | None, name: str, ip: str | None, mac: str | None):
+    """One tap on an unnamed device: name it and give it the parents' (unfiltered) profile."""
+    profile = parents_profile(config.rules) or PARENTS_PROFILE
+    name = _DEVICE_NAME_CHARS.sub("-", name.strip()).strip("-_. ")[:64] or ""
+    if not name:
+        taken = {device.name.lower() for device in config.rules.devices}
+        name = next(f"parent-device-{i}" for i in range(1, len(taken) + 2) if f"parent-device-{i}" not in taken)
+
+    def change(document):
+        profiles = document.get("profiles")
+        if profiles is None:
+            profiles = document["profiles"] = {}
+        profiles.setdefault(profile, {"preset": "adult"})
+        devices = document.get("devices")
+        if devices is None:
+            devices = document["devices"] = []
+        if any(str(item.get("name", "")).lower() == name.lower() for item in devices):
+            raise ActionError(f"A device named {name} exists already: name this one yourself.", "name")
+        entry = {"name": name}
+        if mac:
+            entry["mac"] = mac
+        elif ip:
+            entry["ip"] = ip
+        else:
+            raise ActionError("A new device needs its IP or MAC address.", "ip")
+        entry["profile"] = profile
+        devices.append(entry)
+    edit_config(db, version, change, f"device {name} → profile {profile} (a parent's device)")
+    return name, profile
+
+
+_DEVICE_NAME_CHARS = re.compile(r"[^A-Za-z0-9 _.'-]+")
+
+
 def _profile_entry(document, profile: str):
     """A profile's mapping in the YAML document (made when the file has `name:` with nothing)."""
     profiles = document.get("profiles") or {}

@@ -33,8 +33,14 @@ def device_rows(config, db) -> list[dict]:
                      "mac": device.mac or (client.mac if client else None), "cidr": str(device.cidr) if device.cidr else None,
                      "first_seen": client.first_seen if client else None, "last_seen": client.last_seen if client else None,
                      "queries_today": today.get(device.name, 0), "known": True})
+    # A device named a moment ago keeps its unnamed row in clients_seen until it asks again:
+    # matched by its address here, its card goes at once.
+    named_ips = {device.ip for device in config.rules.devices if device.ip}
+    named_macs = {device.mac for device in config.rules.devices if device.mac}
     for client in seen:
         if client.device and client.device in named:
+            continue
+        if not client.device and (client.client in named_ips or (client.mac and client.mac.lower() in named_macs)):
             continue
         rows.append({"name": None, "profile": config.rules.default_profile, "ip": client.client, "mac": client.mac,
                      "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
@@ -85,7 +91,22 @@ def index(failed: dict | None = None):
         failed["on_card"] = failed["key"] in keys    # else (the device went meanwhile) at the top
     return render_template("devices.html", devices=rows, profiles=list(config.rules.profiles),
                            version=actions.config_version(), paused=actions.paused(db),
-                           default_profile=config.rules.default_profile, failed=failed)
+                           default_profile=config.rules.default_profile, failed=failed,
+                           open_profiles=actions.open_profiles(config.rules),
+                           parents_profile=actions.parents_profile(config.rules) or actions.PARENTS_PROFILE)
+
+
+@bp.route("/devices/unnamed", methods=["POST"])
+def set_default_profile():
+    """The profile of every device nobody has named (the config's default_profile)."""
+    app_state = current_app.extensions["filterd"]
+    profile = request.form.get("profile", "")
+    try:
+        actions.set_default_profile(app_state.db(), request.form.get("version"), profile)
+        flash(f"Devices nobody has named now use {profile}.", "ok")
+    except actions.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("devices.index") + "#unnamed-devices")
 
 
 
@@ -173,6 +194,22 @@ def allow(name: str):
         return service.name if service else what
     return _action(name, lambda c, db: (actions.allow(c, db, name, what, minutes),
                                         f"{shown(c)} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
+
+
+@bp.route("/devices/parents", methods=["POST"])
+def mark_parents():
+    """"A parent's device": one tap names an unnamed device and takes it out of the filter."""
+    app_state = current_app.extensions["filterd"]
+    form = request.form
+    mac = form.get("mac") or None
+    try:
+        name, profile = actions.mark_parents_device(app_state.config(), app_state.db(), form.get("version"),
+                                                    form.get("name", ""), form.get("ip") or None, mac)
+        flash(f"{name} is a parent's device now: profile {profile}, not filtered. "
+              "Rename it or change its profile on its card below.", "ok")
+    except actions.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("devices.index"))
 
 
 @bp.route("/devices/assign", methods=["POST"])

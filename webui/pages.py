@@ -107,7 +107,7 @@ def _profiles_of(document) -> dict:
     """The document's profiles, created so that a first child's profile does not become the
     rules of every unnamed device: the implicit `default` profile is written out and kept."""
     if not document.get("profiles"):
-        document["profiles"] = {"default": {}}
+        document["profiles"] = {"default": {"preset": "teen"}}   # unnamed devices: filtered
         document.setdefault("default_profile", "default")
     elif "default_profile" not in document:
         document["default_profile"] = next(iter(document["profiles"]))
@@ -318,7 +318,16 @@ def wizard():
                 devices = document.setdefault("devices", [])
                 for i, ip in enumerate(picked):
                     devices.append({"name": f"{child}-device-{i + 1}", "ip": ip, "profile": child})
-            if unknown_profile and unknown_profile in (document.get("profiles") or {}):
+            if unknown_profile in ("same", "level:teen"):
+                level = "teen" if unknown_profile == "level:teen" else \
+                    _youngest_level(document, preset if child else None)
+                profiles = _profiles_of(document)
+                body = profiles.get(NEW_DEVICES)
+                if not isinstance(body, dict):
+                    body = profiles[NEW_DEVICES] = {}
+                body["preset"] = level
+                document["default_profile"] = NEW_DEVICES
+            elif unknown_profile and unknown_profile in (document.get("profiles") or {}):
                 document["default_profile"] = unknown_profile
         if not errors:
             try:
@@ -328,8 +337,22 @@ def wizard():
             except actions.ActionError as exc:
                 errors[_wizard_field(exc.field, child)] = str(exc)
     return render_template("wizard.html", config=config, presets=PRESETS, version=actions.config_version(),
+                           open_profiles=actions.open_profiles(config.rules),
                            seen=[d for d in device_rows(config, db) if not d["known"]], errors=errors,
                            form=request.form if errors else None)
+
+
+NEW_DEVICES = "new-devices"          # the profile of devices nobody has named, made by the wizard
+_LEVELS = ("young_child", "child", "teen")   # youngest first
+
+
+def _youngest_level(document, wizard_preset: str | None) -> str:
+    """The preset of the youngest child (the wizard's new one included), else teen: a device
+    nobody has named may be that child's."""
+    presets = [body.get("preset") for name, body in (document.get("profiles") or {}).items()
+               if isinstance(body, dict) and name != NEW_DEVICES]
+    presets.append(wizard_preset)
+    return next((level for level in _LEVELS if level in presets), "teen")
 
 
 def _wizard_field(path: str | None, child: str) -> str:
