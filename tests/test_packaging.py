@@ -144,7 +144,8 @@ def test_deb_depends_on_debian_packages_for_every_python_dependency(tmp_path):
     for path in ("./usr/bin/filterd", "./usr/bin/filterd-webui", "./etc/filterd/filterd.yaml",
                  "./usr/lib/filterd/filterd/dns/server.py", "./usr/lib/filterd/webui/templates/devices.html",
                  "./usr/lib/filterd/config/categories.yaml", "./lib/systemd/system/filterd.service",
-                 "./lib/systemd/system/filterd-webui.service", "./lib/systemd/system/filterd-dhcp.service"):
+                 "./lib/systemd/system/filterd-webui.service", "./lib/systemd/system/filterd-dhcp.service",
+                 "./lib/systemd/system/filterd-restart.path", "./lib/systemd/system/filterd-restart.service"):
         assert f" {path}\n" in files, path
     control = tmp_path / "control"
     subprocess.run(["dpkg-deb", "-e", built, str(control)], check=True)

@@ -72,7 +72,7 @@ LAUNCHER
 done
 
 install -m 0644 "$top/packaging/filterd.yaml" "$root/etc/filterd/filterd.yaml"
-install -m 0644 "$top"/packaging/systemd/*.service "$top"/packaging/systemd/*.timer "$root/lib/systemd/system/"
+install -m 0644 "$top"/packaging/systemd/*.service "$top"/packaging/systemd/*.timer "$top"/packaging/systemd/*.path "$root/lib/systemd/system/"
 install -m 0644 "$here/copyright" "$root/usr/share/doc/filterd/copyright"
 for doc in "$top/docs/install.md" "$top/README.md"; do
     if [ -f "$doc" ]; then
