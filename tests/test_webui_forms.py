@@ -23,7 +23,7 @@ def test_new_profile_with_a_bad_name_shows_the_error_beside_the_name(env, admin)
     response = admin.post("/profiles", data=form_for(admin, "/profiles", name="Emma Rose!", preset="child"))
     html = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "lower-case" in error_beside(html, "name")
+    assert "letters and digits" in error_beside(html, "name")
     assert 'value="Emma Rose!"' in html          # what the parent typed, kept
     assert env.config_text() == before
 
@@ -73,7 +73,7 @@ def test_wizard_bad_or_taken_child_name_shows_beside_it(env, admin):
     before = env.config_text()
     html = admin.post("/setup/wizard", data=form_for(admin, "/setup/wizard", timezone="UTC", child="<b>x</b>",
                                                      preset="child")).get_data(as_text=True)
-    assert "lower-case" in error_beside(html, "child")
+    assert "letters and digits" in error_beside(html, "child")
     assert "<b>x</b>" not in html
     html = admin.post("/setup/wizard", data=form_for(admin, "/setup/wizard", timezone="UTC", child="kids",
                                                      preset="child")).get_data(as_text=True)

@@ -225,9 +225,7 @@ def profile_form(admin, profile: str = "kids") -> dict:
                   "service": re.findall(r'name="service" value="([^"]+)" checked', page),
                   "safesearch": "on", "youtube": "strict", "allow": "khanacademy.org", "block": "",
                   "schedule_count": "1", "schedule-0-name": "bedtime", "schedule-0-start": "21:00",
-                  "schedule-0-end": "07:00", "schedule-0-block": "all"}
-    for day in ("sun", "mon", "tue", "wed", "thu"):
-        form[f"schedule-0-{day}"] = "on"
+                  "schedule-0-end": "07:00", "schedule-0-days": "school_nights", "schedule-0-what": "all"}
     return form
 
 
@@ -245,14 +243,18 @@ def test_profile_edit_is_saved_keeping_comments(env, admin):
     form["schedule-1-name"] = "homework"
     form["schedule-1-start"] = "16:00"
     form["schedule-1-end"] = "18:00"
+    form["schedule-1-days"] = "custom"
     form["schedule-1-mon"] = "on"
-    form["schedule-1-block"] = "games, youtube"
+    form["schedule-1-what"] = "some"
+    form["schedule-1-item"] = ["games", "youtube"]
     response = admin.post("/profiles/kids", data=form)
     assert response.status_code == 302
     config = configfile.validate_text(env.config_text(), env.config_path)
     kids = config.rules.profiles["kids"]
     assert kids.allow == ("khanacademy.org", "wikipedia.org")
     assert [s.name for s in kids.schedules] == ["bedtime", "homework"]
+    assert kids.schedules[0].days == frozenset({6, 0, 1, 2, 3})           # school nights: Sun–Thu
+    assert kids.schedules[1].days == frozenset({0}) and kids.schedules[1].block == ("games", "youtube")
     text = env.config_text()
     for comment in ("# The house's rules", "# where we live", "# The web UI", "# Emma and Noah", "# Devices, by address"):
         assert comment in text
@@ -262,13 +264,16 @@ def test_profile_edit_is_saved_keeping_comments(env, admin):
     assert detail.startswith("profile kids edited: ") and "profiles.kids.allow: + wikipedia.org" in detail, detail
 
 
-@pytest.mark.parametrize("change, field_heading, message", [
-    ({"schedule-0-start": "25:00"}, "Schedules", "is not a time"),
-    ({"schedule-0-end": "7pm"}, "Schedules", "is not a time"),
-    ({"schedule-0-block": "games, nonsense"}, "Schedules", "nonsense"),
-    ({"category": ["adult", "nonsense"]}, "categories", "nonsense"),
+@pytest.mark.parametrize("change, field_heading, anchor, message", [
+    ({"schedule-0-start": "25:00"}, "Bedtime, homework", "schedule-0", "is not a time"),
+    ({"schedule-0-end": "7pm"}, "Bedtime, homework", "schedule-0", "is not a time"),
+    ({"schedule-0-start": ""}, "Bedtime, homework", "schedule-0", "set when it starts"),
+    ({"schedule-0-what": "some", "schedule-0-item": ["games", "nonsense"]}, "Bedtime, homework", "schedule-0", "nonsense"),
+    ({"schedule-0-what": "some"}, "Bedtime, homework", "schedule-0", "tick the categories and apps"),
+    ({"category": ["adult", "nonsense"]}, "Kinds of sites", "categories", "nonsense"),
 ])
-def test_profile_errors_show_beside_their_field_and_nothing_is_written(env, admin, change, field_heading, message):
+def test_profile_errors_show_on_top_and_beside_their_field_and_nothing_is_written(env, admin, change, field_heading,
+                                                                                    anchor, message):
     before = env.config_text()
     form = profile_form(admin)
     form.update(change)
@@ -277,8 +282,55 @@ def test_profile_errors_show_beside_their_field_and_nothing_is_written(env, admi
     body = response.get_data(as_text=True)
     card = section(body, field_heading)
     assert 'class="error"' in card and message in card
+    summary = body[body.index('class="error-summary"'):body.index('id="today"')]
+    assert f'href="#{anchor}"' in summary and message in summary
     assert env.config_text() == before
     assert not (env.folder / "filterd.yaml.bak").exists()
+
+
+def test_a_refused_save_keeps_every_posted_value(env, admin):
+    """A new time typed with a mistake elsewhere comes back as typed, not lost."""
+    form = profile_form(admin)
+    form.update({"schedule-0-start": "25:00", "allow": "khanacademy.org\nwikipedia.org", "youtube": "moderate",
+                 "service": ["tiktok", "roblox"], "schedule-1-name": "homework", "schedule-1-start": "16:00",
+                 "schedule-1-end": "18:00", "schedule-1-days": "weekdays", "schedule-1-what": "some",
+                 "schedule-1-item": ["games"]})
+    body = admin.post("/profiles/kids", data=form).get_data(as_text=True)
+    assert 'value="homework"' in body and 'value="16:00"' in body and "wikipedia.org" in body
+    assert re.search(r'name="schedule-1-days" value="weekdays" checked', body)
+    assert re.search(r'name="schedule-1-item" value="games" checked', body)
+    assert re.findall(r'name="service" value="([^"]+)" checked', body) == ["roblox", "tiktok"]
+    assert '<option value="moderate" selected>' in body
+
+
+def test_a_save_returns_to_its_section(env, admin):
+    form = profile_form(admin)
+    form["section"] = "apps"
+    form["service"] = form["service"] + ["youtube"]
+    response = admin.post("/profiles/kids", data=form)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/profiles/kids#apps")
+    assert "youtube" in configfile.validate_text(env.config_text(), env.config_path).rules.profiles["kids"].block_services
+
+
+def test_the_childs_page_names_the_child_and_reads_youtube_as_a_filter(env, admin):
+    body = admin.get("/profiles/kids").get_data(as_text=True)
+    assert "<h1>Kids</h1>" in body and "kids-tablet" in section(body, "Today")
+    assert "YouTube filter" in body and '<option value="off">none</option>' in body
+    assert "restricted mode" not in body
+    assert 'class="list-search"' in body and "list-search.js" in body
+
+
+def test_pause_and_bonus_for_all_of_a_childs_devices(env, admin):
+    response = admin.post("/profiles/kids/pause", data={"csrf_token": page_csrf(admin), "minutes": "60"},
+                          follow_redirects=True)
+    body = response.get_data(as_text=True)
+    assert "Kids&#39;s devices are paused for 1 h." in body and "Resume all" in body
+    assert env.query("SELECT kind, subject_kind, subject FROM overrides WHERE ended IS NULL") == [
+        ("pause", "profile", "kids")]
+    admin.post("/profiles/kids/resume", data={"csrf_token": page_csrf(admin)})
+    assert env.query("SELECT count(*) FROM overrides WHERE ended IS NULL") == [(0,)]
+    admin.post("/profiles/kids/bonus", data={"csrf_token": page_csrf(admin), "minutes": "30"})
+    assert env.query("SELECT kind, subject FROM overrides WHERE ended IS NULL") == [("bonus", "kids")]
 
 
 def test_profile_domain_error_shows_beside_the_allow_list(env, admin):
@@ -297,7 +349,7 @@ def test_profile_with_a_dotted_name_shows_its_errors(env, admin):
     form = profile_form(admin, "kids.v2")
     form["schedule-0-start"] = "99:99"
     body = admin.post("/profiles/kids.v2", data=form).get_data(as_text=True)
-    assert 'class="error"' in section(body, "Schedules")
+    assert 'class="error"' in section(body, "Bedtime, homework")
     assert env.config_text() == before
 
 

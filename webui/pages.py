@@ -10,11 +10,10 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 
 from filterd.lists import sources
 from filterd.rules.presets import PRESETS
-from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.model import DAYS
 from filterd.store.state import audit
 
-from . import actions
+from . import actions, profile_form
 from .auth import change_password
 from .security import TOKEN_SCOPES, flash, token_hash
 
@@ -38,10 +37,10 @@ def profiles(errors: dict[str, str] | None = None):
 def create_profile():
     """Create a profile from an age preset; a refused one shows its error beside the field."""
     _, config, db = _state()
-    name = request.form.get("name", "").strip().lower()
+    name = profile_form.profile_id(request.form.get("name", ""))   # "Leo" → leo
     preset = request.form.get("preset", "")
     if not _PROFILE_NAME.fullmatch(name):
-        return profiles({"name": "Use 1-64 lower-case letters, digits, - _ and ., e.g. emma."})
+        return profiles({"name": "Write the child's name (letters and digits), e.g. Emma."})
     if preset and preset not in PRESETS:
         return profiles({"preset": "Choose one of the age groups offered."})
 
@@ -65,42 +64,78 @@ _PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 
 @bp.route("/profiles/<name>", methods=["GET", "POST"])
 def profile(name: str):
+    """A child's page: their devices today, pause and bonus for all of them, and their rules
+    (categories and apps as toggles, schedules with chips); each section saves on its own."""
     _, config, db = _state()
     if name not in config.rules.profiles:
         abort(404, description="There is no profile with that name.")
     errors: dict[str, str] = {}
+    editor = profile_form.from_profile(config.rules.profiles[name])
     if request.method == "POST":
         form = request.form
-        # Unknown ids are not dropped quietly: the config check names them beside their field.
-        categories = [c.strip() for c in form.getlist("category") if c.strip()]
-        chosen_services = [s.strip() for s in form.getlist("service") if s.strip()]
-        allow = [line.strip() for line in form.get("allow", "").splitlines() if line.strip()]
-        block = [line.strip() for line in form.get("block", "").splitlines() if line.strip()]
-        schedules = _schedules_from_form(form)
+        editor = profile_form.from_form(form)
+        section = form.get("section") if form.get("section") in profile_form.SECTIONS else ""
+        errors = profile_form.problems(editor)
 
         def change(document):
             body = document["profiles"][name]
             if body is None:
                 body = document["profiles"][name] = {}
-            body["block_categories"] = categories
-            body["block_services"] = chosen_services
-            body["allow"] = allow
-            body["block"] = block
-            body["safesearch"] = form.get("safesearch") == "on"
-            body["youtube"] = form.get("youtube", "off") if form.get("youtube") in YOUTUBE_LEVELS else "off"
-            body["schedules"] = schedules
-        try:
-            actions.edit_config(db, form.get("version"), change, f"profile {name} edited")
-            flash(f"Saved {name}. The filter applies it within a second.", "ok")
-            return redirect(url_for("pages.profile", name=name))
-        except actions.ActionError as exc:
-            errors[_field_of(exc.field, name)] = str(exc)
-    return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
-                           version=actions.config_version(), errors=errors, days=DAYS, form=request.form if errors else None)
+            profile_form.write(editor, body)
+        if not errors:
+            try:
+                actions.edit_config(db, form.get("version"), change, f"profile {name} edited")
+                flash(f"Saved {profile_form.person(name)}. The filter applies it within a second.", "ok")
+                return redirect(url_for("pages.profile", name=name) + (f"#{section}" if section else ""))
+            except actions.ActionError as exc:
+                errors[profile_form.field_of(exc.field, name, editor)] = str(exc)
+    return render_template("profile.html", profile=config.rules.profiles[name], name=name, editor=editor,
+                           person=profile_form.person(name), catalog=config.catalog, version=actions.config_version(),
+                           errors=errors, days=DAYS, day_choices=profile_form.DAY_CHOICES,
+                           youtube_names=profile_form.YOUTUBE_NAMES, today=_today_of(config, db, name),
+                           paused=actions.paused(db), tz=ZoneInfo(config.timezone))
 
 
-# The profile editor's fields that show their own error; any other goes on top of the form.
-PROFILE_FIELDS = ("version", "block_categories", "allow", "block", "schedules")
+def _today_of(config, db, name: str) -> dict:
+    """The child's devices with what they did today, for the top of their page."""
+    from .devices import device_rows
+    rows = [row for row in device_rows(config, db) if row["known"] and row["profile"] == name]
+    limits = [actions.limit_label(config, limit.name) for limit in config.rules.profiles[name].limits]
+    return {"devices": rows, "limits": limits}
+
+
+@bp.route("/profiles/<name>/pause", methods=["POST"], defaults={"what": "pause"})
+@bp.route("/profiles/<name>/resume", methods=["POST"], defaults={"what": "resume"})
+@bp.route("/profiles/<name>/bonus", methods=["POST"], defaults={"what": "bonus"})
+def profile_override(name: str, what: str):
+    """Pause, resume or bonus time for every device of a child at once (a profile override)."""
+    _, config, db = _state()
+    if name not in config.rules.profiles:
+        abort(404, description="There is no profile with that name.")
+    minutes = request.form.get("minutes") or None
+    who = profile_form.person(name)
+    try:
+        if what == "pause":
+            actions.pause(config, db, name, minutes)
+            flash(f"{who}'s devices are paused " + (f"for {_duration(minutes)}." if minutes else "until you resume them."), "ok")
+        elif what == "resume":
+            actions.resume(config, db, name)
+            flash(f"{who}'s devices are back on.", "ok")
+        else:
+            actions.bonus(config, db, name, minutes)
+            flash(f"{who}: schedules lifted " + (f"for {_duration(minutes)}." if minutes else "until the current one ends."), "ok")
+    except actions.ActionError as exc:
+        flash(str(exc), "error")
+    return redirect(url_for("pages.profile", name=name) + "#today")
+
+
+def _duration(minutes: str) -> str:
+    """60 → "1 h", 90 → "90 min": how long, as the parent chose it."""
+    try:
+        value = int(float(minutes))
+    except ValueError:
+        return f"{minutes} min"
+    return f"{value // 60} h" if value % 60 == 0 and value >= 60 else f"{value} min"
 
 
 def _profiles_of(document) -> dict:
@@ -112,31 +147,6 @@ def _profiles_of(document) -> dict:
     elif "default_profile" not in document:
         document["default_profile"] = next(iter(document["profiles"]))
     return document["profiles"]
-
-
-def _field_of(path: str | None, profile: str) -> str:
-    """profiles.kids.schedules[0].start → schedules; profiles.kids.allow[2] → allow (the
-    profile's name may hold dots itself: profiles.kids.v2.allow[0] → allow)."""
-    if not path:
-        return "form"
-    prefix = f"profiles.{profile}."
-    rest = path[len(prefix):] if path.startswith(prefix) else path
-    field = rest.split(".")[0].split("[")[0]
-    return field if field in PROFILE_FIELDS else "form"
-
-
-def _schedules_from_form(form) -> list[dict]:
-    """Schedule rows from the week editor: name, days (checkboxes), start, end, block."""
-    out = []
-    for i in range(int(form.get("schedule_count", 0) or 0) + 1):
-        name = form.get(f"schedule-{i}-name", "").strip()
-        if not name or form.get(f"schedule-{i}-delete"):
-            continue
-        block = form.get(f"schedule-{i}-block", "all").strip()
-        out.append({"name": name, "days": [d for d in DAYS if form.get(f"schedule-{i}-{d}")] or list(DAYS),
-                    "start": form.get(f"schedule-{i}-start", ""), "end": form.get(f"schedule-{i}-end", ""),
-                    "block": "all" if block in ("", "all") else [b.strip() for b in block.split(",") if b.strip()]})
-    return out
 
 
 @bp.route("/lists")
@@ -297,13 +307,13 @@ def wizard():
     from .devices import device_rows
     errors: dict[str, str] = {}
     if request.method == "POST":
-        child = request.form.get("child", "").strip().lower()
+        child = profile_form.profile_id(request.form.get("child", ""))   # "Mia Rose" → mia-rose
         preset = request.form.get("preset", "child")
         timezone = request.form.get("timezone", config.timezone).strip()
         picked = request.form.getlist("device")
         unknown_profile = request.form.get("default_profile")
-        if child and not _PROFILE_NAME.fullmatch(child):
-            errors["child"] = "Use 1-64 lower-case letters, digits, - _ and ., e.g. emma."
+        if request.form.get("child", "").strip() and not _PROFILE_NAME.fullmatch(child):
+            errors["child"] = "Write the child's name (letters and digits), e.g. Emma."
         if child and preset not in PRESETS:
             errors["preset"] = "Choose one of the age groups offered."
 

@@ -358,10 +358,11 @@ class Browser:
         return out
 
     def inline_code(self) -> list[str]:
-        """Scripts, inline styles and event handlers: the CSP forbids them, the pages need none."""
+        """Inline scripts, inline styles and event handlers: the CSP forbids them, the pages need
+        none (a script file of our own, <script src>, is allowed: script-src 'self')."""
         html = self.driver.page_source
         import re
-        return re.findall(r"<script\b[^>]*>|<style\b[^>]*>|\sstyle=\"[^\"]*\"|\son[a-z]+=\"[^\"]*\"", html)
+        return re.findall(r"<script\b(?![^>]*\bsrc=)[^>]*>|<style\b[^>]*>|\sstyle=\"[^\"]*\"|\son[a-z]+=\"[^\"]*\"", html)
 
     def headings(self) -> list[str]:
         return [element.text for element in self.find_all("h1")]

@@ -6,7 +6,7 @@ The tests run in order, as one story: set the password, go through the wizard, l
 create a profile from the "child" preset, name the tablet the daemon has just seen (DNS from
 127.0.0.2) and give it that profile, pause and resume it, give reward time, read the log and
 ask "why?". Every step is checked where it matters — in the daemon's real DNS answers — while
-127.0.0.1 (a parent's device, unnamed: profile adults) must stay unaffected. A step that needs an
+127.0.0.1 (a parent's phone, filtered while unnamed, then one tap: profile adults) must stay unaffected. A step that needs an
 earlier one skips when that one did not finish, so the first failure is the one reported.
 
 Pages' JavaScript is switched off in the browser, so every step also proves the UI works without
@@ -53,12 +53,13 @@ def chrome_paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def daemon(chrome_paths, module_daemons, standin):
-    """The real daemon on a fresh install's config, shaped like the shipped one: an `adults`
-    profile for every device nobody named, no devices, no password yet."""
+    """The real daemon on a fresh install's config, shaped like the shipped one: `adults`, and
+    `new-devices` (teen) for every device nobody named, no devices, no password yet."""
     web_port = free_port()
     started = module_daemons([f"udp://127.0.0.1:{standin.port}"], extra={
         "web": {"listen": f"127.0.0.1:{web_port}", "address": BLOCK_ADDRESS, "hostnames": ["filter.home"]},
-        "profiles": {"adults": {"preset": "adult"}}, "default_profile": "adults"})
+        "profiles": {"adults": {"preset": "adult"}, "new-devices": {"preset": "teen"}},
+        "default_profile": "new-devices"})
     started.web_port = web_port
     return started
 
@@ -220,6 +221,7 @@ def test_first_run_asks_for_a_password_of_ten_characters_then_opens_the_wizard(u
 
 def test_the_wizard_sets_the_house_time_zone(ui, story, daemon):
     story.needs("setup")
+    assert ui.find("input[name=default_profile][value=same]").is_selected(), "unnamed devices filtered by default"
     ui.fill("#timezone", HOUSE_TZ)
     ui.submit(ui.button("Save"))
     assert ui.path() == "/"
@@ -266,7 +268,7 @@ def test_a_profile_from_the_child_preset_that_also_blocks_youtube(ui, story):
     assert youtube.is_selected()
     ui.submit(ui.button("Save"))
     assert ui.path() == "/profiles/emma"
-    assert any(flash.startswith("Saved emma.") for flash in ui.flashes()), ui.flashes()
+    assert any(flash.startswith("Saved Emma.") for flash in ui.flashes()), ui.flashes()
     assert ui.find("input[name=service][value=youtube]").is_selected()
     story.done.add("profile")
 
@@ -289,11 +291,18 @@ def test_a_new_device_seen_by_the_daemon_is_named_and_given_the_profile(ui, stor
     assert any(flash.startswith("Saved emma-tablet.") for flash in ui.flashes()), ui.flashes()
     assert "emma-tablet" in ui.find("ul.cards").text
 
+    # The parent's own phone (127.0.0.1) is a device nobody named: filtered, like a teen, until
+    # one tap says it is a parent's.
+    assert not answered(daemon, "www.youtube.com", PARENT), "an unnamed device gets YouTube's filter"
+    parent_card = next(card for card in ui.find_all("li.device.new") if PARENT in card.text)
+    ui.submit(ui.find("form[action='/devices/parents'] button", within=parent_card))
+    assert any("is a parent's device now" in flash for flash in ui.flashes()), ui.flashes()
+
     # The daemon now filters the tablet with emma's rules; the parent's 127.0.0.1 is untouched.
     settles(daemon, blocked, "www.tiktok.com", TABLET, "the tablet to get emma's rules")
     assert blocked(daemon, "www.youtube.com", TABLET)
+    settles(daemon, answered, "www.youtube.com", PARENT, "the parent's device out of the filter")
     assert answered(daemon, "www.tiktok.com", PARENT)
-    assert answered(daemon, "www.youtube.com", PARENT)
     assert answered(daemon, "homework.example", TABLET)
     story.done.add("device")
 
@@ -327,13 +336,14 @@ def test_thirty_more_minutes_lifts_a_running_homework_schedule(ui, story, daemon
     start, end = (f"{now + datetime.timedelta(hours=hours):%H:%M}" for hours in (-1, 1))
     ui.open("/profiles/emma")
     new = ui.find_all("fieldset.schedule")[-1]
-    assert "Add a schedule" in new.text
+    assert "Add a time" in new.text
     ui.fill("input[name$='-name']", "homework", within=new)
     ui.type_time("input[name$='-start']", start, within=new)
     ui.type_time("input[name$='-end']", end, within=new)
-    ui.fill("input[name$='-block']", "all", within=new)
-    ui.submit(ui.button("Save"))
-    assert any(flash.startswith("Saved emma.") for flash in ui.flashes()), ui.flashes()
+    assert ui.find("input[value=daily]", within=new).is_selected()       # every day, unless chosen
+    assert ui.find("input[value=all]", within=new).is_selected()         # everything, unless chosen
+    ui.submit(ui.button("Save times"))
+    assert any(flash.startswith("Saved Emma.") for flash in ui.flashes()), ui.flashes()
     look(ui, story, "profile")
     settles(daemon, blocked, name, TABLET, f"homework ({start}–{end} {HOUSE_TZ}) to block the tablet")
     assert answered(daemon, name, PARENT)
@@ -393,12 +403,12 @@ def test_the_block_page_names_the_site_and_the_reason(ui, story, daemon):
     assert "Log out" not in ui.text(), "the block page shows nothing of the admin UI"
     look(ui, story, "blockpage-allowed")
 
-    # The parent blocks blocked.test for unnamed devices (127.0.0.1, this browser): now with a reason.
+    # The parent blocks blocked.test for the adults (127.0.0.1, this browser): now with a reason.
     ui.open("/profiles/adults")
     ui.fill("#block", "blocked.test")
     ui.submit(ui.button("Save"))
-    assert any(flash.startswith("Saved adults.") for flash in ui.flashes()), ui.flashes()
-    settles(daemon, blocked, "blocked.test", PARENT, "blocked.test blocked for unnamed devices")
+    assert any(flash.startswith("Saved Adults.") for flash in ui.flashes()), ui.flashes()
+    settles(daemon, blocked, "blocked.test", PARENT, "blocked.test blocked for the parent's device")
 
     def reason_shown():
         ui.open(f"http://blocked.test:{daemon.web_port}/some/page")

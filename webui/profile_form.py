@@ -1,0 +1,166 @@
+"""The child's page's form: what it shows (from the profile, or from what the parent posted when
+the save was refused, so nothing typed is lost) and the profile it writes back.
+
+Categories and apps are picked, never typed: the schedule rows post the ids of ticked chips.
+Days come from a quick choice (every day, school nights, weekdays, weekends) or ticked boxes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from filterd.rules.catalog import YOUTUBE_LEVELS
+from filterd.rules.model import DAYS
+
+# Quick day choices a parent means by name; "school nights" are the evenings before a school day.
+DAY_CHOICES = {
+    "daily": ("Every day", DAYS),
+    "school_nights": ("School nights (Sun–Thu)", ("sun", "mon", "tue", "wed", "thu")),
+    "weekdays": ("Weekdays (Mon–Fri)", ("mon", "tue", "wed", "thu", "fri")),
+    "weekends": ("Weekends", ("sat", "sun")),
+}
+YOUTUBE_NAMES = {"strict": "strict", "moderate": "moderate", "off": "none"}   # "off" read as "YouTube off"
+
+# The sections of the page, each with its own Save button; a save returns to its section.
+SECTIONS = ("today", "categories", "apps", "search", "sites", "schedules")
+
+
+@dataclass
+class ScheduleRow:
+    name: str = ""
+    days: tuple[str, ...] = DAYS
+    start: str = ""
+    end: str = ""
+    block_all: bool = True
+    items: tuple[str, ...] = ()
+    delete: bool = False
+
+    @property
+    def day_choice(self) -> str:
+        """The quick choice these days are, or "custom"."""
+        return next((key for key, (_, days) in DAY_CHOICES.items() if set(days) == set(self.days)), "custom")
+
+
+@dataclass
+class Editor:
+    categories: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    allow: str = ""
+    block: str = ""
+    safesearch: bool = False
+    youtube: str = "off"
+    schedules: list[ScheduleRow] = field(default_factory=list)
+
+
+def _clock(minutes: int) -> str:
+    return f"{(minutes // 60) % 24:02d}:{minutes % 60:02d}"
+
+
+def from_profile(profile) -> Editor:
+    return Editor(
+        categories=tuple(profile.block_categories), services=tuple(profile.block_services),
+        allow="\n".join(profile.allow), block="\n".join(profile.block), safesearch=profile.safesearch,
+        youtube=profile.youtube,
+        schedules=[ScheduleRow(s.name, tuple(d for i, d in enumerate(DAYS) if i in s.days), _clock(s.start),
+                               _clock(s.end), s.block_all, tuple(s.block)) for s in profile.schedules])
+
+
+def from_form(form) -> Editor:
+    """What the parent posted, as the page shows it again (a refused save keeps every value)."""
+    rows = []
+    for i in range(_count(form) + 1):
+        name = form.get(f"schedule-{i}-name", "").strip()
+        if not name and i == _count(form):
+            continue                      # the empty "add a schedule" row
+        choice = form.get(f"schedule-{i}-days", "custom")
+        if choice in DAY_CHOICES:
+            days = DAY_CHOICES[choice][1]
+        else:
+            days = tuple(d for d in DAYS if form.get(f"schedule-{i}-{d}")) or DAYS
+        rows.append(ScheduleRow(name, days, form.get(f"schedule-{i}-start", ""), form.get(f"schedule-{i}-end", ""),
+                                form.get(f"schedule-{i}-what", "all") == "all",
+                                tuple(v for v in form.getlist(f"schedule-{i}-item") if v),
+                                bool(form.get(f"schedule-{i}-delete"))))
+    youtube = form.get("youtube", "off")
+    return Editor(
+        categories=tuple(c.strip() for c in form.getlist("category") if c.strip()),
+        services=tuple(s.strip() for s in form.getlist("service") if s.strip()),
+        allow=form.get("allow", ""), block=form.get("block", ""), safesearch=form.get("safesearch") == "on",
+        youtube=youtube if youtube in YOUTUBE_LEVELS else "off", schedules=rows)
+
+
+def _count(form) -> int:
+    try:
+        return max(0, min(int(form.get("schedule_count", 0) or 0), 50))
+    except ValueError:
+        return 0
+
+
+def write(editor: Editor, body: dict) -> None:
+    """The editor's values into the profile's YAML mapping (other keys, e.g. limits, kept)."""
+    body["block_categories"] = list(editor.categories)
+    body["block_services"] = list(editor.services)
+    body["allow"] = _lines(editor.allow)
+    body["block"] = _lines(editor.block)
+    body["safesearch"] = editor.safesearch
+    body["youtube"] = editor.youtube
+    body["schedules"] = [
+        {"name": row.name, "days": list(row.days), "start": row.start, "end": row.end,
+         "block": "all" if row.block_all or not row.items else list(row.items)}
+        for row in editor.schedules if row.name and not row.delete]
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+_SCHEDULE_PATH = re.compile(r"schedules\[(\d+)\]")
+
+
+def field_of(path: str | None, profile: str, editor: Editor) -> str:
+    """The element id a config error belongs beside: profiles.kids.schedules[1].start →
+    schedule-1 (its row on the page: deleted rows are not written, so the indexes differ),
+    profiles.kids.allow[2] → allow; anything else → form (shown on top only)."""
+    if not path:
+        return "form"
+    prefix = f"profiles.{profile}."
+    rest = path[len(prefix):] if path.startswith(prefix) else path
+    match = _SCHEDULE_PATH.match(rest)
+    if match:
+        written = [i for i, row in enumerate(editor.schedules) if row.name and not row.delete]
+        index = int(match.group(1))
+        return f"schedule-{written[index]}" if index < len(written) else "schedules"
+    key = rest.split(".")[0].split("[")[0]
+    return {"block_categories": "categories", "block_services": "apps", "allow": "allow", "block": "block",
+            "youtube": "search", "safesearch": "search", "version": "version"}.get(key, "form")
+
+
+def person(name: str) -> str:
+    """A profile id as a name people read: emma → Emma, new-devices → New devices."""
+    text = name.replace("-", " ").replace("_", " ").strip()
+    return text[:1].upper() + text[1:]
+
+
+_TYPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.'-]{0,63}")
+
+
+def profile_id(name: str) -> str:
+    """A name typed by a parent ("Leo", "Mia Rose") → the profile's id (leo, mia-rose); "" for
+    a name with other characters ("<b>x</b>", "Emma!"), which the page refuses."""
+    if not _TYPED_NAME.fullmatch(name.strip()):
+        return ""
+    return re.sub(r"[^a-z0-9_.-]+", "-", name.strip().lower()).strip("-_.")[:64]
+
+
+def problems(editor: Editor) -> dict[str, str]:
+    """What the page itself can tell before the config check: a schedule row without its times,
+    or "some" ticked with nothing chosen."""
+    out: dict[str, str] = {}
+    for i, row in enumerate(editor.schedules):
+        if not row.name or row.delete:
+            continue
+        if not row.start or not row.end:
+            out[f"schedule-{i}"] = f"{row.name}: set when it starts and when it ends."
+        elif not row.block_all and not row.items:
+            out[f"schedule-{i}"] = f"{row.name}: tick the categories and apps it blocks, or choose Everything."
+    return out
