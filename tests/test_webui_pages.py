@@ -640,16 +640,18 @@ def test_lists_update_starts_in_the_background(env, admin, monkeypatch):
 
 
 def test_wizard_creates_a_childs_profile_and_devices(env, admin):
-    seen_client(env, "192.168.1.70")
+    seen_client(env, "192.168.1.70")                      # calls itself emma-ipad
+    seen_client(env, "192.168.1.71", hostname=None)       # says nothing of itself
     page = admin.get("/setup/wizard").get_data(as_text=True)
     response = admin.post("/setup/wizard", data={"csrf_token": page_csrf(admin), "version": version_from(page),
                                                  "timezone": "Europe/Paris", "child": "emma", "preset": "young_child",
-                                                 "device": ["192.168.1.70"], "default_profile": "kids"})
+                                                 "device": ["192.168.1.70", "192.168.1.71"], "default_profile": "kids"})
     assert response.status_code == 302 and location_path(response) == "/"
     config = configfile.validate_text(env.config_text(), env.config_path)
     assert config.timezone == "Europe/Paris" and config.rules.default_profile == "kids"
     assert config.rules.profiles["emma"].preset == "young_child"
-    assert ("emma-device-1", "192.168.1.70", "emma") in [(d.name, d.ip, d.profile) for d in config.rules.devices]
+    devices = [(d.name, d.ip, d.profile) for d in config.rules.devices]
+    assert ("emma-ipad", "192.168.1.70", "emma") in devices and ("emma-device-2", "192.168.1.71", "emma") in devices
 
 
 @pytest.mark.parametrize("choice, preset", [("same", "young_child"), ("level:teen", "teen")])
@@ -763,3 +765,30 @@ def test_filter_settings_based_on_an_old_version_are_refused(env, admin):
     assert response.status_code == 200
     assert "changed meanwhile" in response.get_data(as_text=True)
     assert "Europe/Paris" not in env.config_text()
+
+
+def test_pause_on_the_devices_list_asks_for_how_long_an_hour_by_default(env, admin):
+    page = admin.get("/devices").get_data(as_text=True)
+    assert '<option value="60" selected>1 hour</option>' in page
+    response = admin.post("/devices/kids-tablet/pause", data={"csrf_token": page_csrf(admin), "minutes": "60",
+                                                               "back": "/devices"}, follow_redirects=True)
+    body = response.get_data(as_text=True)
+    assert re.search(r"kids-tablet paused for 60 min \(until \w{3} \d\d:\d\d\)", body), body[:2000]
+    (until,) = env.query("SELECT until - created FROM overrides WHERE kind = 'pause' AND ended IS NULL")[0]
+    assert round(until) == 3600
+
+
+def test_a_new_device_card_says_when_it_came_and_what_it_asked_for_first(env, admin):
+    """A parent tells a child's new tablet from the printer by what it asked for first."""
+    seen_client(env, "192.168.1.74", hostname=None)
+    now = time.time()
+    for i, name in enumerate(["time.apple.com", "gateway.icloud.com", "www.roblox.com", "api.roblox.com",
+                              "<img src=x onerror=alert(1)>.example"]):
+        insert_query(env, name, device=None, client="192.168.1.74", action="allow", category=None, ts=now + i)
+    insert_query(env, "other-device.example", device=None, client="192.168.1.99", action="allow", category=None, ts=now)
+    body = admin.get("/devices").get_data(as_text=True)
+    card = body[body.index("New device at 192.168.1.74"):]
+    card = card[:card.index("</li>")]
+    assert "First seen" in card
+    assert "first asked for apple.com, icloud.com, roblox.com, " in card
+    assert "other-device" not in card and "<img" not in card

@@ -6,6 +6,8 @@ restart alone.
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import threading
 from pathlib import Path
@@ -104,6 +106,14 @@ def _ago(seconds: float | None) -> str:
     return f"{round(seconds / 86400)} days ago"
 
 
+@functools.lru_cache(maxsize=1)
+def _timezones() -> tuple[str, ...]:
+    """The time zones a house may be in (Continent/City), for the searchable list."""
+    from zoneinfo import available_timezones
+    areas = ("Africa/", "America/", "Antarctica/", "Asia/", "Atlantic/", "Australia/", "Europe/", "Indian/", "Pacific/")
+    return tuple(sorted(zone for zone in available_timezones() if zone.startswith(areas))) + ("UTC",)
+
+
 def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app = Flask(__name__)
     app.json = HtmlSafeJSONProvider(app)
@@ -114,6 +124,7 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.globals["take_flashes"] = security.take_flashes
     app.jinja_env.filters["datetimeformat"] = _datetimeformat
     app.jinja_env.filters["ago"] = _ago
+    app.jinja_env.globals["timezones"] = _timezones
 
     from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, request_pages, me, config_history
     for module in (auth, blockpage, dashboard, devices, log, pages, request_pages, notifications, me, config_history, certificate,

@@ -179,7 +179,7 @@ def set_default_profile(db, version: str | None, profile: str):
 def mark_parents_device(config, db, version: str | None, name: str, ip: str | None, mac: str | None):
     """One tap on an unnamed device: name it and give it the parents' (unfiltered) profile."""
     profile = parents_profile(config.rules) or PARENTS_PROFILE
-    name = _DEVICE_NAME_CHARS.sub("-", name.strip()).strip("-_. ")[:64] or ""
+    name = device_name_from(name)
     if not name:
         taken = {device.name.lower() for device in config.rules.devices}
         name = next(f"parent-device-{i}" for i in range(1, len(taken) + 2) if f"parent-device-{i}" not in taken)
@@ -208,6 +208,12 @@ def mark_parents_device(config, db, version: str | None, name: str, ip: str | No
 
 
 _DEVICE_NAME_CHARS = re.compile(r"[^A-Za-z0-9 _.'-]+")
+
+
+def device_name_from(hostname: str) -> str:
+    """A device name from the host name a device gave itself ("Emma's iPad", "Galaxy-Tab"),
+    with the characters a device name may not hold replaced; "" when nothing is left."""
+    return _DEVICE_NAME_CHARS.sub("-", hostname.strip()).strip("-_. '")[:64]
 
 
 def _profile_entry(document, profile: str):

@@ -17,8 +17,9 @@ from .security import flash, safe_redirect_target
 bp = Blueprint("devices", __name__)
 
 
-def device_rows(config, db) -> list[dict]:
-    """Configured devices and unknown clients, new unnamed ones first."""
+def device_rows(config, db, first_sites: bool = False) -> list[dict]:
+    """Configured devices and unknown clients, new unnamed ones first; `first_sites`: with the
+    sites each unnamed one asked for first (the Devices page, to tell which device it is)."""
     seen = log_reader.clients_seen(db)
     now = time.time()
     midnight = datetime.datetime.now(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0,
@@ -46,6 +47,11 @@ def device_rows(config, db) -> list[dict]:
                      "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
                      "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname})
     _add_dhcp_leases(rows, dhcp.current_leases(config, now), config.rules.default_profile)
+    for row in rows:
+        row["first_sites"] = []
+        if first_sites and not row["known"] and row["ip"] and row["first_seen"]:
+            row["first_sites"] = list(dict.fromkeys(_site(name) for name in
+                                                    log_reader.first_names(db, row["ip"], row["first_seen"] - 1)))[:6]
     for row in rows:
         row["private_mac"] = is_private_mac(row["mac"])
         row["active"] = bool(row["last_seen"] and now - row["last_seen"] < 600)
@@ -85,7 +91,7 @@ def index(failed: dict | None = None):
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     db = app_state.db()
-    rows = device_rows(config, db)
+    rows = device_rows(config, db, first_sites=True)
     if failed is not None:
         keys = {row["name"] if row["known"] else (row["ip"] or row["mac"]) for row in rows}
         failed["on_card"] = failed["key"] in keys    # else (the device went meanwhile) at the top
@@ -93,7 +99,8 @@ def index(failed: dict | None = None):
                            version=actions.config_version(), paused=actions.paused(db),
                            default_profile=config.rules.default_profile, failed=failed,
                            open_profiles=actions.open_profiles(config.rules),
-                           parents_profile=actions.parents_profile(config.rules) or actions.PARENTS_PROFILE)
+                           parents_profile=actions.parents_profile(config.rules) or actions.PARENTS_PROFILE,
+                           tz=ZoneInfo(config.timezone))
 
 
 @bp.route("/devices/unnamed", methods=["POST"])
@@ -170,8 +177,17 @@ def _action(name: str, do) -> object:
 @bp.route("/devices/<name>/pause", methods=["POST"])
 def pause(name: str):
     minutes = request.form.get("minutes")
-    return _action(name, lambda c, db: (actions.pause(c, db, name, minutes),
-                                        f"{name} paused" + (f" for {minutes} min" if minutes else " until resumed"))[1])
+    def do(config, db):
+        actions.pause(config, db, name, minutes)
+        if not minutes:
+            return f"{name} paused until resumed"
+        until = overrides.active(db, time.time())
+        ends = max((o.until for o in until if o.kind == "pause" and o.subject == config.rules.device(name).name
+                    and o.until), default=None)
+        when = "" if ends is None else " (until " + datetime.datetime.fromtimestamp(
+            ends, ZoneInfo(config.timezone)).strftime("%a %H:%M") + ")"
+        return f"{name} paused for {minutes} min{when}"
+    return _action(name, do)
 
 
 @bp.route("/devices/<name>/resume", methods=["POST"])

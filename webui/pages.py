@@ -312,6 +312,7 @@ def wizard():
         timezone = request.form.get("timezone", config.timezone).strip()
         picked = request.form.getlist("device")
         unknown_profile = request.form.get("default_profile")
+        hostnames = {row["ip"]: row["hostname"] for row in device_rows(config, db) if row["ip"] and row.get("hostname")}
         if request.form.get("child", "").strip() and not _PROFILE_NAME.fullmatch(child):
             errors["child"] = "Write the child's name (letters and digits), e.g. Emma."
         if child and preset not in PRESETS:
@@ -325,9 +326,17 @@ def wizard():
                     raise actions.ActionError(f"A profile named {child} exists already: "
                                                "choose another name, or edit it on the Profiles page.", "child")
                 profiles[child] = {"preset": preset}
-                devices = document.setdefault("devices", [])
+                devices = document.get("devices")
+                if devices is None:
+                    devices = document["devices"] = []
+                taken = {str(item.get("name", "")).lower() for item in devices}
                 for i, ip in enumerate(picked):
-                    devices.append({"name": f"{child}-device-{i + 1}", "ip": ip, "profile": child})
+                    # The name the device gave itself (DHCP), else the child's name and a number.
+                    name = actions.device_name_from(hostnames.get(ip) or "") or f"{child}-device-{i + 1}"
+                    if name.lower() in taken:
+                        name = f"{child}-device-{i + 1}"
+                    taken.add(name.lower())
+                    devices.append({"name": name, "ip": ip, "profile": child})
             if unknown_profile in ("same", "level:teen"):
                 level = "teen" if unknown_profile == "level:teen" else \
                     _youngest_level(document, preset if child else None)

@@ -180,6 +180,15 @@ def clients_seen(conn: sqlite3.Connection) -> list[SeenClient]:
     return [SeenClient(*row) for row in rows]
 
 
+def first_names(conn: sqlite3.Connection, client: str, since: float, scan: int = 300) -> list[str]:
+    """The names an unnamed device asked for first, oldest first, without repeats: what helps a
+    parent recognise it (time.apple.com, connectivitycheck.gstatic.com, roblox.com…). Reads at
+    most `scan` of its rows, along the (device, ts) index."""
+    rows = conn.execute("SELECT name FROM queries WHERE device IS NULL AND ts >= ? AND client = ? AND name IS NOT NULL"
+                        " ORDER BY ts LIMIT ?", (since, client, scan))
+    return list(dict.fromkeys(name for (name,) in rows))
+
+
 def devices_active(conn: sqlite3.Connection, since: float) -> list[SeenClient]:
     return [c for c in clients_seen(conn) if c.last_seen >= since]
 
