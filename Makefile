@@ -39,9 +39,19 @@ debs:
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; \
 	fi
 
-test: venv debs
+# axe-core, the accessibility checker the browser tests inject into every page (pinned; from
+# npm's registry as this machine's npm is configured). tests/e2e/browser.py finds it here.
+AXE_VERSION := 4.10.3
+AXE := .cache/axe-core-$(AXE_VERSION)/axe.min.js
+
+$(AXE):
+	@command -v npm >/dev/null || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm >/dev/null; }
+	mkdir -p $(dir $(AXE))
+	cd $(dir $(AXE)) && npm pack -q axe-core@$(AXE_VERSION) >/dev/null && tar -xzf axe-core-$(AXE_VERSION).tgz --strip-components=1 package/axe.min.js && rm axe-core-$(AXE_VERSION).tgz
+
+test: venv debs $(AXE)
 	$(VENV)/bin/bandit -q -r filterd webui -ll
-	$(PY) -m pytest -q
+	AXE_JS=$(AXE) $(PY) -m pytest -q
 
 # filterd_<version>_all.deb: depends on Debian 12's own python3-* libraries (packaging/debian/).
 deb:

@@ -4,7 +4,8 @@
 it answers. `Browser` drives Debian's Chromium through chromedriver with JavaScript switched off
 for pages (so every step proves the UI works without it; WebDriver's own scripts still run), and
 offers the checks a parent's phone would fail on: horizontal overflow, unnamed controls, small
-tap targets, low text contrast, page weight, inline scripts or styles. Screenshots are full-page
+tap targets, low text contrast, page weight, inline scripts or styles, and axe-core's
+accessibility rules (WCAG 2.x A/AA and best practices). Screenshots are full-page
 PNGs at phone and desktop widths, in light and dark mode.
 """
 from __future__ import annotations
@@ -32,6 +33,24 @@ PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
 DESKTOP = {"width": 1366, "height": 900, "deviceScaleFactor": 1, "mobile": False}
 MIN_TARGET_PX = 24          # WCAG 2.2 target size (minimum); the CSS aims at 44
 PAGE_BUDGET_BYTES = 150_000  # HTML + CSS of one page
+
+
+# ---------------------------------------------------------------- axe-core
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def axe_source() -> str:
+    """axe-core's script: $AXE_JS (`make test` fetches the pinned version into .cache/), else
+    the newest in .cache/. Missing, the test fails: an accessibility check that silently did not
+    run would pass every page."""
+    named = os.environ.get("AXE_JS")
+    candidates = [Path(named) if Path(named).is_absolute() else REPO / named] if named else \
+        sorted(REPO.glob(".cache/axe-core-*/axe.min.js"))
+    for path in reversed(candidates):
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise AssertionError("axe-core is missing: run `make .cache/axe-core-4.10.3/axe.min.js` (make test does)")
 
 
 # ---------------------------------------------------------------- finding Chromium
@@ -212,7 +231,8 @@ return [page && page.decodedBodySize ? page.decodedBodySize : document.documentE
 class Browser:
     """One headless Chromium for a whole test module; pages' JavaScript is off."""
 
-    def __init__(self, browser_path: str, driver_path: str, folder: Path, host_rules: str = ""):
+    def __init__(self, browser_path: str, driver_path: str, folder: Path, host_rules: str = "",
+                 javascript: bool = False):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -226,7 +246,7 @@ class Browser:
             options.add_argument(argument)
         if host_rules:
             options.add_argument(f"--host-resolver-rules={host_rules}")
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2,
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 1 if javascript else 2,
                                                   "credentials_enable_service": False,
                                                   "profile.password_manager_enabled": False})
         self.driver = webdriver.Chrome(options=options, service=Service(driver_path, log_output=str(folder / "chromedriver.log")))
@@ -336,6 +356,19 @@ class Browser:
 
     def low_contrast(self) -> list[str]:
         return self.driver.execute_script(CONTRAST_JS)
+
+    def accessibility(self) -> list[str]:
+        """axe-core's violations on this page, one line each: rule, impact, the first elements.
+        axe is injected through WebDriver; it needs a Browser made with javascript=True (its
+        promises and timers are page JavaScript)."""
+        self.driver.execute_script(axe_source())
+        self.driver.set_script_timeout(60)
+        violations = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map(v =>"
+            " [v.id, v.impact, v.help, v.nodes.slice(0, 3).map(n => n.html.slice(0, 120))])),"
+            " e => done([['axe-error', 'critical', String(e), []]]));")
+        return [f"{rule} ({impact}): {help_text} — {' | '.join(nodes)}" for rule, impact, help_text, nodes in violations]
 
     def weight(self) -> list[tuple[str, int]]:
         """(what, bytes) of the page: its HTML, then each stylesheet (or script, image) it loads —
