@@ -23,7 +23,7 @@ from filterd.rules.log_settings import LogConfig
 from filterd.store.log_writer import QueryLog
 
 DAY = 86400.0
-NOW = 1_767_225_600.0   # 2026-01-01 00:00 UTC, on an hour boundary
+NOW = 1_798_761_600.0   # 2027-01-01 00:00 UTC, on an hour boundary (a year past the clock floor)
 
 ALLOWED = Decision("allow", "default", "allowed: no rule blocks it")
 GAMBLING = Decision("block", "category", "category Gambling (list gambling, pokerstars.com)",
