@@ -10,7 +10,7 @@ from filterd.store import log_reader, status
 from filterd.lists import sources
 from filterd.family import notify
 
-from . import charts
+from . import charts, health
 from .request_pages import pending_for_page
 
 bp = Blueprint("dashboard", __name__)
@@ -70,4 +70,5 @@ def index():
         top_blocked=log_reader.top_domains(db, since, blocked=True, limit=10),
         totals=log_reader.totals(db, since), active=log_reader.devices_active(db, now - 600),
         status=daemon_status(db, config), config_error=app_state.config_error,
-        failed_logins=failed_logins(db, since), pending_total=pending_total)
+        failed_logins=failed_logins(db, since), pending_total=pending_total,
+        health=health.report(db, config.data_dir, tz, now))
