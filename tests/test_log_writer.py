@@ -443,6 +443,14 @@ def test_a_clock_before_filterd_existed_deletes_nothing():
     assert retention.check(86_400.0, 5.0) == (None, "the clock reads 1970-01-02, before filterd existed")
 
 
+def test_a_clock_set_from_1970_skips_one_pass_and_then_deletes_by_the_clock_it_was_set_to():
+    retention = log_writer.RetentionClock()
+    assert retention.check(10_800.0, 5.0)[0] is None          # booted at 1970
+    now, doubt = retention.check(NOW, 65.0)                    # NTP set it a minute later
+    assert now is None and "jumped" in doubt
+    assert retention.check(NOW + 3600, 3665.0) == (NOW + 3600, None)   # not 57 years of rows kept
+
+
 def test_the_log_survives_a_clock_jump_and_counts_the_skipped_pass(db_file, conn):
     clock, monotonic = FakeClock(), FakeClock(0.0)
     log = QueryLog(db_file, LogConfig(retention_days=30), clock=clock, monotonic=monotonic)

@@ -56,7 +56,9 @@ class RetentionClock:
         if last is not None:
             jump = (wall - last[0]) - (monotonic - last[1])
             if abs(jump) > self.jump_s:
-                if jump > 0:
+                # A clock set from before the floor (a Pi booted at 1970, then NTP) is no skew to
+                # age rows by: its rows are marked doubtful and aged by their place in the log.
+                if jump > 0 and last[0] >= self.floor:
                     self.skew += jump
                 return None, f"the clock jumped {jump / 86400:+.1f} days since the last pass"
         return wall - self.skew, None
