@@ -131,3 +131,53 @@ def test_a_pi_booted_in_1970_is_answered_at_once_then_schedules_follow_the_clock
                message="Friday night (no bedtime) after a jump of a day")
     assert allowed(daemon, "news.example")
     assert daemon.alive() and "Traceback" not in daemon.stderr()
+
+
+# ---------------------------------------------------------------- DoT on a clock before its certificate
+
+
+@pytest.fixture
+def dot_and_plain(daemons, standins, standin, certificates, tmp_path):
+    """A DoT stand-in whose certificate is valid from yesterday (real time), the plain stand-in
+    after it in the list, and a daemon whose clock the test sets before starting it."""
+    ca, cert, key = certificates
+    dot, dot_port = standins(tls_cert=(cert, key))
+    fake = FakeClock(tmp_path)
+
+    def start(moment: datetime.datetime):
+        fake.set(moment)
+        daemon = daemons([f"tls://localhost:{dot_port}", f"udp://127.0.0.1:{standin.port}"], start=False,
+                         tls_ca_file=str(ca))
+        daemon.env = fake.env()
+        daemon.clock = fake
+        return daemon.start()
+    return dot, start
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(UTC)
+
+
+@pytest.mark.parametrize("boot", [BOOT, RELEASE_NIGHT], ids=["1970", "release-day"])
+def test_dot_waits_for_the_clock_the_plain_upstream_bridges_and_the_log_says_so_once(dot_and_plain, standin, boot):
+    """At 1970 the encrypted upstream is not even tried; on the release day (a believable clock,
+    still before the certificate) it is refused once as not yet valid. Either way the plain
+    upstream answers, the log says so once, and once NTP sets the clock DoT is asked again."""
+    dot, start = dot_and_plain
+    daemon = start(boot)
+    names = [f"bridge{i}.{boot.year}.test" for i in range(5)]
+    assert [answer(daemon, name) for name in names] == [[name_address(name)] for name in names]
+    assert sum(dot.count(name) for name in names) == 0 and all(standin.count(name) == 1 for name in names)
+    log = daemon.stderr()
+    assert log.count("asking udp://127.0.0.1") == 1, log
+    assert ("not set yet" in log) if boot.year == 1970 else ("certificate is not valid yet" in log), log
+
+    daemon.clock.set(now_utc())
+    tries = iter(range(1000))
+
+    def asked_over_dot() -> bool:
+        name = f"after-ntp{next(tries)}.{boot.year}.test"      # a new name each time: not from the cache
+        return allowed(daemon, name) and dot.count(name) == 1
+    wait_until(asked_over_dot, timeout=10, interval=0.2, message="the DoT upstream to be asked again once the clock is set")
+    assert "asking the encrypted upstreams again" in daemon.stderr()
+    assert daemon.alive() and "Traceback" not in daemon.stderr()
