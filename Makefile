@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config/filterd.yaml
 # Debian packages the tests drive: a real browser for the web UI; dnsmasq and busybox's udhcpc
-# for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/.
-TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd
+# for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/;
+# faketime (libfaketime) for the clock campaign (tests/e2e/test_clocks.py).
+TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd faketime
 # `make deb-test` also needs debootstrap (a minimal Debian 12 root; dpkg-deb builds the package).
 DEB_TEST_DEBS := debootstrap
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)

@@ -137,6 +137,7 @@ class Daemon:
         self.config = self.config_for(dns, extra)
         self.write_config(self.config)
         self.process: subprocess.Popen | None = None
+        self.env: dict[str, str] | None = None     # the process's environment (None: this one's)
 
     def config_for(self, dns: dict, extra: dict | None = None) -> dict:
         """A full config: these `dns` settings on top of the test defaults (our port, no limit)."""
@@ -158,7 +159,7 @@ class Daemon:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "filterd", "--log-level", "debug", "run", "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
-            cwd=self.folder, start_new_session=True)
+            cwd=self.folder, start_new_session=True, env=self.env)
         return self
 
     def start(self) -> "Daemon":

@@ -23,7 +23,7 @@ from filterd.rules.log_settings import LogConfig
 from filterd.store.log_writer import QueryLog
 
 DAY = 86400.0
-NOW = 1_767_225_600.0   # 2026-01-01 00:00 UTC, on an hour boundary
+NOW = 1_798_761_600.0   # 2027-01-01 00:00 UTC, on an hour boundary (a year past the clock floor)
 
 ALLOWED = Decision("allow", "default", "allowed: no rule blocks it")
 GAMBLING = Decision("block", "category", "category Gambling (list gambling, pokerstars.com)",
@@ -441,6 +441,14 @@ def test_a_clock_jumping_a_year_forward_deletes_nothing():
 def test_a_clock_before_filterd_existed_deletes_nothing():
     retention = log_writer.RetentionClock()
     assert retention.check(86_400.0, 5.0) == (None, "the clock reads 1970-01-02, before filterd existed")
+
+
+def test_a_clock_set_from_1970_skips_one_pass_and_then_deletes_by_the_clock_it_was_set_to():
+    retention = log_writer.RetentionClock()
+    assert retention.check(10_800.0, 5.0)[0] is None          # booted at 1970
+    now, doubt = retention.check(NOW, 65.0)                    # NTP set it a minute later
+    assert now is None and "jumped" in doubt
+    assert retention.check(NOW + 3600, 3665.0) == (NOW + 3600, None)   # not 57 years of rows kept
 
 
 def test_the_log_survives_a_clock_jump_and_counts_the_skipped_pass(db_file, conn):

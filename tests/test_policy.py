@@ -326,6 +326,18 @@ def test_schedule_reason_names_the_schedule_and_its_end(family):
     assert decision.until.timestamp() == at("2026-03-02 07:00").timestamp()
 
 
+def test_schedules_wait_while_the_clock_reads_before_its_floor_but_lists_still_block(family):
+    """A Pi booted at 1970 (a Thursday: 03:00 is inside Wednesday's bedtime) with a floor set:
+    no bedtime computed from a wrong clock; categories block as ever. Once the clock reads past
+    the floor, bedtime is back."""
+    unset = datetime.datetime(1970, 1, 1, 2, 0, tzinfo=UTC)    # 03:00 in London (BST all year then)
+    floored = Policy(family.rules, family.catalog, family.index, "Europe/London", clock_floor=BEDTIME.timestamp() - 60)
+    assert decide(family, "example.org", when=unset).rule == "schedule"            # no floor: any clock
+    assert decide(floored, "example.org", when=unset).action == ALLOW
+    assert decide(floored, "www.pokerstars.test", when=unset).rule == "category"
+    assert decide(floored, "example.org", when=BEDTIME).rule == "schedule"
+
+
 def test_schedule_block_list_reason_names_what_is_off(family):
     decision = decide(family, "games-portal.test", when=HOMEWORK)
     assert decision.reason == "homework: Games is off until 18:00"

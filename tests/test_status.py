@@ -111,3 +111,36 @@ def test_a_restarted_workers_row_replaces_the_dead_ones_and_extra_workers_go(db)
     status.write(db, worker(pid=1002, worker=2))
     status.write(db, worker(pid=2000, worker=0), workers=2)
     assert sorted((r.pid, r.worker) for r in status.read_all(db)) == [(1001, 1), (2000, 0)]
+
+
+# ---------------------------------------------------------------- the counters per hour
+
+
+def test_what_the_counters_grew_by_is_added_to_the_hour_every_worker_shares(db):
+    hour = NOW // 3600 * 3600
+    first = worker(pid=1, updated=hour + 10, log_dropped=5, log_disk_full=2)
+    status.write(db, first)                                         # since it started: all of it
+    status.write(db, worker(pid=1, updated=hour + 15, log_dropped=8, log_disk_full=2), previous=first)
+    status.write(db, worker(pid=2, updated=hour + 20, log_dropped=1, rate_limited=40))
+    counters = status.health_since(db, hour)
+    assert counters["log_dropped"] == 9 and counters["log_disk_full"] == 2 and counters["rate_limited"] == 40
+    assert status.health_since(db, hour + 3600)["log_dropped"] == 0   # a later hour: nothing yet
+
+
+def test_a_failed_write_leaves_the_growth_to_the_next_one(db):
+    hour = NOW // 3600 * 3600
+    first = worker(updated=hour + 10, log_dropped=3)
+    status.write(db, first)
+    db.execute("CREATE TRIGGER refuse BEFORE UPDATE ON daemon_status BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(Exception, match="disk full"):
+        status.write(db, worker(updated=hour + 3700, log_dropped=10), previous=first)
+    db.execute("DROP TRIGGER refuse")
+    status.write(db, worker(updated=hour + 3705, log_dropped=12), previous=first)   # the caller kept `first`
+    assert status.health_since(db, hour)["log_dropped"] == 12
+    assert status.health_since(db, hour + 3600)["log_dropped"] == 9
+
+
+def test_hours_older_than_kept_are_pruned(db):
+    status.write(db, worker(updated=NOW - (status.HEALTH_KEPT_H + 2) * 3600, log_dropped=1))
+    status.write(db, worker(pid=2, updated=NOW, log_dropped=1))
+    assert db.execute("SELECT count(*) FROM daemon_health").fetchone()[0] == 1

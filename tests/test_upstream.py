@@ -293,3 +293,27 @@ def test_a_closed_connection_hands_its_waiting_query_to_a_fresh_one_at_once(stan
     assert [str(rr.rdata) for rr in DNSRecord.parse(answer).rr] == [name_address("handed-over.test")]
     assert upstream.count("handed-over.test") == 2
     assert waited < 4.0   # asked again at once, not after the 5 s timeout
+
+
+# ---------------------------------------------------------------- a clock not set yet
+
+
+def test_while_the_clock_reads_1970_the_plain_upstreams_stand_in_for_the_encrypted_ones():
+    specs = (parse_upstream("tls://dns.example:853"), parse_upstream("udp://127.0.0.1:5300"))
+    wall = [0.0]
+    pool = UpstreamPool(specs, 1.0, wall=lambda: wall[0])
+    assert [u.name for u in pool.candidates(100.0)] == ["udp://127.0.0.1:5300"]
+    wall[0] = 1_800_000_000.0                      # NTP set it
+    assert [u.name for u in pool.candidates(101.0)] == ["tls://dns.example:853", "udp://127.0.0.1:5300"]
+    assert pool.bridging is None
+
+
+def test_with_no_plain_upstream_the_bootstrap_servers_stand_in():
+    pool = UpstreamPool((parse_upstream("https://dns.example/dns-query"),), 1.0, bootstrap=("192.0.2.53",),
+                        wall=lambda: 0.0)
+    assert [u.name for u in pool.candidates(100.0)] == ["udp://192.0.2.53"]
+
+
+def test_with_nothing_plain_at_all_the_encrypted_upstreams_are_still_asked():
+    pool = UpstreamPool((parse_upstream("tls://dns.example:853"),), 1.0, wall=lambda: 0.0)
+    assert [u.name for u in pool.candidates(100.0)] == ["tls://dns.example:853"]

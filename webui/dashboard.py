@@ -12,7 +12,7 @@ from filterd.store.state import audit
 from filterd.lists import sources
 from filterd.family import notify
 
-from . import actions, charts
+from . import actions, charts, health
 from .request_pages import pending_for_page
 from .security import flash
 
@@ -109,4 +109,5 @@ def index():
         status=daemon_status(db, config), config_error=app_state.config_error,
         failed_logins=failed_logins(db, since), pending_total=pending_total,
         unnamed=unnamed, default_profile=config.rules.default_profile,
-        default_open=config.rules.default_profile in actions.open_profiles(config.rules))
+        default_open=config.rules.default_profile in actions.open_profiles(config.rules),
+        health=health.report(db, config.data_dir, tz, now))

@@ -24,7 +24,8 @@ from filterd.lists import sources
 from filterd.family import limits
 from filterd.store import state, status
 from filterd.dns import sdnotify
-from filterd.store.log_writer import CLOCK_FLOOR, QueryLog, is_disk_full
+from filterd.rules.clock import CLOCK_FLOOR
+from filterd.store.log_writer import QueryLog, is_disk_full
 from filterd.dns.clients import read_neighbours
 from filterd.rules.config import Config, ConfigError, Listen, load_config
 from filterd.rules.policy import Policy
@@ -228,6 +229,7 @@ class Worker:
         self.db_version = None
         self.status_failures = 0    # status rows that could not be written (counted in the next one)
         self.status_failing = False
+        self.status_written: status.WorkerStatus | None = None   # the last row written: counters' growth since
         self.started = time.time()
         self.last_reload: float | None = None
         self.last_error: str | None = None
@@ -402,14 +404,16 @@ class Worker:
             # make an outage look over, and one lost packet does not make one.
             failing = sum(1 for u in upstreams if u.failures >= UPSTREAM_FAILING_AFTER)
             now = time.time()
-            status.write(self.db, status.WorkerStatus(
+            row = status.WorkerStatus(
                 os.getpid(), self.index, self.started, now, mtime, self.last_reload, self.last_error,
                 querylog.dropped, len(upstreams), failing, querylog.written, querylog.dropped_queue_full,
                 querylog.write_failures + self.status_failures, querylog.disk_full, querylog.last_error,
                 querylog.last_error_at, self.state_db.reopened + querylog.reopened, int(now < CLOCK_FLOOR),
                 querylog.retention_skipped,
                 counters["rate_refused"] + counters["rate_dropped"] + counters["rate_slipped"],
-                counters["scrubbed_answers"]), self.workers)
+                counters["scrubbed_answers"])
+            status.write(self.db, row, self.workers, self.status_written)
+            self.status_written = row
         except Exception as exc:
             # A full disk stops this row too: count it, warn once, the log's counters keep it.
             self.status_failures += 1

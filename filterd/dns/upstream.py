@@ -16,10 +16,14 @@ import struct
 import time
 
 from filterd.dns import wire
+from filterd.rules import clock
 from filterd.rules.config import UpstreamSpec
 
 log = logging.getLogger("filterd.upstream")
 _random = random.SystemRandom()
+ENCRYPTED = ("tls", "https")
+CERT_NOT_YET_VALID = 9        # OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID
+BRIDGE_RECHECK_S = 60.0       # a certificate "not yet valid" on a believable clock: try it again after
 
 
 class UpstreamError(Exception):
@@ -321,14 +325,65 @@ async def _bootstrap_lookup(host: str, servers: tuple[str, ...]) -> str:
     raise ConnectionError(f"cannot resolve {host} through bootstrap servers")
 
 
+def _not_yet_valid(exc: BaseException) -> bool:
+    return isinstance(exc, ssl.SSLCertVerificationError) and getattr(exc, "verify_code", None) == CERT_NOT_YET_VALID
+
+
 class UpstreamPool:
-    """The configured upstreams, tried in order with failover and health tracking."""
+    """The configured upstreams, tried in order with failover and health tracking.
+
+    A Pi without a real-time clock boots at 1970 and NTP needs DNS to set it; meanwhile every
+    certificate is "not yet valid" and DoT/DoH cannot be verified. While the clock reads before
+    the release day (rules/clock), or after an encrypted upstream's certificate was refused as not
+    yet valid (a clock behind, re-tried every BRIDGE_RECHECK_S), the plain upstreams of the list
+    are asked instead — or, when there are none, the `bootstrap` servers — and the log says so
+    once; once the clock is believed, the encrypted upstreams are asked again at once.
+    """
 
     def __init__(self, specs: tuple[UpstreamSpec, ...], timeout_s: float,
-                 tls_ca_file: str | None = None, bootstrap: tuple[str, ...] = ()):
+                 tls_ca_file: str | None = None, bootstrap: tuple[str, ...] = (), wall=time.time):
         self.upstreams = [Upstream(spec, tls_ca_file, bootstrap) for spec in specs]
         self.timeout_s = timeout_s
         self.settings = (specs, timeout_s, tls_ca_file, bootstrap)
+        self.wall = wall
+        self.encrypted = any(spec.scheme in ENCRYPTED for spec in specs)
+        plain = [u for u in self.upstreams if u.spec.scheme not in ENCRYPTED]
+        self.plain = plain or [Upstream(UpstreamSpec(f"udp://{ip}", "udp", ip, 53)) for ip in bootstrap]
+        self.bridging: str | None = None      # why the plain ones stand in, while they do
+        self.bridge_until = 0.0               # monotonic: a refused certificate's bridge ends
+        self.bridged_at = (0.0, 0.0)          # (wall, monotonic) when a certificate was refused
+
+    def _clock_stepped(self, wall: float, now: float) -> bool:
+        """The wall clock moved a minute further than the monotonic one since a certificate was
+        refused: it was set (NTP), so the certificate is worth asking again at once."""
+        return (wall - self.bridged_at[0]) - (now - self.bridged_at[1]) > BRIDGE_RECHECK_S
+
+    def candidates(self, now: float) -> list[Upstream]:
+        """The upstreams to ask, in order: `ordered`, or the plain stand-ins while bridging."""
+        ordered = self.ordered(now)
+        if not self.encrypted:
+            return ordered
+        wall = self.wall()
+        if not clock.plausible(wall):
+            why = f"the clock reads {time.strftime('%Y-%m-%d', time.gmtime(wall))}, not set yet"
+        elif now < self.bridge_until and not self._clock_stepped(wall, now):
+            why = self.bridging or "a certificate is not valid yet"
+        else:
+            if self.bridging:
+                log.warning("the clock is set: asking the encrypted upstreams again")
+                self.bridging = None
+                for upstream in self.upstreams:
+                    if upstream.spec.scheme in ENCRYPTED:
+                        upstream.succeeded()
+            return ordered
+        if not self.plain:
+            return ordered          # nothing plain to ask: the encrypted ones it is
+        if self.bridging is None:
+            log.warning("%s: encrypted upstreams cannot be verified, asking %s until it is set", why,
+                        ", ".join(u.name for u in self.plain))
+        self.bridging = why
+        plain = set(map(id, self.plain))
+        return [u for u in ordered if id(u) in plain] or list(self.plain)
 
     def serves(self, specs: tuple[UpstreamSpec, ...], timeout_s: float, tls_ca_file: str | None = None,
                bootstrap: tuple[str, ...] = ()) -> bool:
@@ -345,7 +400,7 @@ class UpstreamPool:
     async def exchange(self, question: bytes, do: bool) -> bytes:
         """Ask for `question` (wire bytes of name, type, class); the first usable answer wins."""
         last_error = "no upstream configured"
-        for upstream in self.ordered(time.monotonic()):
+        for upstream in self.candidates(time.monotonic()):
             query = wire.build_query(question, do, _random.getrandbits(16))
             try:
                 answer = await upstream.exchange(query, self.timeout_s)
@@ -354,6 +409,14 @@ class UpstreamPool:
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError,
                     IndexError, wire.WireError) as exc:
                 last_error = f"{upstream.name}: {exc or type(exc).__name__}"
+                if _not_yet_valid(exc) and self.plain:
+                    # A clock behind the certificate (a Pi booted at its last saved time): bridge
+                    # with the plain ones and look again later; this query goes on to them.
+                    self.bridge_until = time.monotonic() + BRIDGE_RECHECK_S
+                    self.bridged_at = (self.wall(), time.monotonic())
+                    if self.bridging is None:
+                        self.bridging = f"{upstream.name}'s certificate is not valid yet (is the clock behind?)"
+                        log.warning("%s: asking %s meanwhile", self.bridging, ", ".join(u.name for u in self.plain))
             else:
                 rcode = wire.rcode_of(answer)
                 if rcode not in (wire.SERVFAIL, wire.REFUSED):

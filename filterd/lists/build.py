@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from filterd.lists import sources
 from filterd.lists.index import DomainIndex
+from filterd.rules.clock import CLOCK_FLOOR
 from filterd.rules.policy import Policy
 
 
@@ -21,4 +22,4 @@ def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = Fal
         if not missing_ok:
             raise
         index = DomainIndex.empty()
-    return Policy(config.rules, config.catalog, index, config.timezone)
+    return Policy(config.rules, config.catalog, index, config.timezone, CLOCK_FLOOR)

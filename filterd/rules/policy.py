@@ -8,7 +8,8 @@ Precedence, strongest first (README "How a decision is made"):
   2. the filter's own host names (the web UI stays reachable, even at bedtime), then the
      bypass canaries (always NXDOMAIN for protected profiles, even when paused)
   3. the profile's allow list and temporary allows (SafeSearch still applies to what they allow)
-  4. pauses, then schedules (unless bonus time lifts them), then spent daily limits
+  4. pauses, then schedules (unless bonus time lifts them, or the clock reads before the
+     policy's clock_floor: not set yet), then spent daily limits
   5. the profile's own block list (domains and *wildcard* patterns)
   6. categories, services and lists
   7. SafeSearch rewrites
@@ -119,8 +120,11 @@ class CompiledProfile:
 class Policy:
     """The rules of one config, compiled for `decide`; rebuilt on every reload."""
 
-    def __init__(self, rules: Rules, catalog, index: DomainIndex, timezone: str):
+    def __init__(self, rules: Rules, catalog, index: DomainIndex, timezone: str, clock_floor: float = 0.0):
         self.rules = rules
+        # Before this moment the clock is not believed (rules/clock: a Pi booted at 1970) and
+        # schedules wait: a bedtime computed from a wrong clock blocks a house at noon.
+        self.clock_floor = clock_floor
         self.catalog = catalog
         self.index = index
         self.tz = ZoneInfo(timezone)
@@ -232,7 +236,8 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
         who = "this device" if any(p.subject_kind == "device" for p in pauses) else f"profile {profile.name}"
         return made(BLOCK, "pause", f"internet paused for {who}{_until_text(until, policy.tz)}",
                     until=_moment(until, policy.tz), ede=EDE_FILTERED)
-    if profile.schedules and not _active(overrides, "bonus", device, profile.name, epoch):
+    plausible_clock = epoch >= policy.clock_floor
+    if profile.schedules and plausible_clock and not _active(overrides, "bonus", device, profile.name, epoch):
         for schedule in profile.schedules:
             end = window_end(schedule, local_now)
             if end is None or _first(names, schedule.allow):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from filterd.store import state
 from filterd.dns.wire import name_from_question
+from filterd.rules.clock import CLOCK_FLOOR   # no clock reading earlier is right (a Pi booted at 1970)
 from filterd.rules.log_settings import LogConfig
 
 log = logging.getLogger("filterd.querylog")
@@ -26,9 +27,6 @@ FLUSH_INTERVAL_S = 1.0
 MAX_BATCH = 5_000         # events per transaction: bounds the writer's memory and its GIL slices
 RETENTION_INTERVAL_S = 3600.0
 DELETE_CHUNK = 20_000
-# No clock that reads earlier than this is right: filterd did not exist yet (2024-01-01 UTC).
-# A Pi without a real-time clock boots in 1970 or at its last shutdown until NTP answers.
-CLOCK_FLOOR = 1_704_067_200.0
 CLOCK_JUMP_S = 86_400.0   # a wall-clock step bigger than this between two passes is doubted
 
 
@@ -58,7 +56,9 @@ class RetentionClock:
         if last is not None:
             jump = (wall - last[0]) - (monotonic - last[1])
             if abs(jump) > self.jump_s:
-                if jump > 0:
+                # A clock set from before the floor (a Pi booted at 1970, then NTP) is no skew to
+                # age rows by: its rows are marked doubtful and aged by their place in the log.
+                if jump > 0 and last[0] >= self.floor:
                     self.skew += jump
                 return None, f"the clock jumped {jump / 86400:+.1f} days since the last pass"
         return wall - self.skew, None

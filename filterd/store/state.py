@@ -260,6 +260,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE queries ADD COLUMN clock_doubtful INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX queries_clock_doubtful ON queries (id) WHERE clock_doubtful = 1;
     """,
+    # 8: the same counters per hour, summed over every worker (each adds what it counted since
+    # its last status row), so the dashboard can say what went wrong in the last hour, not since
+    # a worker started days ago
+    """
+    CREATE TABLE daemon_health (
+        hour INTEGER PRIMARY KEY,
+        log_written INTEGER NOT NULL DEFAULT 0,
+        log_dropped INTEGER NOT NULL DEFAULT 0,
+        log_dropped_queue_full INTEGER NOT NULL DEFAULT 0,
+        log_write_failures INTEGER NOT NULL DEFAULT 0,
+        log_disk_full INTEGER NOT NULL DEFAULT 0,
+        db_reopened INTEGER NOT NULL DEFAULT 0,
+        retention_skipped INTEGER NOT NULL DEFAULT 0,
+        rate_limited INTEGER NOT NULL DEFAULT 0,
+        answers_scrubbed INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

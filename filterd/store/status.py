@@ -11,11 +11,15 @@ from dataclasses import dataclass
 from filterd.store.state import transaction
 
 STALE_S = 30.0        # no row updated since: that worker (or the whole daemon) is not running
+HEALTH_KEPT_H = 8 * 24    # hours of daemon_health kept
 
 COLUMNS = ("pid", "worker", "started", "updated", "config_mtime", "last_reload", "last_error", "log_dropped",
            "upstreams", "upstreams_failing", "log_written", "log_dropped_queue_full", "log_write_failures",
            "log_disk_full", "log_last_error", "log_last_error_at", "db_reopened", "clock_doubtful",
            "retention_skipped", "rate_limited", "answers_scrubbed")
+# The counters also summed per hour in daemon_health: what went wrong lately, whoever counted it.
+HEALTH_COUNTERS = ("log_written", "log_dropped", "log_dropped_queue_full", "log_write_failures", "log_disk_full",
+                   "db_reopened", "retention_skipped", "rate_limited", "answers_scrubbed")
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,25 @@ class WorkerStatus:
         return bool(self.upstreams) and self.upstreams_failing >= self.upstreams
 
 
-def write(db: sqlite3.Connection, status: WorkerStatus, workers: int | None = None) -> None:
+def write(db: sqlite3.Connection, status: WorkerStatus, workers: int | None = None,
+          previous: WorkerStatus | None = None) -> None:
     """Insert or refresh this worker's row (keyed by its pid). The row of a worker it replaced
     (killed, restarted) goes, and so do rows of workers beyond the `workers` it was started with:
-    a dead worker's row never stands beside the live one."""
+    a dead worker's row never stands beside the live one.
+
+    What the counters grew by since `previous` (the last row this worker wrote; None: since it
+    started) is added to the hour of `status.updated` in daemon_health, in the same transaction:
+    a write that fails (a full disk) leaves the growth to the next one that works."""
     names = ", ".join(COLUMNS)
     updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("pid", "worker", "started"))
+    grown = [max(0, getattr(status, c) - (getattr(previous, c) if previous else 0)) for c in HEALTH_COUNTERS]
+    hour = int(status.updated // 3600)
     with transaction(db):
+        if any(grown):
+            db.execute(f"INSERT INTO daemon_health (hour, {', '.join(HEALTH_COUNTERS)})"  # nosec B608
+                       f" VALUES (?, {', '.join('?' * len(HEALTH_COUNTERS))}) ON CONFLICT (hour) DO UPDATE SET "
+                       + ", ".join(f"{c} = {c} + excluded.{c}" for c in HEALTH_COUNTERS), (hour, *grown))
+            db.execute("DELETE FROM daemon_health WHERE hour < ?", (hour - HEALTH_KEPT_H,))
         db.execute("DELETE FROM daemon_status WHERE pid != ? AND (worker = ? OR worker >= ?)",
                    (status.pid, status.worker, workers if workers is not None else 1 << 30))
         db.execute(f"INSERT INTO daemon_status ({names}) VALUES ({', '.join('?' * len(COLUMNS))})"  # nosec B608
@@ -77,3 +93,10 @@ def alive(rows: list[WorkerStatus], now: float | None = None) -> list[WorkerStat
     """The rows of workers that reported within STALE_S."""
     now = time.time() if now is None else now
     return [r for r in rows if now - r.updated < STALE_S]
+
+
+def health_since(db: sqlite3.Connection, since: float) -> dict[str, int]:
+    """Each counter summed over the hours from the one holding `since` on (every worker's)."""
+    row = db.execute(f"SELECT {', '.join(f'coalesce(sum({c}), 0)' for c in HEALTH_COUNTERS)}"  # nosec B608
+                     " FROM daemon_health WHERE hour >= ?", (int(since // 3600),)).fetchone()
+    return dict(zip(HEALTH_COUNTERS, row))
