@@ -125,10 +125,19 @@ def _field_of(path: str | None, profile: str) -> str:
     return field if field in PROFILE_FIELDS else "form"
 
 
+MAX_SCHEDULE_ROWS = 200     # far more than a week needs; bounds the loop over a hand-made form
+
+
 def _schedules_from_form(form) -> list[dict]:
-    """Schedule rows from the week editor: name, days (checkboxes), start, end, block."""
+    """Schedule rows from the week editor: name, days (checkboxes), start, end, block.
+
+    The row count is a hidden field: anything but a small number is a damaged or hand-made form,
+    refused with 400 (not a 500 from int(), nor a loop over a billion rows)."""
+    count = form.get("schedule_count", "").strip() or "0"
+    if not re.fullmatch(r"[0-9]{1,4}", count) or int(count) > MAX_SCHEDULE_ROWS:
+        abort(400, description="The week editor's form was damaged (schedule_count). Reload the page and try again.")
     out = []
-    for i in range(int(form.get("schedule_count", 0) or 0) + 1):
+    for i in range(int(count) + 1):
         name = form.get(f"schedule-{i}-name", "").strip()
         if not name or form.get(f"schedule-{i}-delete"):
             continue
