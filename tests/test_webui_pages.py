@@ -619,3 +619,16 @@ def test_filter_settings_based_on_an_old_version_are_refused(env, admin):
     assert response.status_code == 200
     assert "changed meanwhile" in response.get_data(as_text=True)
     assert "Europe/Paris" not in env.config_text()
+
+
+def test_a_damaged_schedule_count_is_refused_not_a_server_error(env, admin):
+    """The week editor's hidden row count, as Wapiti sent it (SQL payloads) or as a huge number:
+    400 with a message, never a 500 nor a loop over a billion rows; the profile is unchanged."""
+    before = env.config_path.read_text()
+    for count in ("' or sleep(11)#1", "1e3", "-1", "999999999", "²"):
+        form = profile_form(admin)
+        form["schedule_count"] = count
+        response = admin.post("/profiles/kids", data=form)
+        assert response.status_code == 400, (count, response.status_code)
+        assert "Reload the page" in response.get_data(as_text=True)
+    assert env.config_path.read_text() == before
