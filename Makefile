@@ -5,14 +5,20 @@ PY     := $(VENV)/bin/python
 CONFIG ?= config/filterd.yaml
 # Debian packages the tests drive: a real browser for the web UI; dnsmasq and busybox's udhcpc
 # for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/;
-# faketime (libfaketime) for the clock campaign (tests/e2e/test_clocks.py).
-TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd faketime
+# faketime (libfaketime) for the clock campaign (tests/e2e/test_clocks.py); certutil
+# (libnss3-tools) to trust the house CA in a Chromium profile; sslscan for Wapiti's TLS checks.
+TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd faketime libnss3-tools sslscan
 # `make deb-test` also needs debootstrap (a minimal Debian 12 root; dpkg-deb builds the package).
 DEB_TEST_DEBS := debootstrap
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)
 DEB := build/filterd_$(VERSION)_all.deb
 
-.PHONY: run test bench fuzz venv debs deb deb-test clean
+# Wapiti, the web vulnerability scanner of tests/e2e/test_scanner.py, in a virtualenv of its own:
+# it pins libraries (Flask among them) that must not replace the web UI's in .venv.
+SCANNER_VENV := .venv-scanner
+WAPITI := wapiti3==3.2.3
+
+.PHONY: run test bench fuzz venv debs deb deb-test clean scanner scan
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +27,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+$(SCANNER_VENV)/.installed:
+	$(PYTHON) -m venv $(SCANNER_VENV)
+	$(SCANNER_VENV)/bin/python -m pip install -q '$(WAPITI)'
+	touch $@
+
+scanner: $(SCANNER_VENV)/.installed
 
 # The daemon and the web UI on unprivileged ports; Ctrl-C stops both. The trap signals the two
 # by pid (`kill 0` would signal this shell too and run the trap again until its stack overflows).
@@ -50,7 +63,7 @@ $(AXE):
 	mkdir -p $(dir $(AXE))
 	cd $(dir $(AXE)) && npm pack -q axe-core@$(AXE_VERSION) >/dev/null && tar -xzf axe-core-$(AXE_VERSION).tgz --strip-components=1 package/axe.min.js && rm axe-core-$(AXE_VERSION).tgz
 
-test: venv debs $(AXE)
+test: venv debs scanner $(AXE)
 	$(VENV)/bin/bandit -q -r filterd webui -ll
 	AXE_JS=$(AXE) $(PY) -m pytest -q
 
@@ -63,6 +76,12 @@ deb:
 deb-test: deb
 	@$(MAKE) --no-print-directory debs EXTRA_DEBS="$(DEB_TEST_DEBS)" TEST_DEBS=
 	timeout 1200 packaging/deb-test.sh $(DEB)
+
+# Wapiti over the admin UI with every offline module, logged in too (minutes; `make test` runs
+# the quick modules). Findings beyond the test's allowlist fail; the summary is printed and kept
+# in tests/artifacts/wapiti-summary.txt.
+scan: venv debs scanner
+	FILTERD_SCAN=full $(PY) -m pytest -q -s --timeout 1800 tests/e2e/test_scanner.py
 
 bench: venv
 	$(PY) tests/bench/run_bench.py
@@ -84,4 +103,4 @@ fuzz: venv
 	else echo "atheris does not install here: coverage fuzzing skipped"; fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(SCANNER_VENV) build *.egg-info

@@ -792,3 +792,16 @@ def test_a_new_device_card_says_when_it_came_and_what_it_asked_for_first(env, ad
     assert "First seen" in card
     assert "first asked for apple.com, icloud.com, roblox.com, " in card
     assert "other-device" not in card and "<img" not in card
+
+
+def test_a_damaged_schedule_count_is_refused_not_a_server_error(env, admin):
+    """The week editor's hidden row count, as Wapiti sent it (SQL payloads) or as a huge number:
+    400 with a message, never a 500 nor a loop over a billion rows; the profile is unchanged."""
+    before = env.config_path.read_text()
+    for count in ("' or sleep(11)#1", "1e3", "-1", "999999999", "²"):
+        form = profile_form(admin)
+        form["schedule_count"] = count
+        response = admin.post("/profiles/kids", data=form)
+        assert response.status_code == 400, (count, response.status_code)
+        assert "Reload the page" in response.get_data(as_text=True)
+    assert env.config_path.read_text() == before

@@ -740,3 +740,14 @@ def test_served_by_waitress_no_banner_and_the_peer_is_the_socket(env, monkeypatc
     finally:
         server.close()
         server.task_dispatcher.shutdown()
+
+
+def test_a_csrf_token_with_non_ascii_characters_is_refused_not_a_server_error(env, admin):
+    """Wapiti's payloads found it: hmac.compare_digest raised TypeError on such a str (a 500)."""
+    client = env.client()
+    client.get("/login")
+    for token in ("é" * 43, "\u202e" + "a" * 42, "ü"):
+        assert client.post("/login", data={"csrf_token": token, "password": PASSWORD}).status_code == 400
+        assert admin.post("/settings", data={"csrf_token": token}).status_code == 400
+        assert admin.post("/settings", headers={"X-CSRF-Token": token}).status_code == 400
+    assert client.get_cookie("filterd_session") is None

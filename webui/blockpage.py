@@ -87,7 +87,8 @@ def ask_token(client: str, domain: str, hour: int) -> str:
 
 def _token_valid(token: str, client: str, domain: str, now: float) -> bool:
     hour = int(now // 3600)
-    return any(hmac.compare_digest(token, ask_token(client, domain, h)) for h in (hour, hour - 1))
+    sent = token.encode("utf-8", "surrogatepass")    # bytes: a str with non-ASCII characters would raise
+    return any(hmac.compare_digest(sent, ask_token(client, domain, h).encode()) for h in (hour, hour - 1))
 
 
 def decide_for(app_state, ip: str, name: str, now: float):

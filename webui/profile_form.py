@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from flask import abort
+
 from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.model import DAYS
 
@@ -89,11 +91,17 @@ def from_form(form) -> Editor:
         youtube=youtube if youtube in YOUTUBE_LEVELS else "off", schedules=rows)
 
 
+MAX_SCHEDULE_ROWS = 200     # far more than a week needs; bounds the loop over a hand-made form
+
+
 def _count(form) -> int:
-    try:
-        return max(0, min(int(form.get("schedule_count", 0) or 0), 50))
-    except ValueError:
-        return 0
+    """The editor's hidden row count. Anything but a small number is a damaged or hand-made form
+    (Wapiti sent SQL payloads and huge numbers): refused with 400, never a 500 from int(), a loop
+    over a billion rows, nor a save that silently drops the rows it could not count."""
+    count = form.get("schedule_count", "").strip() or "0"
+    if not re.fullmatch(r"[0-9]{1,4}", count) or int(count) > MAX_SCHEDULE_ROWS:
+        abort(400, description="The week editor's form was damaged (schedule_count). Reload the page and try again.")
+    return int(count)
 
 
 def write(editor: Editor, body: dict) -> None:

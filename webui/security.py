@@ -245,7 +245,9 @@ def safe_redirect_target(target: str | None, default: str) -> str:
 def check_csrf(expected: str | None) -> None:
     """Abort with 400 unless the request carries the expected token and no foreign Origin."""
     sent = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token", "")
-    if origin_is_foreign() or not expected or not sent or not hmac.compare_digest(sent, expected):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+    if origin_is_foreign() or not expected or not sent or \
+            not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode()):
         abort(400, description="This form has expired or did not come from this page. "
                                "Reload the page and try again.")
 
