@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 CONFIG ?= config/filterd.yaml
 # Debian packages the tests drive: a real browser for the web UI; dnsmasq and busybox's udhcpc
 # for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/.
-TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd
+TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd knot-dnsutils
 # `make deb-test` also needs debootstrap (a minimal Debian 12 root; dpkg-deb builds the package).
 DEB_TEST_DEBS := debootstrap
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)

@@ -49,6 +49,21 @@ def served_names(config: Config) -> tuple[str, ...]:
     return config.dns.encrypted.names or tuple(config.rules.web.hostnames)
 
 
+def device_names(config: Config) -> tuple[str, ...]:
+    """The names a device's host name is made under (`<client-id>.<name>`), as the daemon
+    serves them: dns.tls_names, else the parent's certificate's names, else web.hostnames."""
+    encrypted = config.dns.encrypted
+    if not encrypted.names and encrypted.cert_file:
+        try:
+            chain = x509.load_pem_x509_certificates(Path(encrypted.cert_file).read_bytes())
+            names = certificate_names(chain[0])
+            if names:
+                return names
+        except (OSError, ValueError):
+            pass
+    return served_names(config)
+
+
 def served_addresses(config: Config) -> tuple[str, ...]:
     """The filter's own addresses, for clients that connect by IP (Windows, some routers)."""
     addresses = [a for a in (config.rules.web.address, config.rules.web.address6) if a]

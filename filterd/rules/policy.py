@@ -195,9 +195,12 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
         return made(BLOCK, "csam", "blocked: known child sexual abuse material (protected category)",
                     category=PROTECTED_CATEGORY, ede=EDE_BLOCKED)
 
-    # 2. The filter's own web UI.
+    # 2. The filter's own web UI, and one label under it: a device's encrypted-DNS host name
+    #    (`emma-phone.filter.home`, its client ID first) must reach the filter.
     if name in policy.filter_hosts:
         return made(LOCAL, "filter_host", f"{name} is this filter's own web page")
+    if name.partition(".")[2] in policy.filter_hosts:
+        return made(LOCAL, "filter_host", f"{name} is this filter's encrypted DNS for one device")
 
     # Bypass canaries come first of the parents' rules: a block-page address instead of
     # NXDOMAIN (at bedtime, say) would tell Firefox its own DNS over HTTPS is welcome.
