@@ -101,9 +101,9 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.globals["take_flashes"] = security.take_flashes
     app.jinja_env.filters["datetimeformat"] = _datetimeformat
 
-    from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, request_pages, me, config_history
+    from . import api, auth, backup, blockpage, certificate, dashboard, devices, encrypted_dns, log, notifications, pages, request_pages, me, config_history
     for module in (auth, blockpage, dashboard, devices, log, pages, request_pages, notifications, me, config_history, certificate,
-                   backup, api):
+                   backup, encrypted_dns, api):
         app.register_blueprint(module.bp)
 
     app.before_request(security.gate)
