@@ -21,4 +21,4 @@ def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = Fal
         if not missing_ok:
             raise
         index = DomainIndex.empty()
-    return Policy(config.rules, config.catalog, index, config.timezone)
+    return Policy(config.rules, config.catalog, index, config.timezone, config.dns.encrypted.names)

@@ -40,7 +40,7 @@ def house_config(dot_port: int, doh_port: int, **dns) -> dict:
     return {
         "dns": {"tls_listen": [f"127.0.0.1:{dot_port}"], "https_listen": [f"127.0.0.1:{doh_port}"],
                 "block_mode": "null", **dns},
-        "web": {"hostnames": ["filter.home"]},
+        "web": {"hostnames": ["filter.home"], "address": "192.168.1.2"},
         "profiles": {"default": {"block": ["guest-only.test"]},
                      "adults": {},
                      "kids": {"block": ["kids-only.test"]}},
@@ -149,6 +149,12 @@ def logged(house, where: str, args=()) -> list[tuple]:
 
 def test_plain_dns_from_this_address_is_the_desk_that_blocks_nothing(house):
     assert addresses(house.ask("kids-only.test")) != ["0.0.0.0"]
+
+
+def test_a_devices_dot_host_name_resolves_to_the_filter_over_plain_dns(house):
+    """Android looks its Private DNS host name up over plain DNS before it connects."""
+    assert addresses(house.ask("kid-tablet.filter.home")) == ["192.168.1.2"]
+    assert addresses(house.ask("emma-phone.filter.home")) == ["192.168.1.2"]
 
 
 @pytest.mark.skipif(KDIG is None, reason="kdig (knot-dnsutils) is not installed")
