@@ -9,6 +9,7 @@ holds for an hour, because a client ID picks a profile's rules and is not to be 
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import io
@@ -19,8 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from flask import Blueprint, abort, current_app, redirect, request, url_for
-from flask import Response
+from flask import Blueprint, Response, abort, current_app, redirect, request, url_for
 
 from filterd.dns.tls import device_names
 from filterd.rules.model import CLIENT_ID
@@ -201,7 +201,6 @@ def qr_data_uri(text: str) -> str | None:
     out = io.BytesIO()
     segno.make(text, error="m", micro=False).save(out, kind="svg", scale=4, border=2, xmldecl=False,
                                                    svgns=True, title=None, nl=False)
-    import base64
     return "data:image/svg+xml;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
