@@ -37,6 +37,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    from filterd.dns import tls
+    problems = tls.problems(config)     # the certificate files, where TLS is at hand
+    if problems:
+        for problem in problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
     print(f"{args.config}: OK ({len(config.dns.upstreams)} upstreams, listening on "
           f"{', '.join(map(str, config.dns.listen))})")
     return 0

@@ -210,9 +210,9 @@ def test_parse_upstream_accepts_a_bare_ipv6_address_like_a_bare_ipv4_one():
     ('dns:\n  upstreams: [udp://9.9.9.9]\n  tcp: 16\n',
      "dns.tcp: must be a mapping, got 16 (line 3)"),
     ('dns:\n  upstreams: [udp://9.9.9.9]\n  colour: blue\n',
-     "dns.colour: unknown key (known here: allow_networks, block_mode, bootstrap, cache, listen, "
-     "max_pending, max_pending_per_client, rate_limit, tcp, tls_ca_file, upstream_timeout, "
-     "upstreams, workers) (line 3)"),
+     "dns.colour: unknown key (known here: allow_networks, block_mode, bootstrap, cache, https_listen, "
+     "listen, max_pending, max_pending_per_client, rate_limit, tcp, tls_ca_file, tls_cert, tls_key, "
+     "tls_listen, tls_names, upstream_timeout, upstreams, workers) (line 3)"),
     ('dns:\n  - udp://9.9.9.9\n',
      "dns: must be a mapping, got a list (line 2)"),
     ('timezone: Mars/Olympus_Mons\n' + MINIMAL,
@@ -339,3 +339,31 @@ def test_check_reports_problems_in_the_order_of_the_file_with_near_misses_named(
     assert any(p.startswith('profiles.kids.block_categories[0]: "gamblingg" is not a known category '
                             '(did you mean "gambling"?)') for p in problems), problems
     assert any(p.startswith('profiles.kids.schedules[0].days[0]: "funday" is not a day') for p in problems), problems
+
+
+def _dns(**dns):
+    return parse_config({"dns": {"upstreams": ["udp://127.0.0.1"], "listen": ["127.0.0.1:53"], **dns}}, {})
+
+
+def test_encrypted_dns_is_off_unless_a_listen_address_is_given_and_takes_its_ports_by_default():
+    assert not _dns().dns.encrypted.on
+    encrypted = _dns(tls_listen=["192.168.1.2"], https_listen=["[::1]"], tls_names=["Filter.Home."]).dns.encrypted
+    assert encrypted.on
+    assert [(l.host, l.port) for l in encrypted.tls_listen + encrypted.https_listen] == [
+        ("192.168.1.2", 853), ("::1", 443)]
+    assert encrypted.names == ("filter.home",)
+
+
+@pytest.mark.parametrize("dns, problem", [
+    ({"tls_listen": ["127.0.0.1:53"]}, 'dns.tls_listen[0]: "127.0.0.1:53" is already used by another dns listener'),
+    ({"tls_listen": ["127.0.0.1:853"], "https_listen": ["127.0.0.1:853"]},
+     'dns.https_listen[0]: "127.0.0.1:853" is already used by another dns listener'),
+    ({"tls_names": ["filter"]}, 'dns.tls_names[0]: "filter" is not a host name (write e.g. filter.home)'),
+    ({"tls_cert": "/nonexistent/cert.pem", "tls_key": "/etc/hostname"},
+     'dns.tls_cert: "/nonexistent/cert.pem" is not a readable file'),
+    ({"tls_key": "/etc/hostname"}, "dns.tls_cert: is needed too"),
+])
+def test_encrypted_dns_mistakes_are_refused_with_their_path(dns, problem):
+    with pytest.raises(ConfigError) as caught:
+        _dns(**dns)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems

@@ -25,6 +25,8 @@ devices:
   - {name: house, cidr: 192.168.0.0/16, profile: kids}
   - {name: dad-v6, ip: "2001:DB8::10", profile: adults}
   - {name: lab-v6, cidr: "2001:db8:1::/48", profile: lab}
+  - {name: emma-phone, client_id: Emma-Phone, profile: teens}
+  - {name: kid-laptop, client_id: kid-laptop, ip: 192.168.1.40, profile: kids}
 default_profile: adults
 """
 
@@ -96,3 +98,15 @@ def test_the_mac_read_is_passed_through_even_for_an_unknown_client(clients):
 ])
 def test_a_private_mac_is_one_with_the_locally_administered_bit(mac, private):
     assert is_private_mac(mac) is private
+
+
+@pytest.mark.parametrize("ip, client_id, device, profile", [
+    ("192.168.1.23", "emma-phone", "emma-phone", "teens"),    # a known ID beats the address's device
+    ("10.0.0.5", "emma-phone", "emma-phone", "teens"),
+    ("192.168.1.40", None, "kid-laptop", "kids"),             # beside an ip: the address still names it
+    ("10.0.0.5", "kid-laptop", "kid-laptop", "kids"),
+    ("192.168.1.23", "stranger", None, "adults"),             # unknown ID: an unknown device, not the address's
+    ("192.168.1.23", None, "alice-tablet", "kids"),           # no ID: the address, as before
+])
+def test_a_client_id_names_its_device_wherever_it_asks_from(clients, ip, client_id, device, profile):
+    assert clients.identify(ip, None, client_id) == Identity(device, profile, None)

@@ -223,6 +223,8 @@ MISTAKES = [
     ("unknown web key", _set("web.port", 8080), "web.port", "unknown key"),
     ("bad profile name", lambda d: d["profiles"].update({"Big Kids": {}}), "profiles.Big Kids",
      "a profile name is a short id"),
+    ("device with a client ID that is no label", _set("devices[0].client_id", "emma.phone"),
+     "devices[0].client_id", "must be letters, digits and '-'"),
 ]
 
 
@@ -338,3 +340,23 @@ def test_a_schedule_starting_at_midnight_and_ending_at_2400_loads(tmp_path):
     (day,) = load_config(write(tmp_path, data)).rules.profiles["kids"].schedules
     assert (day.start, day.end) == (0, 1440)
 
+
+
+def _devices(*devices: dict):
+    from filterd.rules.config import parse_config
+    return parse_config({"dns": {"upstreams": ["udp://127.0.0.1"]}, "profiles": {"kids": {}},
+                         "devices": list(devices)}, {})
+
+
+def test_a_client_id_alone_or_beside_an_address_names_a_device():
+    rules = _devices({"name": "emma", "client_id": "Emma-Phone", "profile": "kids"},
+                     {"name": "kid", "client_id": "kid-1", "mac": "aa:bb:cc:dd:ee:01", "profile": "kids"}).rules
+    assert [(d.name, d.client_id, d.mac) for d in rules.devices] == [
+        ("emma", "emma-phone", None), ("kid", "kid-1", "aa:bb:cc:dd:ee:01")]
+
+
+def test_two_devices_of_one_client_id_are_refused_with_the_second_ones_path():
+    with pytest.raises(ConfigError) as caught:
+        _devices({"name": "emma", "client_id": "kid-1", "profile": "kids"},
+                 {"name": "kid", "client_id": "Kid-1", "profile": "kids"})
+    assert caught.value.problems == ['devices[1].client_id: "kid-1" is the client ID of another device too']

@@ -23,7 +23,7 @@ SHELL_SCRIPTS = ["install.sh", "deb-test.sh", "debian/build.sh", "debian/postins
 # pyproject's dependencies → the Debian 12 packages that provide them.
 DEBIAN_PACKAGES = {"dnslib": "python3-dnslib", "pyyaml": "python3-yaml", "idna": "python3-idna",
                    "flask": "python3-flask", "waitress": "python3-waitress", "ruamel.yaml": "python3-ruamel.yaml",
-                   "cryptography": "python3-cryptography", "uvloop": "python3-uvloop",
+                   "cryptography": "python3-cryptography", "uvloop": "python3-uvloop", "segno": "python3-segno",
                    "publicsuffix2": "publicsuffix"}   # the list itself: suffixes.py reads Debian's copy
 MAX_EXPOSURE = 2.0
 

@@ -121,6 +121,8 @@ TABLE = [
     ("filter.home during a pause", "filter.home", "bob-phone", NOON, [("pause", "kids", None, None)],
      LOCAL, "filter_host", {}),
     ("filter.home for the teens", "filter.home", "carol-laptop", FRIDAY_NIGHT, [], LOCAL, "filter_host", {}),
+    ("a device's DoT host name at bedtime", "alice-tablet.filter.home", "alice-tablet", BEDTIME, [], LOCAL,
+     "filter_host", {}),
     # 3. the allow list, then temporary allows
     ("allow list beats bedtime", "khanacademy.org", "alice-tablet", BEDTIME, [], ALLOW, "allow_list",
      {"matched": "khanacademy.org"}),

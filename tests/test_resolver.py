@@ -31,8 +31,10 @@ def resolver(tmp_path):
         "dns": {"upstreams": ["udp://127.0.0.1:9"], "rate_limit": 0},
         "web": {"address": "192.168.1.2"},
         "profiles": {"kids": {"preset": "child"}},
-        "devices": [{"name": "tablet", "ip": "127.0.0.1", "profile": "kids"}],
-    })))
+        "devices": [{"name": "tablet", "ip": "127.0.0.1", "profile": "kids"},
+                    {"name": "emma-phone", "client_id": "emma-phone", "profile": "adults"}],
+        "default_profile": "guests",
+    } | {"profiles": {"kids": {"preset": "child"}, "adults": {}, "guests": {"block": ["guest-blocked.test"]}}})))
     return Resolver(config, build_policy(config), querylog=RecordingLog())
 
 
@@ -121,3 +123,14 @@ def test_a_tcp_query_over_the_rate_is_refused_and_a_udp_one_slips_every_second_t
     assert all(DNSRecord.parse(reply).header.tc for reply in udp if reply is not None)
     assert tcp.header.rcode == wire.REFUSED and tcp.header.id == 20
     assert limited.counters["rate_refused"] == 1 and limited.counters["rate_slipped"] == 2
+
+
+def test_a_client_id_is_its_devices_in_the_log_and_an_unknown_one_is_logged_by_its_id(resolver):
+    """Over DoT/DoH the same address may be several devices: each ID is a client of its own."""
+    cache_answer(resolver, "example.org")
+    resolver.answer(query("example.org", 1), "127.0.0.1", 65535, "emma-phone")
+    resolver.answer(query("example.org", 2), "127.0.0.1", 65535)
+    blocked = DNSRecord.parse(resolver.answer(query("guest-blocked.test", 3), "127.0.0.1", 65535, "stranger"))
+    assert [(e[1], e[2], e[3]) for e in resolver.querylog.events] == [
+        ("127.0.0.1", "emma-phone", "adults"), ("127.0.0.1", "tablet", "kids"), ("stranger", None, "guests")]
+    assert str(blocked.rr[0].rdata) != "192.0.2.7" and resolver.querylog.events[-1][6].blocked

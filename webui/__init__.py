@@ -126,9 +126,9 @@ def create_app(config_path: str | os.PathLike, testing: bool = False) -> Flask:
     app.jinja_env.filters["ago"] = _ago
     app.jinja_env.globals["timezones"] = _timezones
 
-    from . import api, auth, backup, blockpage, certificate, dashboard, devices, log, notifications, pages, request_pages, me, config_history
+    from . import api, auth, backup, blockpage, certificate, dashboard, devices, encrypted_dns, log, notifications, pages, request_pages, me, config_history
     for module in (auth, blockpage, dashboard, devices, log, pages, request_pages, notifications, me, config_history, certificate,
-                   backup, api):
+                   backup, encrypted_dns, api):
         app.register_blueprint(module.bp)
 
     app.before_request(security.gate)

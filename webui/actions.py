@@ -122,8 +122,9 @@ def edit_config(db, version: str | None, change, what: str, new_text: str | None
 
 
 def set_device(db, version: str | None, name: str, profile: str, ip: str | None = None,
-               mac: str | None = None, old_name: str | None = None):
-    """Name a device and give it a profile (adding it when new)."""
+               mac: str | None = None, old_name: str | None = None, client_id: str | None = None):
+    """Name a device and give it a profile (adding it when new; a new one seen only by its
+    encrypted-DNS client ID is added with that ID)."""
     def change(document):
         devices = document.setdefault("devices", [])
         entry = None
@@ -137,7 +138,9 @@ def set_device(db, version: str | None, name: str, profile: str, ip: str | None 
             raise ActionError(f"There is no device named {old_name} (renamed meanwhile?).", "name")
         if entry is None:
             entry = {"name": name}
-            if mac:
+            if client_id:
+                entry["client_id"] = client_id
+            elif mac:
                 entry["mac"] = mac
             elif ip:
                 entry["ip"] = ip
@@ -214,6 +217,22 @@ def device_name_from(hostname: str) -> str:
     """A device name from the host name a device gave itself ("Emma's iPad", "Galaxy-Tab"),
     with the characters a device name may not hold replaced; "" when nothing is left."""
     return _DEVICE_NAME_CHARS.sub("-", hostname.strip()).strip("-_. '")[:64]
+
+
+def set_client_id(db, version: str | None, name: str, client_id: str):
+    """Give a device its client ID for encrypted DNS (beside its address, which still names it
+    over plain DNS). The config's own check refuses an ID that is no label or is taken."""
+    client_id = client_id.strip().lower()
+    if not client_id:
+        raise ActionError("Type a client ID: letters, digits and '-' (e.g. emma-phone).", "client_id")
+
+    def change(document):
+        for item in document.get("devices") or []:
+            if str(item.get("name", "")).lower() == name.lower():
+                item["client_id"] = client_id
+                return
+        raise ActionError(f"There is no device named {name} (renamed meanwhile?).", "name")
+    return edit_config(db, version, change, f"device {name}: client ID {client_id}")
 
 
 def _profile_entry(document, profile: str):

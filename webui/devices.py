@@ -27,6 +27,7 @@ def device_rows(config, db, first_sites: bool = False) -> list[dict]:
     today = log_reader.queries_per_asker(db, midnight)
     rows = []
     named = set()
+    named_ids = {device.client_id for device in config.rules.devices if device.client_id}
     for device in config.rules.devices:
         named.add(device.name)
         client = next((c for c in seen if c.device == device.name), None)
@@ -41,18 +42,23 @@ def device_rows(config, db, first_sites: bool = False) -> list[dict]:
     for client in seen:
         if client.device and client.device in named:
             continue
+        # An unknown encrypted-DNS client ID is logged as itself, never an address (no "." or ":").
+        client_id = client.client if not any(c in client.client for c in ".:") else None
+        if client_id and client_id in named_ids:
+            continue     # named since: its next queries carry the device's name
         if not client.device and (client.client in named_ips or (client.mac and client.mac.lower() in named_macs)):
             continue
-        rows.append({"name": None, "profile": config.rules.default_profile, "ip": client.client, "mac": client.mac,
-                     "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
-                     "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname})
+        rows.append({"name": None, "profile": config.rules.default_profile, "ip": None if client_id else client.client,
+                     "mac": client.mac, "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
+                     "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname,
+                     "client_id": client_id})
     _add_dhcp_leases(rows, dhcp.current_leases(config, now), config.rules.default_profile)
     for row in rows:
+        row.setdefault("client_id", None)
         row["first_sites"] = []
         if first_sites and not row["known"] and row["ip"] and row["first_seen"]:
             row["first_sites"] = list(dict.fromkeys(_site(name) for name in
                                                     log_reader.first_names(db, row["ip"], row["first_seen"] - 1)))[:6]
-    for row in rows:
         row["private_mac"] = is_private_mac(row["mac"])
         row["active"] = bool(row["last_seen"] and now - row["last_seen"] < 600)
     rows.sort(key=lambda r: (r["known"], -(r["last_seen"] or 0)))
@@ -93,7 +99,7 @@ def index(failed: dict | None = None):
     db = app_state.db()
     rows = device_rows(config, db, first_sites=True)
     if failed is not None:
-        keys = {row["name"] if row["known"] else (row["ip"] or row["mac"]) for row in rows}
+        keys = {row["name"] if row["known"] else (row["ip"] or row["mac"] or row["client_id"]) for row in rows}
         failed["on_card"] = failed["key"] in keys    # else (the device went meanwhile) at the top
     return render_template("devices.html", devices=rows, profiles=list(config.rules.profiles),
                            version=actions.config_version(), paused=actions.paused(db),
@@ -234,12 +240,14 @@ def assign():
     form = request.form
     try:
         actions.set_device(db, form.get("version"), form.get("name", "").strip(), form.get("profile", ""),
-                            ip=form.get("ip") or None, mac=form.get("mac") or None, old_name=form.get("old_name") or None)
+                            ip=form.get("ip") or None, mac=form.get("mac") or None, old_name=form.get("old_name") or None,
+                            client_id=form.get("client_id") or None)
         flash(f"Saved {form.get('name')}. The filter applies it within a second.", "ok")
     except actions.ActionError as exc:
         where = exc.field or ""     # "name", or a YAML path such as devices[3].profile
         field = "profile" if where.endswith("profile") else "name" if where.endswith("name") else "form"
-        failed = {"key": form.get("old_name") or form.get("ip") or form.get("mac") or "", "field": field,
+        failed = {"key": form.get("old_name") or form.get("ip") or form.get("mac") or form.get("client_id") or "",
+                  "field": field,
                   "message": str(exc), "name": form.get("name", ""), "profile": form.get("profile", "")}
         return index(failed)
     return redirect(url_for("devices.index"))

@@ -30,7 +30,8 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # The house CA's certificate is public (it goes onto the children's devices), so its downloads
 # and the trust check are open to anyone on an admin host name (GET only).
 PUBLIC_DOWNLOADS = {"certificate.ca_certificate", "certificate.mobileconfig", "certificate.trust_check",
-                    "certificate.trust_image", "me.page"}
+                    "certificate.trust_image", "me.page",
+                    "encrypted_dns.shared_profile"}   # signed for one device and an hour
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

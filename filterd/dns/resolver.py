@@ -41,10 +41,13 @@ class Client:
     """A source address as the policy sees it, with its memo of recent decisions and the
     replies it was sent during the current second (keyed by the query's bytes after the ID)."""
 
-    __slots__ = ("ip", "device", "profile", "memo", "log_mode", "recent", "recent_second")
+    __slots__ = ("ip", "device", "profile", "memo", "log_mode", "recent", "recent_second", "shown")
 
-    def __init__(self, ip: str, device: str | None, profile: str, log_mode: str):
+    def __init__(self, ip: str, device: str | None, profile: str, log_mode: str, shown: str | None = None):
         self.ip = ip
+        # Who the log names: the address, or an unknown client ID (never an address: it has no
+        # dot or colon), so the parent sees "new device emma-phone?" instead of an address.
+        self.shown = shown or ip
         self.device = device
         self.profile = profile
         self.memo: dict = {}
@@ -113,11 +116,12 @@ class Resolver:
         self.pending = 0
         self.counters: Counter[str] = Counter()
 
-    def answer(self, data: bytes, ip: str, limit: int):
+    def answer(self, data: bytes, ip: str, limit: int, client_id: str | None = None):
         """The reply to `data` from `ip` (bytes), None to send nothing, or a coroutine to await.
 
         `limit` is the transport's size limit: 65535 for TCP, and for UDP 0, meaning the
-        query's own (512, or its EDNS buffer size up to 1232).
+        query's own (512, or its EDNS buffer size up to 1232). `client_id` is the device's own
+        name for itself over DoT/DoH; access and rate limits still go by the address.
         """
         allowed = self.access_verdicts.get(ip)   # memoised per source address
         if allowed is None:
@@ -128,7 +132,7 @@ class Resolver:
         now = _monotonic()
         if self.limiter is not None and not self.limiter.allow(ip, now):
             return self.rate_limited(data, ip, limit)
-        client = self.clients.get(ip)
+        client = self.clients.get(ip if client_id is None else (client_id, ip))
         udp = not limit
         if udp and client is not None:
             # The same bytes (after the ID) from the same client within the same second get the
@@ -155,7 +159,7 @@ class Resolver:
         if query.qclass != wire.CLASS_IN:
             return wire.error_reply(query, wire.REFUSED)
         if client is None:
-            client = self.identify(ip)
+            client = self.identify(ip, client_id)
         wall = _time()
         verdict = client.memo.get(query.key)
         if verdict is None or wall >= verdict.valid_until:
@@ -203,7 +207,7 @@ class Resolver:
                    rcode: int, latency_ms: float | None = None) -> None:
         """Queue one answered query for the log (the one place its record is built)."""
         if self.querylog is not None and client.log_mode != "off":
-            self.querylog.record((wall, client.ip, client.device, client.profile, key, qtype, decision,
+            self.querylog.record((wall, client.shown, client.device, client.profile, key, qtype, decision,
                                   rcode, latency_ms, client.log_mode))
 
     # ------------------------------------------------ what the worker tells it
@@ -227,13 +231,15 @@ class Resolver:
 
     # ------------------------------------------------ policy
 
-    def identify(self, ip: str) -> Client:
-        identity = self.client_map.identify(ip, self.neighbours.get(ip))
+    def identify(self, ip: str, client_id: str | None = None) -> Client:
+        identity = self.client_map.identify(ip, self.neighbours.get(ip), client_id)
         if len(self.clients) > 4096:
             self.clients.clear()
         profile = self.config.rules.profiles.get(identity.profile)
         log_mode = (profile.log if profile else None) or self.config.log.mode
-        client = self.clients[ip] = Client(ip, identity.device, identity.profile, log_mode)
+        shown = client_id if client_id is not None and identity.device is None else None
+        client = Client(ip, identity.device, identity.profile, log_mode, shown)
+        self.clients[ip if client_id is None else (client_id, ip)] = client
         return client
 
     def decide_name(self, client: Client, name: str, qtype: int, wall: float) -> Decision:

@@ -1,4 +1,4 @@
-"""Sockets and processes: UDP and TCP listeners, worker processes, config reload, signals.
+"""Sockets and processes: UDP, TCP, DoT and DoH listeners, worker processes, config reload, signals.
 
 Each worker process binds every `dns.listen` address with SO_REUSEPORT (the kernel spreads
 queries across workers) and runs its own event loop and `Resolver`. Every worker watches the
@@ -7,6 +7,11 @@ between two queries, the old one finishing the queries it had sent upstream; an 
 logged and the old rules keep serving. A TCP client that half-closes gets every answer it is
 owed before the connection closes. Each worker also follows the state DB (a deleted file is
 made again) and writes its health into `daemon_status` every five seconds.
+
+DNS over TLS is DNS over TCP inside TLS (RFC 7858): the same connection class, its client ID
+read from the SNI once the handshake is done. DNS over HTTPS is `doh.DohConnection`. Both count
+against the TCP limits (connections in total and per client, idle timeout); their certificate
+(`tls.TlsCertificates`) is reloaded by the same once-a-second watch as the config.
 """
 from __future__ import annotations
 
@@ -32,11 +37,14 @@ from filterd.rules.policy import Policy
 from filterd.lists.build import build_policy
 from filterd.files import file_signature
 from filterd.dns.resolver import Resolver
+from filterd.dns import tls
+from filterd.dns.doh import DohConnection
 
 log = logging.getLogger("filterd.server")
 
 TCP_MAX_MESSAGE = 65535
 TCP_MAX_BUFFERED = 256 * 1024
+TLS_HANDSHAKE_TIMEOUT_S = 10.0   # a client that connects and never finishes its handshake
 UPSTREAM_FAILING_AFTER = 3   # failures in a row before an upstream counts as down in the status
 
 
@@ -88,6 +96,7 @@ class TcpConnection(asyncio.Protocol):
         self.outstanding = 0
         self.admitted = False
         self.eof = False    # the client half-closed: answer what it asked, then close
+        self.client_id: str | None = None   # DoT: the device's name for itself, from the SNI
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -126,7 +135,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _handle(self, message: bytes) -> None:
         try:
-            reply = self.daemon.resolver.answer(message, self.ip, TCP_MAX_MESSAGE)
+            reply = self.daemon.resolver.answer(message, self.ip, TCP_MAX_MESSAGE, self.client_id)
         except Exception:
             log.exception("error answering TCP query from %s", self.ip)
             return
@@ -170,6 +179,17 @@ class TcpConnection(asyncio.Protocol):
             self.idle_handle.cancel()
         self.daemon.tcp_release(self)
         self.transport = None
+
+
+class DotConnection(TcpConnection):
+    """DNS over TLS: DNS over TCP once the handshake is done, with pipelining and answers out
+    of order; the first label of the name the client asked for (SNI) is its client ID."""
+
+    def connection_made(self, transport) -> None:
+        certificates = self.daemon.tls
+        if certificates is not None:
+            self.client_id = tls.client_id_from_server_name(tls.server_name_of(transport), certificates.names)
+        super().connection_made(transport)
 
 
 def _bind_udp(listen: Listen) -> socket.socket:
@@ -239,13 +259,14 @@ class Worker:
         self.tcp_total = 0
         self.stopping: asyncio.Event | None = None
         self.servers: list = []
+        self.tls: tls.TlsCertificates | None = None   # DoT/DoH's certificate, when either is on
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def tcp_admit(self, conn: TcpConnection) -> bool:
+    def tcp_admit(self, conn) -> bool:
         limits = self.resolver.config.dns.tcp
         per_client = self.tcp_connections.get(conn.ip, 0)
         if self.tcp_total >= limits.max_connections or per_client >= limits.max_per_client:
@@ -256,7 +277,7 @@ class Worker:
         self.tcp_connections[conn.ip] = per_client + 1
         return True
 
-    def tcp_release(self, conn: TcpConnection) -> None:
+    def tcp_release(self, conn) -> None:
         if not conn.admitted:
             return
         conn.admitted = False
@@ -278,6 +299,7 @@ class Worker:
             self.servers.append(transport)
             server = await loop.create_server(lambda: TcpConnection(self), sock=_bind_tcp(listen))
             self.servers.append(server)
+        await self._serve_encrypted(loop)
         if self.index == 0:
             log.info("answering DNS on %s (UDP and TCP), upstreams %s",
                      ", ".join(map(str, self.config.dns.listen)),
@@ -304,6 +326,24 @@ class Worker:
         except Exception:
             pass
         self.state_db.close()
+
+    async def _serve_encrypted(self, loop) -> None:
+        """DoT and DoH listeners, when configured (the certificate is made or loaded first)."""
+        encrypted = self.config.dns.encrypted
+        if not encrypted.on:
+            return
+        self.tls = tls.TlsCertificates(self.config)
+        for kind, listens, protocol in ((tls.DOT, encrypted.tls_listen, DotConnection),
+                                        (tls.DOH, encrypted.https_listen, DohConnection)):
+            for listen in listens:
+                server = await loop.create_server(lambda protocol=protocol: protocol(self), sock=_bind_tcp(listen),
+                                                  ssl=self.tls.listener_context(kind),
+                                                  ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+                self.servers.append(server)
+        if self.index == 0:
+            log.info("answering DNS over TLS on %s and over HTTPS on %s, for %s",
+                     ", ".join(map(str, encrypted.tls_listen)) or "-",
+                     ", ".join(map(str, encrypted.https_listen)) or "-", ", ".join(self.tls.names))
 
     @property
     def db(self):
@@ -342,6 +382,8 @@ class Worker:
                 except Exception as exc:
                     log.debug("cannot prune old limit usage: %s", exc)
             self._load_overrides()
+            if self.tls is not None and ticks % 5 == 2:
+                self.tls.refresh()
             if watcher is not None and watcher.changed():
                 config_changed = True
             try:
@@ -446,9 +488,11 @@ class Worker:
                               self.config.path, "\n  ".join(exc.problems))
                 self._write_status()
                 return True
-        if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers:
+        if config.dns.listen != self.config.dns.listen or config.dns.workers != self.config.dns.workers or \
+                (config.dns.encrypted.tls_listen, config.dns.encrypted.https_listen) != \
+                (self.config.dns.encrypted.tls_listen, self.config.dns.encrypted.https_listen):
             if self.index == 0:
-                log.warning("dns.listen and dns.workers take effect at the next restart")
+                log.warning("dns.listen, tls_listen, https_listen and workers take effect at the next restart")
         loop = asyncio.get_running_loop()
         try:
             # Compiling a big list takes seconds: do it in a thread, serving on meanwhile.
@@ -470,6 +514,8 @@ class Worker:
         self.usage.gap_minutes = max(1, config.limits_gap_s // 60)
         self.resolver.counters = old.counters   # what the status row shows counts on across reloads
         self.querylog.configure(config.log)
+        if self.tls is not None:
+            self.tls.refresh(config)   # other names or files: a new certificate
         self.config = config
         self.lists_signature = policy.index.path
         old.retire(self.resolver)   # its queries still waiting upstream are answered, not dropped
@@ -502,14 +548,21 @@ def run(config: Config) -> int:
     workers = config.dns.workers
     # Bind once here, without SO_REUSEPORT, so a port already in use (another filterd, dnsmasq,
     # systemd-resolved) or a privileged one fails loudly before any worker starts.
+    encrypted = config.dns.encrypted
+    probes = [(listen, kind) for listen in config.dns.listen for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)]
+    probes += [(listen, socket.SOCK_STREAM) for listen in encrypted.tls_listen + encrypted.https_listen]
     try:
-        for listen in config.dns.listen:
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                with socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET, kind) as probe:
-                    probe.bind((listen.host, listen.port))
+        for listen, kind in probes:
+            with socket.socket(socket.AF_INET6 if ":" in listen.host else socket.AF_INET, kind) as probe:
+                probe.bind((listen.host, listen.port))
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen, exc.strerror)
         return 1
+    if encrypted.on:
+        problems = tls.problems(config)
+        if problems:
+            log.error("DNS over TLS/HTTPS cannot start: %s", "; ".join(problems))
+            return 1
     # Compile the lists once, before any worker starts, so every worker just maps the file; when
     # the lists changed since the last compile, serve the last good index at once and let worker 0
     # compile the new one in the background (its watch sees the index in use is not the current).

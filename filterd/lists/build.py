@@ -22,4 +22,5 @@ def build_policy(config, compile_if_missing: bool = True, missing_ok: bool = Fal
         if not missing_ok:
             raise
         index = DomainIndex.empty()
-    return Policy(config.rules, config.catalog, index, config.timezone, CLOCK_FLOOR)
+    return Policy(config.rules, config.catalog, index, config.timezone, clock_floor=CLOCK_FLOOR,
+                  device_hosts=config.dns.encrypted.names)

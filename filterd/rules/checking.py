@@ -179,14 +179,14 @@ class Listen:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_listen(text: str) -> Listen:
-    """'127.0.0.1:5353', '[::]:53', ':53' (every IPv4 address) or a bare address (port 53)."""
-    host, port_text = text, "53"
+def parse_listen(text: str, default_port: int = 53) -> Listen:
+    """'127.0.0.1:5353', '[::]:53', ':53' (every IPv4 address) or a bare address (`default_port`)."""
+    host, port_text = text, str(default_port)
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
             raise ValueError("is not an address: write [IPv6]:port")
-        port_text = rest[1:] or "53"
+        port_text = rest[1:] or str(default_port)
     elif text.count(":") == 1:
         host, port_text = text.split(":")
     host = host or "0.0.0.0"  # nosec B104

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,26 @@ class DnsConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     tcp: TcpConfig = field(default_factory=TcpConfig)
     block_mode: str = "blockpage"
+    encrypted: "EncryptedConfig" = field(default_factory=lambda: EncryptedConfig())
+
+
+@dataclass(frozen=True)
+class EncryptedConfig:
+    """DNS over TLS and HTTPS from the filter (both off until a listen address is given).
+
+    The certificate is the parent's (`tls_cert`/`tls_key`, e.g. from an ACME client) or, by
+    default, one the house CA signs for `names` and, under each, any one label (the client ID).
+    """
+
+    tls_listen: tuple[Listen, ...] = ()
+    https_listen: tuple[Listen, ...] = ()
+    names: tuple[str, ...] = ()       # empty: web.hostnames (and web.address/address6)
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @property
+    def on(self) -> bool:
+        return bool(self.tls_listen or self.https_listen)
 
 
 @dataclass(frozen=True)
@@ -152,7 +173,7 @@ def parse_upstream(text: str) -> UpstreamSpec:
 def _parse_dns(data: Any, check: Checker) -> DnsConfig:
     known = {"listen", "upstreams", "workers", "allow_networks", "rate_limit", "upstream_timeout",
              "max_pending", "max_pending_per_client", "tls_ca_file", "bootstrap", "cache", "tcp",
-             "block_mode"}
+             "block_mode", "tls_listen", "https_listen", "tls_names", "tls_cert", "tls_key"}
     data = check.mapping(data, "dns", known)
     listen = []
     for path, text in check.string_list(data, "listen", "dns", ["127.0.0.1:5353"]):
@@ -224,7 +245,54 @@ def _parse_dns(data: Any, check: Checker) -> DnsConfig:
         cache=cache,
         tcp=tcp,
         block_mode=block_mode,
+        encrypted=_parse_encrypted(data, check, listen),
     )
+
+
+def _parse_encrypted(data: dict, check: Checker, plain: list[Listen]) -> EncryptedConfig:
+    """dns.tls_listen (DoT, port 853 unless given), dns.https_listen (DoH, 443), the names the
+    certificate covers, or the parent's certificate files. Whether the files hold a matching
+    key and certificate is checked where TLS is at hand (`dns.certificates.problems`)."""
+    listens: dict[str, list[Listen]] = {}
+    for key, port in (("tls_listen", 853), ("https_listen", 443)):
+        listens[key] = []
+        for path, text in check.string_list(data, key, "dns", []):
+            try:
+                listen = parse_listen(text, port)
+            except ValueError as exc:
+                check.error(path, f'"{text}" {exc}')
+                continue
+            if listen in plain or any(listen in other for other in listens.values()):
+                check.error(path, f'"{text}" is already used by another dns listener')
+                continue
+            listens[key].append(listen)
+    names = []
+    for path, text in check.string_list(data, "tls_names", "dns", []):
+        name = text.strip().lower().rstrip(".")
+        labels = name.split(".")
+        if len(labels) < 2 or not all(_LABEL(label) for label in labels):
+            check.error(path, f'"{text}" is not a host name (write e.g. filter.home)')
+            continue
+        names.append(name)
+    files = {}
+    for key in ("tls_cert", "tls_key"):
+        value = data.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            check.error(f"dns.{key}", f"{show(value)} must be a file path")
+        elif not os.path.isfile(value) or not os.access(value, os.R_OK):
+            check.error(f"dns.{key}", f'"{value}" is not a readable file')
+        files[key] = value
+    if ("tls_cert" in data) != ("tls_key" in data):
+        missing = "tls_key" if "tls_cert" in data else "tls_cert"
+        check.error(f"dns.{missing}", "is needed too: give both tls_cert and tls_key, or neither "
+                    "(the house CA then signs the certificate)")
+    return EncryptedConfig(tuple(listens["tls_listen"]), tuple(listens["https_listen"]), tuple(names),
+                           files.get("tls_cert"), files.get("tls_key"))
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?").fullmatch
 
 
 TOP_LEVEL_KEYS = {"timezone", "data_dir", "catalog_dir", "dns", "web", "lists", "profiles", "devices",

@@ -1,4 +1,9 @@
-"""Who a device is: source IP (and MAC, when the neighbour table knows it) → device → profile.
+"""Who a device is: its client ID (encrypted DNS), else its source IP (and MAC, when the
+neighbour table knows it) → device → profile.
+
+A client ID is what the device itself says over DoT (SNI) or DoH (the path): it survives the
+private MACs and changing addresses that phones use. A known ID wins over the address; an
+unknown one is an unknown device (default profile), not the device its address would name.
 
 Pure: the daemon passes the MAC it read from the kernel's neighbour table (`dns/clients.py`);
 `explain` and the web UI pass the same, so all of them name the same device.
@@ -23,10 +28,16 @@ class ClientMap:
         self.default_profile = rules.default_profile
         self.by_ip = {d.ip: d for d in rules.devices if d.ip}
         self.by_mac = {d.mac: d for d in rules.devices if d.mac}
+        self.by_client_id = {d.client_id: d for d in rules.devices if d.client_id}
         # Most specific network first, so a /32 inside a guest /24 wins.
         self.by_network = sorted((d for d in rules.devices if d.cidr), key=lambda d: -d.cidr.prefixlen)
 
-    def identify(self, ip: str, mac: str | None = None) -> Identity:
+    def identify(self, ip: str, mac: str | None = None, client_id: str | None = None) -> Identity:
+        if client_id is not None:
+            device = self.by_client_id.get(client_id)
+            if device is None:
+                return Identity(None, self.default_profile, mac)
+            return Identity(device.name, device.profile, mac)
         device = self.by_ip.get(ip)
         if device is None and mac:
             device = self.by_mac.get(mac)

@@ -27,6 +27,9 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}").fullmatch
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.'-]{0,63}").fullmatch
 _PATTERN = re.compile(r"[a-z0-9*_.-]{1,253}").fullmatch
 _MAC = re.compile(r"[0-9a-f]{2}([:-][0-9a-f]{2}){5}").fullmatch
+# A device's client ID for encrypted DNS: one DNS label (it is the first label of a DoT host
+# name, `emma-phone.filter.home`, and a DoH path segment), so no dots, no underscores.
+CLIENT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?").fullmatch
 _TIME = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)|24:00").fullmatch
 
 
@@ -103,6 +106,7 @@ class Device:
     ip: str | None = None
     mac: str | None = None
     cidr: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    client_id: str | None = None    # who it is over DoT (SNI's first label) and DoH (the path)
 
 
 @dataclass(frozen=True)
@@ -493,9 +497,10 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
         return ()
     out = []
     names: set[str] = set()
+    client_ids: set[str] = set()
     for i, item in enumerate(data):
         path = f"devices[{i}]"
-        item = check.mapping(item, path, {"name", "ip", "mac", "cidr", "profile"})
+        item = check.mapping(item, path, {"name", "ip", "mac", "cidr", "client_id", "profile"})
         name = item.get("name")
         if not isinstance(name, str) or not _DEVICE_NAME(name):
             check.error(f"{path}.name", f"{show(name)} must be a name of letters, digits, spaces, '-', '_', '.'")
@@ -506,9 +511,14 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
         profile = item.get("profile")
         if not isinstance(profile, str) or profile not in profiles:
             check.error(f"{path}.profile", f"{show(profile)} is not a profile ({', '.join(profiles)})")
+        client_id = _client_id(item.get("client_id"), f"{path}.client_id", client_ids, check)
         keys = [k for k in ("ip", "mac", "cidr") if item.get(k) is not None]
-        if len(keys) != 1:
-            check.error(path, "needs exactly one of ip, mac or cidr")
+        if len(keys) > 1 or (not keys and "client_id" not in item):
+            check.error(path, "needs exactly one of ip, mac or cidr (or a client_id, alone or beside one)")
+            continue
+        if not keys:
+            if client_id is not None:
+                out.append(Device(name, str(profile), client_id=client_id))
             continue
         ip = mac = cidr = None
         value = str(item[keys[0]]).strip()
@@ -526,8 +536,23 @@ def _parse_devices(data, check, profiles) -> tuple[Device, ...]:
                     "cidr": "a network (e.g. 192.168.50.0/24)"}[keys[0]]
             check.error(f"{path}.{keys[0]}", f'"{value}" is not {what}')
             continue
-        out.append(Device(name, str(profile), ip, mac, cidr))
+        out.append(Device(name, str(profile), ip, mac, cidr, client_id))
     return tuple(out)
+
+
+def _client_id(value, path: str, seen: set[str], check) -> str | None:
+    """A device's client ID: one DNS label (letters, digits, hyphens), unique in the config;
+    compared without case, as SNI host names are."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not CLIENT_ID(value.lower()):
+        check.error(path, f"{show(value)} must be letters, digits and '-' (up to 63, e.g. emma-phone)")
+        return None
+    value = value.lower()
+    if value in seen:
+        check.error(path, f'"{value}" is the client ID of another device too')
+    seen.add(value)
+    return value
 
 
 def parse_rules(data: dict, check, categories, services) -> Rules:

@@ -120,7 +120,8 @@ class CompiledProfile:
 class Policy:
     """The rules of one config, compiled for `decide`; rebuilt on every reload."""
 
-    def __init__(self, rules: Rules, catalog, index: DomainIndex, timezone: str, clock_floor: float = 0.0):
+    def __init__(self, rules: Rules, catalog, index: DomainIndex, timezone: str, clock_floor: float = 0.0,
+                 device_hosts: tuple[str, ...] = ()):
         self.rules = rules
         # Before this moment the clock is not believed (rules/clock: a Pi booted at 1970) and
         # schedules wait: a bedtime computed from a wrong clock blocks a house at noon.
@@ -129,6 +130,8 @@ class Policy:
         self.index = index
         self.tz = ZoneInfo(timezone)
         self.filter_hosts = frozenset(rules.web.hostnames)
+        # The names a device's encrypted-DNS host name is one label under (dns.tls_names).
+        self.device_hosts = self.filter_hosts | frozenset(device_hosts)
         self.bit_category = {info.bit: info.category for info in index.lists}
         self.bit_list = {info.bit: info.id for info in index.lists}
         self.csam_mask = sum(1 << info.bit for info in index.lists if info.category == PROTECTED_CATEGORY)
@@ -199,9 +202,12 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
         return made(BLOCK, "csam", "blocked: known child sexual abuse material (protected category)",
                     category=PROTECTED_CATEGORY, ede=EDE_BLOCKED)
 
-    # 2. The filter's own web UI.
+    # 2. The filter's own web UI, and one label under it: a device's encrypted-DNS host name
+    #    (`emma-phone.filter.home`, its client ID first) must reach the filter.
     if name in policy.filter_hosts:
         return made(LOCAL, "filter_host", f"{name} is this filter's own web page")
+    if name.partition(".")[2] in policy.device_hosts:
+        return made(LOCAL, "filter_host", f"{name} is this filter's encrypted DNS for one device")
 
     # Bypass canaries come first of the parents' rules: a block-page address instead of
     # NXDOMAIN (at bedtime, say) would tell Firefox its own DNS over HTTPS is welcome.

@@ -5,6 +5,7 @@
    one core: with the query log off and on (the log may cost at most 10 % of queries/s).
 2. Two workers, unpinned, beside dnsmasq.
 3. The same daemon with a 1,000-domain index (lookups should not slow with list size).
+E. Encrypted DNS: filterd's DoT and DoH beside unbound serving DoT and DoH (bench_encrypted.py).
 L. Daily limits: the bench client as a named device whose every query counts toward an
    `all: true` limit, beside the same daemon without it (the hot path's cost of counting).
 4. Compiling 1,000,000 domains (tests/bench/bench_index.py).
@@ -44,8 +45,8 @@ def main() -> int:
     ap.add_argument("--duration", default="10")
     ap.add_argument("--rounds", default="2")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="dns,workers,small,limits,index,5m,log,webui",
-                    help="which parts: dns, workers, small, limits, index, 5m, log, webui")
+    ap.add_argument("--only", default="dns,workers,small,encrypted,limits,index,5m,log,webui",
+                    help="which parts: dns, workers, small, encrypted, limits, index, 5m, log, webui")
     args = ap.parse_args()
     duration, rounds = ("5", "1") if args.quick else (args.duration, args.rounds)
     parts = set(args.only.split(","))
@@ -64,6 +65,9 @@ def main() -> int:
         run("DNS, one worker, a 1,000-domain index (compare with the 1,000,000 run above)",
             [str(BENCH), *common, "--domains", "1000", "--data", "/tmp/dnsbench/data-1k", "--only", "",
              "--target", f"filterd-1w-1k={TARGET} --workers 1"])
+    if "encrypted" in parts:
+        run("Encrypted DNS, one worker pinned: DoT and DoH beside unbound's DoT and DoH",
+            [str(ROOT / "tests/bench/bench_encrypted.py"), *common])
     if "limits" in parts:
         run("DNS, one worker, a daily limit counting every query of the client (all: true) beside none",
             [str(BENCH), *common, "--domains", "1000", "--data", "/tmp/dnsbench/data-1k", "--only", "",
