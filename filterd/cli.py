@@ -138,6 +138,9 @@ def _change(args: argparse.Namespace, action) -> int:
     try:
         seconds = overrides.parse_duration(args.duration) if getattr(args, "duration", None) else None
         message = action(conn, config, seconds, time.time())
+    except overrides.NoChange as exc:       # nothing to do is not an error, but not a success either
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 1
     except overrides.OverrideError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return 2
@@ -171,8 +174,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from filterd.store import overrides
 
     def act(conn, config, seconds, now):
-        count = overrides.resume(conn, config, args.name, now)
-        return f"resumed {args.name}" if count else f"{args.name} was not paused"
+        if not overrides.resume(conn, config, args.name, now):
+            raise overrides.NoChange(f"{args.name} was not paused: nothing changed")
+        return f"resumed {args.name}"
     return _change(args, act)
 
 
@@ -200,8 +204,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from filterd.store import overrides
 
     def act(conn, config, seconds, now):
-        count = overrides.revoke(conn, config, args.device, args.what, now)
-        return f"revoked {args.what} for {args.device}" if count else f"{args.what} was not allowed for {args.device}"
+        what = args.what.strip().lower()
+        if what in ("bonus", "pause"):          # `filterd revoke bonus --device tablet`: end bonus time now
+            overrides.end(conn, config, args.device, what, now)
+            return f"ended the {'bonus time' if what == 'bonus' else 'pause'} of {args.device}"
+        overrides.end(conn, config, args.device, "allow", now, what=args.what)
+        return f"revoked {args.what} for {args.device}"
     return _change(args, act)
 
 
@@ -453,8 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("--config", default=DEFAULT_CONFIG)
     allow.set_defaults(func=cmd_allow)
 
-    revoke = commands.add_parser("revoke", help="end a temporary allow now")
-    revoke.add_argument("what")
+    revoke = commands.add_parser("revoke", help="undo now: a temporary allow, bonus time or a pause "
+                                 "(exit 1 when none was in force)")
+    revoke.add_argument("what", help="the domain or service allowed, or `bonus`, or `pause`")
     revoke.add_argument("--device", required=True, help="a device or profile name")
     revoke.add_argument("--config", default=DEFAULT_CONFIG)
     revoke.set_defaults(func=cmd_revoke)

@@ -284,3 +284,32 @@ def test_explain_command_line(family):
     result = explain_command(family, "pokerstars.test", "--device", "alice-tablet", "--at", "2026-03-03 12:00")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1] == "  BLOCK: category Gambling (list fx-gambling, pokerstars.test)"
+
+
+# ---------------------------------------------------------------- undo: revoke, resume
+
+
+def test_each_undo_ends_its_override_and_undo_of_nothing_exits_1_unaudited(tmp_path, capsys):
+    from filterd.store import state
+
+    config = write_fixture_config("family.yaml", tmp_path)
+    assert run(capsys, "allow", "pokerstars.com", "--device", "alice-tablet", "--for", "1h",
+               "--config", str(config))[0] == 0
+    assert run(capsys, "bonus", "alice-tablet", "--for", "30m", "--config", str(config))[0] == 0
+    assert run(capsys, "pause", "alice-tablet", "--config", str(config))[0] == 0
+    assert run(capsys, "revoke", "pokerstars.com", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "revoked pokerstars.com for alice-tablet\n", "")
+    assert run(capsys, "revoke", "bonus", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "ended the bonus time of alice-tablet\n", "")
+    assert run(capsys, "revoke", "pause", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "ended the pause of alice-tablet\n", "")
+    conn = state.connect(state.db_path(tmp_path / "var"))   # the fixture's data_dir
+    audited = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+    assert audited == 6
+    for argv, line in ((("revoke", "pokerstars.com", "--device", "alice-tablet"),
+                        "pokerstars.com was not allowed for alice-tablet: nothing changed"),
+                       (("revoke", "bonus", "--device", "alice-tablet"), "alice-tablet had no bonus time: nothing changed"),
+                       (("resume", "alice-tablet"), "alice-tablet was not paused: nothing changed")):
+        assert run(capsys, *argv, "--config", str(config)) == (1, "", f"filterd: {line}\n")
+    assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == audited
+    conn.close()
