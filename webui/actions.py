@@ -58,11 +58,27 @@ def resume(config, db, name: str) -> int:
         raise ActionError(str(exc), "name") from None
 
 
+class NoChange(ActionError):
+    """Nothing was in force to undo, or the allow was there already: nothing written."""
+
+
 def allow(config, db, name: str, what: str, minutes=None) -> None:
     try:
         overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor())
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "domain") from None
     except overrides.OverrideError as exc:
         raise ActionError(str(exc), "domain") from None
+
+
+def undo(config, db, name: str, kind: str, what: str | None = None) -> int:
+    """End now an allow (of `what`), bonus time or a pause of a device or profile."""
+    try:
+        return overrides.end(db, config, name, kind, time.time(), _actor(), what)
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "undo") from None
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "undo") from None
 
 
 def bonus(config, db, name: str, minutes=None) -> None:

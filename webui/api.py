@@ -41,6 +41,10 @@ def _body() -> dict:
 
 @bp.errorhandler(actions.ActionError)
 def action_error(exc: actions.ActionError):
+    if isinstance(exc, actions.NoChange):
+        # Nothing changed: undo of nothing in force is "not found"; an allow already there is fine.
+        return jsonify({"ok": request.method != "DELETE", "changed": False, "error": str(exc)}), \
+            404 if request.method == "DELETE" else 200
     status = 404 if isinstance(exc, NotFound) else 409 if exc.field == "version" else 400
     return jsonify({"error": str(exc), "field": exc.field}), status
 
@@ -88,7 +92,26 @@ def allow(name):
     body = _body()
     actions.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
                    body.get("minutes"))
-    return jsonify({"ok": True})
+    return jsonify({"ok": True, "changed": True})
+
+
+@bp.delete("/devices/<name>/allow/<what>")
+def undo_allow(name, what):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name),
+                                                                        "allow", what)})
+
+
+@bp.delete("/devices/<name>/bonus")
+def undo_bonus(name):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name), "bonus")})
+
+
+@bp.delete("/devices/<name>/pause")
+def undo_pause(name):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name), "pause")})
 
 
 @bp.get("/devices/<name>/limits")
