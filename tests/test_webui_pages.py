@@ -416,6 +416,31 @@ def test_pause_resume_bonus_and_allow_from_the_device_page(env, admin):
     assert [a[1] for a in env.audit() if a[0] == "web UI"] == ["pause", "resume", "bonus", "allow"]
 
 
+def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, admin):
+    token = page_csrf(admin)
+    admin.post("/devices/kids-tablet/allow", data={"csrf_token": token, "what": "youtube", "minutes": "60"})
+    admin.post("/devices/kids-tablet/bonus", data={"csrf_token": token, "minutes": "30"})
+    admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    assert html.count(">Undo</button>") == 3 and "YouTube allowed" in html and "Bonus time" in html
+    for kind, what, said in (("allow", "youtube", "YouTube is no longer allowed"), ("bonus", "", "Bonus time ended"),
+                             ("pause", "", "Pause ended")):
+        page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": kind, "what": what,
+                                                             "scope": "device"}, follow_redirects=True)
+        assert said in page.get_data(as_text=True)
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    assert ">Undo</button>" not in html and "The profile's normal rules apply." in html
+    audited = len(env.audit())
+    # A second tap (another tab): says nothing changed, writes nothing.
+    page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": "bonus", "scope": "device"},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "had no bonus time: nothing changed" in page and len(env.audit()) == audited
+    # Without the form's CSRF token nothing is undone.
+    admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
+    assert admin.post("/devices/kids-tablet/undo", data={"kind": "pause", "scope": "device"}).status_code in (400, 403)
+    assert env.query("SELECT count(*) FROM overrides WHERE ended IS NULL") == [(1,)]
+
+
 @pytest.mark.parametrize("minutes", ["abc", "0", "-5", "9999999"])
 def test_device_actions_refuse_bad_minutes(env, admin, minutes):
     token = page_csrf(admin)

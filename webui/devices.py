@@ -175,6 +175,25 @@ def allow(name: str):
                                         f"{shown(c)} allowed for {name}" + (f" for {minutes} min" if minutes else ""))[1])
 
 
+@bp.route("/devices/<name>/undo", methods=["POST"])
+def undo(name: str):
+    """The Undo button beside an override in force: ends it now (for the whole profile when the
+    override is the profile's, as the row says)."""
+    kind, what = request.form.get("kind", ""), request.form.get("what") or None
+
+    def do(config, db):
+        device = config.rules.device(name)
+        if device is None:
+            raise actions.ActionError("There is no device with that name.", "name")
+        subject = device.profile if request.form.get("scope") == "profile" else device.name
+        actions.undo(config, db, subject, kind, what)
+        service = config.catalog.services.get(what or "")
+        shown = service.name if service else what
+        return {"allow": f"{shown} is no longer allowed", "bonus": "Bonus time ended",
+                "pause": "Pause ended"}[kind] + (f" for {subject}" if subject != device.name else "")
+    return _action(name, do)
+
+
 @bp.route("/devices/assign", methods=["POST"])
 def assign():
     db = current_app.extensions["filterd"].db()
