@@ -185,13 +185,15 @@ def set_profile_list(db, version: str | None, profile: str, key: str, values: li
     return edit_config(db, version, change, f"profile {profile}: {key} = {', '.join(values) or 'none'}")
 
 
-def add_to_profile(db, profile: str, key: str, domain: str):
-    """One-tap allow/block of a domain from the log: appended to the profile's list."""
+def add_to_profile(db, profile: str, key: str, *domains: str):
+    """One-tap allow/block of a site from the log or an approval: appended to the profile's list
+    (with the companions the site needs)."""
     def change(document):
         items = _profile_entry(document, profile).setdefault(key, [])
-        if domain not in items:
-            items.append(domain)
-    return edit_config(db, None, change, f"profile {profile}: {key} += {domain}")
+        for domain in domains:
+            if domain not in items:
+                items.append(domain)
+    return edit_config(db, None, change, f"profile {profile}: {key} += {', '.join(domains)}")
 
 
 def config_version() -> str:

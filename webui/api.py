@@ -194,13 +194,15 @@ def queries():
     return jsonify([row.__dict__ for row in rows])
 
 
-def _request_json(config, item) -> dict:
-    described = access_requests_page.describe(config, item)
+def _request_json(config, item, db=None) -> dict:
+    described = access_requests_page.describe(config, item, db)
     out = dict(item.__dict__)
     out["unblocks_text"] = described["unblocks"]
     out["applies_to"] = described["applies_to"] or item.device    # the device, or the profile answering for it
     # Who else an approval reaches: the default profile's named devices, when it answers for an unnamed one.
     out["applies_to_devices"] = described["also_named"] if described["applies_to"] else [item.device]
+    # What else the site needs, offered for approval ({"companions": [...]} picks; none sent: the ticked ones).
+    out["companions"] = [{"domain": c.domain, "why": c.why, "ticked": c.ticked} for c in described["companions"]]
     return out
 
 
@@ -224,7 +226,7 @@ def requests_list():
         raise actions.ActionError(f"limit must be 1-{API_PAGE_SIZE_MAX} and offset 0 or more", "limit")
     pending, answered = access_requests_page.lists_for_page(config, db, time.time(), limit, offset)
     chosen = (pending if status != "answered" else []) + (answered if status != "pending" else [])
-    response = jsonify([_request_json(config, item["request"]) for item in chosen])
+    response = jsonify([_request_json(config, item["request"], db) for item in chosen])
     # Paging of the pending requests (named devices' first): how many in all, and the next page.
     total = access_requests.pending_count(db)
     response.headers["X-Total-Count"] = str(total)
@@ -246,7 +248,10 @@ def approve_request(request_id: int):
         choice = str(body["minutes"])
     else:
         choice = "always"
-    item = _answer(config, db, request_id, choice, "")
+    companions = body.get("companions")
+    if companions is not None and not (isinstance(companions, list) and all(isinstance(c, str) for c in companions)):
+        raise actions.ActionError("companions must be a list of names (from the request's companions)", "companions")
+    item = _answer(config, db, request_id, choice, "", companions)
     return jsonify({"ok": True, "request": _request_json(config, item)})
 
 
@@ -260,10 +265,10 @@ def decline_request(request_id: int):
     return jsonify({"ok": True, "request": _request_json(config, item)})
 
 
-def _answer(config, db, request_id: int, choice, answer: str):
+def _answer(config, db, request_id: int, choice, answer: str, companions: list[str] | None = None):
     if access_requests.get(db, request_id) is None:
         raise NotFound(f"no request {request_id}", "id")
-    return access_requests_page.answer(config, db, request_id, choice, answer)
+    return access_requests_page.answer(config, db, request_id, choice, answer, companions)
 
 
 @bp.post("/lists/update")
