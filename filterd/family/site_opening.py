@@ -26,8 +26,8 @@ import yaml
 from filterd.rules import suffixes
 from filterd.rules.catalog import DEFAULT_CONFIG_DIR
 
-WINDOW_BEFORE_S = 300    # an app asks for its names at once; a page within seconds of its main name
-WINDOW_AFTER_S = 60
+WINDOW_BEFORE_S = 60     # an app asks for its names at once; a page within seconds of its main name
+WINDOW_AFTER_S = 30
 NEVER_OFFERED = frozenset({"csam"})
 STRONGER = frozenset({"adult", "malware", "phishing"})
 MAX_COMPANIONS = 20
