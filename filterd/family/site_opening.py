@@ -31,6 +31,7 @@ WINDOW_AFTER_S = 30
 NEVER_OFFERED = frozenset({"csam"})
 STRONGER = frozenset({"adult", "malware", "phishing"})
 MAX_COMPANIONS = 20
+RULE_WORDS = {"profile_block": "the profile's block list", "service": "a blocked app", "category": "blocked"}
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def _observed(conn: sqlite3.Connection, site: str, device: str, client: str | No
     for domain, (count, rule, category) in sorted(found.items(), key=lambda kv: -kv[1][0]):
         same = (category == own_category) if own_category else (rule == own_rule)
         stronger = category in STRONGER and category != own_category
-        what = f"{category.replace('_', ' ')}" if category else (rule or "blocked").replace("_", " ")
+        what = category.replace("_", " ") if category else RULE_WORDS.get(rule or "", "blocked")
         out.append(Companion(domain, f"refused {count} time{'s' if count != 1 else ''} around the request "
                              f"({what})", same and not stronger))
     return out
