@@ -644,3 +644,55 @@ def test_filter_settings_based_on_an_old_version_are_refused(env, admin):
     assert response.status_code == 200
     assert "changed meanwhile" in response.get_data(as_text=True)
     assert "Europe/Paris" not in env.config_text()
+
+
+# ---------------------------------------------------------------- log: stored reasons, filters, "why?" then
+
+
+def _logged(env, name: str, ts: float, rule: str, reason: str, action: str = "block",
+            category: str | None = None, device: str = "kids-tablet") -> int:
+    env.execute("INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
+                " latency_ms, profile) VALUES (?, ?, '192.168.1.23', ?, 1, ?, ?, ?, ?, 0, 1.0, 'kids')",
+                (ts, device, name, action, rule, reason, category))
+    return env.query("SELECT max(id) FROM queries")[0][0]
+
+
+def _last_monday_at(hour: int, tz_name: str) -> float:
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    now = datetime.datetime.now(ZoneInfo(tz_name))
+    day = now.date() - datetime.timedelta(days=(now.weekday() - 0) % 7 or 7)
+    return datetime.datetime.combine(day, datetime.time(hour), tzinfo=ZoneInfo(tz_name)).timestamp()
+
+
+def test_log_rows_show_their_stored_reason_and_filter_by_reason_and_last_night(env, admin):
+    from zoneinfo import ZoneInfo
+
+    from webui.log import last_night
+
+    tz = env.app.extensions["filterd"].config().timezone
+    start, end = last_night(time.time(), ZoneInfo(tz))
+    _logged(env, "night-game.test", start + 3600, "schedule", "bedtime: the internet is off until 07:00")
+    _logged(env, "day-casino.test", end + 60 if end + 60 < time.time() else start - 3600, "category",
+            "category Gambling (list ut1-gambling)", category="gambling")
+    html = admin.get("/log?since=24h").get_data(as_text=True)
+    assert "bedtime: the internet is off until 07:00" in html        # without a tap
+    night = admin.get("/log?since=night&reason=schedule").get_data(as_text=True)
+    assert "night-game.test" in night and "day-casino.test" not in night
+    by_reason = admin.get("/log?since=7d&reason=category").get_data(as_text=True)
+    assert "day-casino.test" in by_reason and "night-game.test" not in by_reason
+
+
+def test_why_of_a_logged_block_explains_it_as_it_was_not_as_it_is_after_bonus_time(env, admin):
+    tz = env.app.extensions["filterd"].config().timezone
+    at = _last_monday_at(22, tz)                 # the kids' bedtime runs Sun–Thu 21:00–07:00
+    row = _logged(env, "cartoons.test", at, "schedule", "bedtime: the internet is off until 07:00")
+    env.execute("INSERT INTO overrides (kind, subject_kind, subject, value, created, until, source)"
+                " VALUES ('bonus', 'device', 'kids-tablet', NULL, ?, ?, 'test')", (at + 60, time.time() + 3600))
+    html = admin.get(f"/log/why?name=cartoons.test&device=kids-tablet&qtype=1&row={row}").get_data(as_text=True)
+    then, now = html.split("Right now", 1)
+    assert "Blocked" in then and "bedtime: the internet is off until 07:00" in then
+    assert "Outside bedtime: allowed" in then
+    assert "have changed since" not in then          # decided again for then: the same block
+    assert "Allowed" in now                          # bonus time lifts bedtime now, whatever the hour

@@ -5,6 +5,7 @@ Errors are `{"error": "…", "field": "…"}` with a 4xx status. See docs/api.md
 from __future__ import annotations
 
 import time
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -186,8 +187,8 @@ def put_profile(name):
 
 @bp.get("/queries")
 def queries():
-    _, db = _state()
-    filters, _ = query_filter(request.args)
+    config, db = _state()
+    filters, _ = query_filter(request.args, ZoneInfo(config.timezone))
     limit = request.args.get("limit", 50, type=int)
     before = request.args.get("before", type=int)
     rows = log_reader.recent_queries(db, filters, limit=limit, before_id=before)

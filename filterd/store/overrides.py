@@ -188,6 +188,17 @@ def active(conn: sqlite3.Connection, now: float) -> tuple[Override, ...]:
                  for kind, subject_kind, subject, until, value in rows)
 
 
+def in_force_at(conn: sqlite3.Connection, moment: float) -> tuple[Override, ...]:
+    """The overrides that were in force at an earlier `moment` (made before it, not yet expired
+    nor ended then): to explain a logged decision as it was taken."""
+    rows = conn.execute(
+        "SELECT kind, subject_kind, subject, until, value FROM overrides WHERE created <= ? "
+        "AND (until IS NULL OR until > ?) AND (ended IS NULL OR ended > ?) ORDER BY id",
+        (moment, moment, moment)).fetchall()
+    return tuple(Override(kind, subject_kind, subject, until, value)
+                 for kind, subject_kind, subject, until, value in rows)
+
+
 def _human(seconds: float) -> str:
     if seconds < 60:
         return f"{round(seconds)} s"
