@@ -49,7 +49,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from dnslib import QTYPE
 
-    from filterd.rules.explain import UnknownDevice, explain
+    from filterd.rules.explain import UnknownDevice, explain, weaker
     from filterd.dns.clients import read_neighbours
     from filterd.lists.domains import normalise_domain
     from filterd.lists.build import build_policy
@@ -83,13 +83,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"filterd: --client {args.client!r} is not an IP address", file=sys.stderr)
             return 2
     policy = build_policy(config)
+    active = _overrides(config)
     try:
-        who, decision = explain(policy, name, qtype, now, _overrides(config), device=args.device,
-                                ip=args.client, neighbours=read_neighbours() if args.client else None)
+        found, decision = explain(policy, name, qtype, now, active, device=args.device,
+                                  ip=args.client, neighbours=read_neighbours() if args.client else None)
     except UnknownDevice as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return 2
-    who = who.describe()
+    who = found.describe()
     print(f"{name} ({args.type.upper()}) for {who} at {now:%Y-%m-%d %H:%M} {config.timezone}")
     print(f"  {decision.action.upper()}: {decision.reason}")
     details = [f"rule: {decision.rule}"]
@@ -102,6 +103,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if decision.ede:
         details.append(f"EDE: {decision.ede} ({'Blocked' if decision.ede == 15 else 'Filtered'})")
     print("  " + " · ".join(details))
+    for words, other in weaker(policy, found, name, qtype, now, decision, active):
+        print(f"  {words}: {other.action.upper()}: {other.reason}")
     if decision.list_id:
         from filterd.lists.sources import describe_list
         print("  " + describe_list(config, decision.list_id) + "; allow the name meanwhile in the profile")
