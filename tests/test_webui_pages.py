@@ -696,3 +696,45 @@ def test_why_of_a_logged_block_explains_it_as_it_was_not_as_it_is_after_bonus_ti
     assert "Outside bedtime: allowed" in then
     assert "have changed since" not in then          # decided again for then: the same block
     assert "Allowed" in now                          # bonus time lifts bedtime now, whatever the hour
+
+
+# ---------------------------------------------------------------- profile edits relative to the preset
+
+
+def test_saving_a_preset_profile_stores_only_the_difference_and_keeps_the_rest_byte_for_byte(env, admin):
+    before = env.config_text()
+    form = profile_form(admin)
+    form["category"] = [c for c in form["category"] if c != "social_networks"] + ["games"]
+    form["service"] = [s for s in form["service"] if s != "reddit"]
+    assert admin.post("/profiles/kids", data=form).status_code == 302
+    text = env.config_text()
+    kids = text[text.index("  kids:"):text.index("  adults:")]
+    assert "preset: child" in kids
+    import yaml
+    written = yaml.safe_load(text)["profiles"]["kids"]
+    assert (written["block_categories_add"], written["block_categories_remove"], written["block_services_remove"]) == \
+        (["games"], ["social_networks"], ["reddit"])
+    # Nothing of the preset copied in: it keeps following the preset.
+    assert "\n    block_categories:" not in kids and "safesearch" not in kids and "youtube" not in kids
+    # Untouched keys and other profiles kept as they were written (compact one-line YAML too).
+    assert "allow: [khanacademy.org]" in kids
+    assert '{name: bedtime, days: [sun, mon, tue, wed, thu], start: "21:00", end: "07:00", block: all}' in kids
+    assert text[text.index("  adults:"):] == before[before.index("  adults:"):]
+    profile = env.app.extensions["filterd"].config().rules.profiles["kids"]
+    assert "games" in profile.block_categories and "social_networks" not in profile.block_categories
+    assert "reddit" not in profile.block_services and "tiktok" in profile.block_services
+    # The page says which toggles differ from the preset.
+    page = admin.get("/profiles/kids").get_data(as_text=True)
+    assert "Changed from the child preset" in page and "Games" in page
+
+
+def test_turning_a_toggle_back_to_the_preset_removes_the_difference(env, admin):
+    form = profile_form(admin)
+    form["category"] = form["category"] + ["games"]
+    admin.post("/profiles/kids", data=form)
+    assert "block_categories_add" in env.config_text()
+    form = profile_form(admin)
+    form["category"] = [c for c in form["category"] if c != "games"]
+    admin.post("/profiles/kids", data=form)
+    text = env.config_text()
+    assert "block_categories_add" not in text and "block_categories_remove" not in text

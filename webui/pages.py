@@ -78,17 +78,16 @@ def profile(name: str):
         block = [line.strip() for line in form.get("block", "").splitlines() if line.strip()]
         schedules = _schedules_from_form(form)
 
+        wanted = {"block_categories": categories, "block_services": chosen_services, "allow": allow, "block": block,
+                  "safesearch": form.get("safesearch") == "on",
+                  "youtube": form.get("youtube", "off") if form.get("youtube") in YOUTUBE_LEVELS else "off",
+                  "schedules": schedules}
+
         def change(document):
             body = document["profiles"][name]
             if body is None:
                 body = document["profiles"][name] = {}
-            body["block_categories"] = categories
-            body["block_services"] = chosen_services
-            body["allow"] = allow
-            body["block"] = block
-            body["safesearch"] = form.get("safesearch") == "on"
-            body["youtube"] = form.get("youtube", "off") if form.get("youtube") in YOUTUBE_LEVELS else "off"
-            body["schedules"] = schedules
+            save_relative_to_preset(body, wanted, config.rules.profiles[name])
         try:
             actions.edit_config(db, form.get("version"), change, f"profile {name} edited")
             flash(f"Saved {name}. The filter applies it within a second.", "ok")
@@ -96,7 +95,75 @@ def profile(name: str):
         except actions.ActionError as exc:
             errors[_field_of(exc.field, name)] = str(exc)
     return render_template("profile.html", profile=config.rules.profiles[name], catalog=config.catalog,
-                           version=actions.config_version(), errors=errors, days=DAYS, form=request.form if errors else None)
+                           version=actions.config_version(), errors=errors, days=DAYS, form=request.form if errors else None,
+                           preset_changes=preset_changes(config.rules.profiles[name], config.catalog))
+
+
+def preset_changes(profile, catalog) -> list[str]:
+    """What a profile based on a preset does differently, as the parent reads it ("+ Games")."""
+    preset = PRESETS.get(profile.preset or "")
+    if preset is None:
+        return []
+    out = []
+    for key, names in (("block_categories", catalog.categories), ("block_services", catalog.services)):
+        base, now = list(preset.get(key, [])), list(getattr(profile, key))
+        out += [f"+ {names[i].name if i in names else i} blocked" for i in now if i not in base]
+        out += [f"− {names[i].name if i in names else i} allowed" for i in base if i not in now]
+    if profile.safesearch != preset.get("safesearch"):
+        out.append(f"SafeSearch {'on' if profile.safesearch else 'off'}")
+    if profile.youtube != preset.get("youtube"):
+        out.append(f"YouTube filter: {profile.youtube}")
+    return out
+
+
+def save_relative_to_preset(body, wanted: dict, current) -> None:
+    """Write the profile form into the profile's YAML mapping, keeping the parent's intent:
+
+    - keys whose value did not change are not touched (kept byte for byte, compact YAML too);
+    - with a `preset:`, category and app choices are stored as what differs from the preset
+      (`block_categories_add` / `_remove`, `block_services_add` / `_remove`), and `safesearch`,
+      `youtube` only when they differ from it — so a later change of the preset still applies;
+    - without a preset, the lists are written as they are.
+    """
+    preset = PRESETS.get(body.get("preset") or "") if body.get("preset") else None
+    unchanged = {"block_categories": tuple(wanted["block_categories"]) == current.block_categories,
+                 "block_services": tuple(wanted["block_services"]) == current.block_services}
+    for key in ("block_categories", "block_services"):
+        if unchanged[key]:
+            continue
+        if preset is None:
+            body[key] = list(wanted[key])
+            continue
+        base = list(preset.get(key, []))
+        if key in body:                       # an explicit list replaced the preset's: back to relative
+            del body[key]
+        added = [item for item in wanted[key] if item not in base]
+        removed = [item for item in base if item not in wanted[key]]
+        for suffix, items in (("_add", added), ("_remove", removed)):
+            if items:
+                body[key + suffix] = items
+            elif key + suffix in body:
+                del body[key + suffix]
+    for key, now in (("allow", current.allow), ("block", current.block)):
+        if tuple(wanted[key]) != tuple(now):
+            body[key] = list(wanted[key])
+    for key in ("safesearch", "youtube"):
+        if wanted[key] == getattr(current, key):
+            continue
+        if preset is not None and wanted[key] == preset.get(key):
+            body.pop(key, None)
+        else:
+            body[key] = wanted[key]
+    if wanted["schedules"] != [_schedule_as_form(s) for s in current.schedules]:
+        body["schedules"] = wanted["schedules"]
+
+
+def _schedule_as_form(schedule) -> dict:
+    """A parsed schedule as `_schedules_from_form` would post it back (to tell an unchanged one)."""
+    return {"name": schedule.name, "days": [d for i, d in enumerate(DAYS) if i in schedule.days],
+            "start": f"{schedule.start // 60:02d}:{schedule.start % 60:02d}",
+            "end": f"{(schedule.end // 60) % 24:02d}:{schedule.end % 60:02d}",
+            "block": "all" if schedule.block_all else list(schedule.block)}
 
 
 # The profile editor's fields that show their own error; any other goes on top of the form.
@@ -121,7 +188,7 @@ def _field_of(path: str | None, profile: str) -> str:
         return "form"
     prefix = f"profiles.{profile}."
     rest = path[len(prefix):] if path.startswith(prefix) else path
-    field = rest.split(".")[0].split("[")[0]
+    field = re.sub(r"_(add|remove)$", "", rest.split(".")[0].split("[")[0])   # block_categories_add[0] → block_categories
     return field if field in PROFILE_FIELDS else "form"
 
 
