@@ -359,3 +359,22 @@ def test_allowing_what_is_already_allowed_as_long_is_no_change(conn, config):
         overrides.allow(conn, config, "laptop", "example.com", 1800, EVENING + 60)
     overrides.allow(conn, config, "laptop", "example.com", 7200, EVENING + 60)      # longer: a change
     assert len(rows(conn, "audit")) == 3
+
+
+def test_an_allow_that_keeps_schedules_opens_the_site_by_day_but_not_at_bedtime(conn, config):
+    from filterd.lists.index import DomainIndex
+    from filterd.rules.policy import Policy, decide
+
+    policy = Policy(config.rules, config.catalog, DomainIndex.empty(), config.timezone)
+    overrides.allow(conn, config, "tablet", "youtube", None, NOON, keep_schedules=True)
+    london = datetime.datetime.fromtimestamp
+
+    def verdict(moment):
+        return decide(policy, "kids", "www.youtube.com", 1, london(moment, LONDON), "Tablet",
+                      overrides.active(conn, moment))
+
+    assert verdict(NOON).action == "allow" and "outside schedules" in verdict(NOON).reason
+    assert verdict(BEDTIME).rule == "schedule"                 # bedtime still applies
+    overrides.allow(conn, config, "tablet", "youtube", 3600, BEDTIME)   # a plain allow: also at bedtime
+    assert verdict(BEDTIME + 60).rule == "temporary_allow"
+    assert overrides.end(conn, config, "tablet", "allow", BEDTIME + 120, what="youtube") == 2   # one undo ends both

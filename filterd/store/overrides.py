@@ -98,8 +98,10 @@ def resume(conn, config, name: str, now: float, source: str = "cli") -> int:
     return cursor.rowcount
 
 
-def allow(conn, config, name: str, what: str, seconds: float | None, now: float, source: str = "cli") -> int:
-    """Let a domain or a service through for a while ("30 more minutes of YouTube")."""
+def allow(conn, config, name: str, what: str, seconds: float | None, now: float, source: str = "cli",
+          keep_schedules: bool = False) -> int:
+    """Let a domain or a service through for a while ("30 more minutes of YouTube").
+    `keep_schedules`: bedtime, homework time and pauses still apply to it (kind "allow_day")."""
     value = what.strip().lower()
     if value not in config.catalog.services:
         domain = normalise_domain(value)
@@ -113,14 +115,15 @@ def allow(conn, config, name: str, what: str, seconds: float | None, now: float,
         value = domain
     subject = subject_of(config, name)
     until = now + seconds if seconds else None
+    kind = "allow_day" if keep_schedules else "allow"
     longest = conn.execute(
-        "SELECT max(coalesce(until, 1e18)) FROM overrides WHERE kind = 'allow' AND subject_kind = ? AND subject = ?"
+        "SELECT max(coalesce(until, 1e18)) FROM overrides WHERE kind = ? AND subject_kind = ? AND subject = ?"
         " AND value = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
-        (subject[0], subject[1], value, now)).fetchone()[0]
+        (kind, subject[0], subject[1], value, now)).fetchone()[0]
     if longest is not None and longest >= (until if until is not None else 1e18):
         raise NoChange(f"{value} is already allowed for {subject[1]} "
                        + ("until revoked" if longest >= 1e18 else f"for {_human(longest - now)} more"))
-    return _insert(conn, "allow", subject, value, seconds, now, source)
+    return _insert(conn, kind, subject, value, seconds, now, source)
 
 
 def _value_of(config, what: str) -> str:
@@ -132,13 +135,16 @@ def end(conn, config, name: str, kind: str, now: float, source: str = "cli", wha
     """Undo: end now the overrides of `kind` (allow of `what`, bonus, pause) that a device or
     profile has in force; returns how many were ended. Ending nothing raises NoChange and
     writes nothing. A device paused through its profile is ended through the profile."""
+    if kind == "allow_day":
+        kind = "allow"
     if kind not in ("allow", "bonus", "pause"):
         raise OverrideError(f"{kind} cannot be undone (allow, bonus or pause)")
     subject = subject_of(config, name)
     value = _value_of(config, what or "") if kind == "allow" else None
+    kinds = ("allow", "allow_day") if kind == "allow" else (kind, kind)     # an allow, with or without schedules
     cursor = conn.execute(
-        "UPDATE overrides SET ended = ? WHERE kind = ? AND subject_kind = ? AND subject = ? AND value IS ?"
-        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, kind, subject[0], subject[1], value, now))
+        "UPDATE overrides SET ended = ? WHERE kind IN (?, ?) AND subject_kind = ? AND subject = ? AND value IS ?"
+        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, *kinds, subject[0], subject[1], value, now))
     if not cursor.rowcount:
         if kind == "allow":
             raise NoChange(f"{value} was not allowed for {subject[1]}: nothing changed")
