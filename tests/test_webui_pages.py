@@ -738,3 +738,39 @@ def test_turning_a_toggle_back_to_the_preset_removes_the_difference(env, admin):
     admin.post("/profiles/kids", data=form)
     text = env.config_text()
     assert "block_categories_add" not in text and "block_categories_remove" not in text
+
+
+# ---------------------------------------------------------------- allow from the log, asked first
+
+
+def test_allow_from_the_log_asks_whom_how_long_and_bedtime_then_offers_undo(env, admin):
+    row = _logged(env, "www.chess.test", time.time() - 60, "category", "category Games (list ut1-games)",
+                  category="games")
+    html = admin.get("/log?since=1h").get_data(as_text=True)
+    assert f'href="/log/allow?row={row}"' in html.replace("&amp;", "&")
+    dialog = admin.get(f"/log/allow?row={row}").get_data(as_text=True)
+    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour",
+                  "Until midnight", "Until undone", "Bedtime and other schedules still apply"):
+        assert words in dialog, words
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]          # asking wrote nothing
+    done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "device",
+                                          "for": "60", "keep_schedules": "on"}).get_data(as_text=True)
+    assert "chess.test allowed" in done and "bedtime and other schedules still apply" in done and ">Undo<" in done
+    assert env.query("SELECT kind, subject_kind, subject, value FROM overrides") == \
+        [("allow_day", "device", "kids-tablet", "chess.test")]
+    assert "chess.test" not in env.config_text()                          # the config is not touched
+    undone = admin.post("/log/allow/undo", data={"csrf_token": page_csrf(admin), "device": "kids-tablet",
+                                                 "scope": "device", "what": "chess.test"}, follow_redirects=True)
+    assert "Undone: 1 allow ended for kids-tablet" in undone.get_data(as_text=True)
+    assert env.query("SELECT ended IS NOT NULL FROM overrides") == [(1,)]
+
+
+def test_allow_from_the_log_for_the_profile_always_and_at_bedtime_too(env, admin):
+    row = _logged(env, "chess.test", time.time() - 60, "category", "category Games", category="games")
+    done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "profile",
+                                          "for": "always"}).get_data(as_text=True)
+    assert "every device of kids" in done and "until you undo it" in done and "at bedtime too" in done
+    assert env.query("SELECT kind, subject_kind, subject, value, until FROM overrides") == \
+        [("allow", "profile", "kids", "chess.test", None)]
+    # Without the form's token nothing is allowed.
+    assert admin.post("/log/allow", data={"row": row, "who": "device", "for": "60"}).status_code in (400, 403)

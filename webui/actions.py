@@ -71,6 +71,16 @@ def allow(config, db, name: str, what: str, minutes=None) -> None:
         raise ActionError(str(exc), "domain") from None
 
 
+def allow_for(config, db, name: str, what: str, seconds: float | None, keep_schedules: bool = False) -> None:
+    """A temporary (or until undone, `seconds` None) allow; `keep_schedules`: bedtime still applies."""
+    try:
+        overrides.allow(db, config, name, what, seconds, time.time(), _actor(), keep_schedules=keep_schedules)
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "domain") from None
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "domain") from None
+
+
 def undo(config, db, name: str, kind: str, what: str | None = None) -> int:
     """End now an allow (of `what`), bonus time or a pause of a device or profile."""
     try:

@@ -180,6 +180,7 @@ def undo(name: str):
     """The Undo button beside an override in force: ends it now (for the whole profile when the
     override is the profile's, as the row says)."""
     kind, what = request.form.get("kind", ""), request.form.get("what") or None
+    kind = "allow" if kind == "allow_day" else kind
 
     def do(config, db):
         device = config.rules.device(name)
@@ -190,7 +191,7 @@ def undo(name: str):
         service = config.catalog.services.get(what or "")
         shown = service.name if service else what
         return {"allow": f"{shown} is no longer allowed", "bonus": "Bonus time ended",
-                "pause": "Pause ended"}[kind] + (f" for {subject}" if subject != device.name else "")
+                "pause": "Pause ended"}.get(kind, "Undone") + (f" for {subject}" if subject != device.name else "")
     return _action(name, do)
 
 

@@ -147,3 +147,73 @@ def rule():
         except actions.ActionError as exc:
             flash(str(exc), "error")
     return redirect(safe_redirect_target(request.form.get("back"), url_for("log.index")))
+
+
+ALLOW_FOR = {"60": ("for 1 hour", 3600), "today": ("until midnight", None), "always": ("until undone", None)}
+
+
+@bp.route("/log/allow", methods=["GET", "POST"])
+def allow():
+    """Allow a site from a log row, asking first: for whom (this device, the whole profile), for
+    how long (1 h, today, always) and whether bedtime and other schedules still apply. The answer
+    page says what was done and offers its Undo. Opens the whole site (site_opening.plan)."""
+    from filterd.family import access_requests, site_opening
+
+    app_state = current_app.extensions["filterd"]
+    config, db = app_state.config(), app_state.db()
+    row = log_reader.query_row(db, request.values.get("row", type=int) or 0)
+    if row is None or not row.name:
+        abort(404, description="That log row is gone (the log keeps 30 days).")
+    device = config.rules.device(row.device) if row.device else None
+    if device is None:
+        abort(400, description="Name this device first (Devices page): then it can be given a site.")
+    plan = site_opening.plan(config, db, row.name, access_requests.suggested_unblock(row.name, row.rule),
+                             device=device.name, around=row.ts)
+    shown = config.catalog.services[plan.service].name if plan.service else plan.opens
+    if request.method == "GET":
+        return render_template("log_allow.html", row=row, device=device, plan=plan, shown=shown,
+                               choices=ALLOW_FOR, tz=ZoneInfo(config.timezone))
+    form = request.form
+    who = device.profile if form.get("who") == "profile" else device.name
+    choice = form.get("for", "60")
+    if choice not in ALLOW_FOR:
+        abort(400, description="Choose how long.")
+    keep = form.get("keep_schedules") == "on"
+    seconds = ALLOW_FOR[choice][1]
+    if choice == "today":
+        seconds = access_requests.tonight(time.time(), config.timezone) - time.time()
+    chosen = access_requests.chosen_companions(plan, form.getlist("companion"))
+    done: list[str] = []
+    for what in [plan.opens, *chosen]:
+        try:
+            actions.allow_for(config, db, who, what, seconds, keep)
+            done.append(what)
+        except actions.NoChange:
+            pass
+        except actions.ActionError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("log.allow", row=row.id))
+    until = (datetime.datetime.fromtimestamp(time.time() + seconds, ZoneInfo(config.timezone))
+             .strftime("%a %H:%M") if seconds else None)
+    return render_template("log_allowed.html", row=row, device=device, who=who, shown=shown, done=done,
+                           scope="profile" if who != device.name else "device", until=until, keep=keep)
+
+
+@bp.route("/log/allow/undo", methods=["POST"])
+def undo_allow():
+    """The Undo on the page that says what an allow from the log did: ends each name it opened."""
+    app_state = current_app.extensions["filterd"]
+    config, db = app_state.config(), app_state.db()
+    device = config.rules.device(request.form.get("device", ""))
+    if device is None:
+        abort(404, description="There is no device with that name.")
+    who = device.profile if request.form.get("scope") == "profile" else device.name
+    ended = 0
+    for what in request.form.getlist("what")[:50]:
+        try:
+            ended += actions.undo(config, db, who, "allow", what)
+        except actions.ActionError:
+            pass
+    flash(f"Undone: {ended} allow{'s' if ended != 1 else ''} ended for {who}." if ended
+          else "Nothing to undo: it had ended already.", "ok" if ended else "error")
+    return redirect(url_for("log.index"))

@@ -118,6 +118,11 @@ def unblocks_for(decision: Decision, domain: str) -> str:
     return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
 
 
+def suggested_unblock(domain: str, rule: str | None) -> str:
+    """What a parent's allow of a logged name starts from: the name without its `www.`."""
+    return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
+
+
 def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Decision, reason: str,
            message: str, client: str | None, now: float, mac: str | None = None) -> tuple[AccessRequest, bool]:
     """Record a child's request; returns (request, is_new). Raises RequestRefused."""
