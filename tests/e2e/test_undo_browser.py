@@ -99,3 +99,43 @@ def test_each_override_on_the_device_page_has_an_undo_felt_over_dns(ui, daemon, 
     settles(daemon, "www.youtube.com", False, "undoing YouTube's allow")
     assert not ui.find_all(".in-force-row") and "The profile's normal rules apply." in ui.text()
     ui.screenshot(SCREENSHOTS / "device-undo-done-phone.png")
+
+
+def logged(daemon, name: str) -> bool:
+    from filterd.store import state
+
+    conn = state.connect(state.db_path(daemon.folder / "var"))
+    try:
+        return conn.execute("SELECT count(*) FROM queries WHERE name = ? AND action = 'block'", (name,)).fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
+def test_allow_from_the_log_asks_first_keeps_bedtime_when_asked_and_is_undone(ui, daemon, webui):
+    assert not opens(daemon, "www.chess.test")
+    wait_until(lambda: logged(daemon, "www.chess.test"), timeout=PICKUP_S, interval=0.2, message="the log row")
+    ui.open(webui.url + "/login")
+    if ui.find_all("#password"):
+        ui.fill("#password", PASSWORD)
+        ui.submit(ui.button("Log in"))
+    ui.open(webui.url + "/log?q=chess")
+    ui.click(next(a for a in ui.find_all("a") if a.text.startswith("allow…")))
+    assert "Allow chess.test?" in ui.text()
+    ui.screenshot(SCREENSHOTS / "log-allow-dialog-phone.png")
+    ui.submit(ui.button("Allow"))          # this device, 1 hour, schedules still apply: the defaults
+    assert "chess.test allowed" in ui.text() and "bedtime and other schedules still apply" in ui.text()
+    ui.screenshot(SCREENSHOTS / "log-allow-done-phone.png")
+    # The school day still applies to it: still blocked over DNS.
+    assert not opens(daemon, "www.chess.test")
+    ui.submit(ui.button("Undo"))
+    assert any("Undone: 1 allow ended for mia-tablet" in f for f in ui.flashes()), ui.flashes()
+
+    # Again, with the schedules lifted for it: it opens, at once.
+    ui.open(webui.url + "/log?q=chess")
+    ui.click(next(a for a in ui.find_all("a") if a.text.startswith("allow…")))
+    ui.click(ui.find("input[name=keep_schedules]"))
+    ui.submit(ui.button("Allow"))
+    assert "at bedtime too" in ui.text()
+    settles(daemon, "www.chess.test", True, "an allow from the log that lifts schedules")
+    ui.submit(ui.button("Undo"))
+    settles(daemon, "www.chess.test", False, "its undo")
