@@ -774,3 +774,14 @@ def test_allow_from_the_log_for_the_profile_always_and_at_bedtime_too(env, admin
         [("allow", "profile", "kids", "chess.test", None)]
     # Without the form's token nothing is allowed.
     assert admin.post("/log/allow", data={"row": row, "who": "device", "for": "60"}).status_code in (400, 403)
+
+
+def test_a_device_just_named_loses_its_unnamed_row_at_once_in_the_api_and_the_page(env, admin):
+    seen_client(env)
+    admin.environ_base["HTTP_X_CSRF_TOKEN"] = page_csrf(admin)
+    before = admin.get("/api/devices").get_json()
+    assert [(r["name"], r["ip"]) for r in before if r["ip"] == "192.168.1.70"] == [(None, "192.168.1.70")]
+    assign(admin, name="emma-ipad", profile="kids", ip="192.168.1.70")
+    after = [(r["name"], r["ip"], r["first_seen"] is not None) for r in admin.get("/api/devices").get_json()
+             if r["ip"] == "192.168.1.70"]
+    assert after == [("emma-ipad", "192.168.1.70", True)]       # one row, the named one, with its history

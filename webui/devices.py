@@ -26,15 +26,24 @@ def device_rows(config, db) -> list[dict]:
     today = log_reader.queries_per_asker(db, midnight)
     rows = []
     named = set()
+    # A device named a moment ago still has its unnamed row in the log until it asks again: its
+    # address or MAC says it is that device (its card disappears at once, its history goes along).
+    named_addresses = {device.ip: device.name for device in config.rules.devices if device.ip}
+    named_macs = {device.mac.lower(): device.name for device in config.rules.devices if device.mac}
+
+    def named_as(client) -> str | None:
+        return client.device or named_addresses.get(client.client) or named_macs.get((client.mac or "").lower())
+
     for device in config.rules.devices:
         named.add(device.name)
-        client = next((c for c in seen if c.device == device.name), None)
+        client = next((c for c in seen if c.device == device.name), None) or \
+            next((c for c in seen if not c.device and named_as(c) == device.name), None)
         rows.append({"name": device.name, "profile": device.profile, "ip": device.ip or (client.client if client else None),
                      "mac": device.mac or (client.mac if client else None), "cidr": str(device.cidr) if device.cidr else None,
                      "first_seen": client.first_seen if client else None, "last_seen": client.last_seen if client else None,
                      "queries_today": today.get(device.name, 0), "known": True})
     for client in seen:
-        if client.device and client.device in named:
+        if named_as(client) in named:
             continue
         rows.append({"name": None, "profile": config.rules.default_profile, "ip": client.client, "mac": client.mac,
                      "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,

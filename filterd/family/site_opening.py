@@ -96,13 +96,14 @@ def plan(config, conn: sqlite3.Connection | None, domain: str, unblocks: str, *,
 
 def _observed(conn: sqlite3.Connection, site: str, device: str, client: str | None,
               around: float) -> list[Companion]:
-    who, value = ("device", device) if device else ("client", client)
-    if not value:
+    if not (device or client):
         return []
+    # A named device by its name (its rows carry it), an unnamed one by its address.
     rows = conn.execute(
-        f"SELECT name, rule, category, count(*) FROM queries WHERE {who} = ? AND action = 'block'"
-        " AND ts BETWEEN ? AND ? AND name IS NOT NULL GROUP BY name, rule, category",
-        (value, around - WINDOW_BEFORE_S, around + WINDOW_AFTER_S)).fetchall()
+        "SELECT name, rule, category, count(*) FROM queries WHERE (device = ? OR (? = '' AND device IS NULL"
+        " AND client = ?)) AND action = 'block' AND ts BETWEEN ? AND ? AND name IS NOT NULL"
+        " GROUP BY name, rule, category",
+        (device, device, client, around - WINDOW_BEFORE_S, around + WINDOW_AFTER_S)).fetchall()
     own = [(rule, category) for name, rule, category, _ in rows
            if name == site or name.endswith("." + site)]
     own_rule, own_category = own[0] if own else (None, None)
