@@ -135,7 +135,7 @@ def page():
     number = min(number, pages)
     pending, answered = lists_for_page(config, db, time.time(), PAGE_SIZE, (number - 1) * PAGE_SIZE)
     return render_template("requests.html", pending=pending, answered=answered, back="requests",
-                           tz=ZoneInfo(config.timezone), page=number, pages=pages, total=total)
+                           tz=ZoneInfo(config.timezone), page=number, pages=pages, total=total, now=time.time())
 
 
 @bp.route("/requests/<int:request_id>/approve", methods=["POST"])
@@ -146,6 +146,38 @@ def approve(request_id: int):
 @bp.route("/requests/<int:request_id>/decline", methods=["POST"])
 def decline(request_id: int):
     return _answer(request_id, None)
+
+
+@bp.route("/requests/<int:request_id>/undo", methods=["POST"])
+def undo(request_id: int):
+    """End an approval early: the allows it made (the site or service and its companions), or
+    the bonus time of a "more time" approval."""
+    config, db = _state()
+    item = access_requests.get(db, request_id)
+    if item is None or item.status != "approved" or item.limit is not None:
+        flash("That approval cannot be undone here.", "error")
+        return redirect(url_for("requests.page"), 303)
+    who = access_requests.subject_name(config, item)
+    ended = 0
+    try:
+        if item.more_time:
+            ended = actions.undo(config, db, who, "bonus")
+        else:
+            plan = access_requests.opening(db, config, item)
+            for what in [plan.opens, *(c.domain for c in plan.companions)]:
+                try:
+                    ended += actions.undo(config, db, who, "allow", what)
+                except actions.NoChange:
+                    pass
+    except actions.ActionError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("requests.page"), 303)
+    if ended:
+        access_requests.end_early(db, item.id, time.time())
+        flash(f"Undone: {item.domain} is blocked again for {who}.", "ok")
+    else:
+        flash(f"Nothing to undo: the approval of {item.domain} had ended already.", "error")
+    return redirect(url_for("requests.page"), 303)
 
 
 def _answer(request_id: int, choice: str | None):

@@ -268,6 +268,12 @@ def mark_approved(conn: sqlite3.Connection, request_id: int, until: float | None
     return get(conn, request_id)
 
 
+def end_early(conn: sqlite3.Connection, request_id: int, now: float) -> None:
+    """A parent undid the approval: it ended now (its allows were ended by the caller)."""
+    conn.execute("UPDATE access_requests SET until = ?, updated = ? WHERE id = ? AND status = 'approved'"
+                 " AND until > ?", (now, now, request_id, now))
+
+
 def decline(conn: sqlite3.Connection, request_id: int, answer: str, now: float, actor: str) -> AccessRequest:
     request = require_pending(conn, request_id)
     answer = clean_text(answer, ANSWER_MAX)
