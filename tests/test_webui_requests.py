@@ -253,6 +253,16 @@ def test_approving_always_adds_the_domain_to_the_profiles_allow_list_keeping_com
     assert re.search(r"allow:\s*\n?\s*-? ?\[?games\.example", text), text
     assert env.query("SELECT status, until FROM access_requests") == [("approved", None)]
     assert page(child(env))[0].status_code == 200
+    # Undo of "always" takes the entry it added off the allow list, and nothing else.
+    token = page_csrf(admin, "/requests")
+    response = admin.post(f"/requests/{env.query('SELECT id FROM access_requests')[0][0]}/undo",
+                          data={"csrf_token": token}, follow_redirects=True)
+    assert "is off the kids profile&#39;s allowed sites" in response.get_data(as_text=True)
+    import yaml
+    kids = yaml.safe_load(env.config_text())["profiles"]["kids"]
+    assert "games.example" not in (kids.get("allow") or []) and kids["block"] == ["games.example"]
+    assert "# Our house" in env.config_text()
+    assert page(child(env))[0].status_code == 403
 
 
 def test_more_time_at_bedtime_is_bonus_time_and_cannot_be_always(env, admin):

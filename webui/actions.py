@@ -206,6 +206,23 @@ def add_to_profile(db, profile: str, key: str, *domains: str):
     return edit_config(db, None, change, f"profile {profile}: {key} += {', '.join(domains)}")
 
 
+def remove_from_profile(db, profile: str, key: str, *domains: str) -> list[str]:
+    """Undo of an "always": take entries off a profile's list; returns those that were there."""
+    removed: list[str] = []
+
+    def change(document):
+        items = _profile_entry(document, profile).get(key) or []
+        for domain in domains:
+            if domain in items:
+                items.remove(domain)
+                removed.append(domain)
+    current = getattr(current_app.extensions["filterd"].config().rules.profiles[profile], key)
+    if not any(domain in current for domain in domains):
+        raise NoChange(f"none of {', '.join(domains)} is on the {profile} profile's {key} list: nothing changed", key)
+    edit_config(db, None, change, f"profile {profile}: {key} -= {', '.join(domains)}")
+    return removed
+
+
 def config_version() -> str:
     """The config file's current version, which every edit form sends back."""
     return configfile.read(current_app.extensions["filterd"].config_path)[1]

@@ -159,6 +159,24 @@ def undo(request_id: int):
         return redirect(url_for("requests.page"), 303)
     who = access_requests.subject_name(config, item)
     ended = 0
+    if item.until is None and not item.more_time:       # "always": take back what it added to the profile
+        device = config.rules.device(who)
+        profile = config.rules.profiles[device.profile if device else who]
+        plan = access_requests.opening(db, config, item)
+        names = list(config.catalog.services[plan.service].domains) if plan.service else \
+            [plan.opens, *(c.domain for c in plan.companions)]
+        try:
+            if plan.service and not any(n in profile.allow for n in names):
+                actions.set_profile_list(db, None, profile.name, "block_services",
+                                         [*profile.block_services, plan.service])
+            else:
+                actions.remove_from_profile(db, profile.name, "allow", *names)
+        except actions.ActionError as exc:
+            flash(str(exc), "error")
+            return redirect(url_for("requests.page"), 303)
+        access_requests.end_early(db, item.id, time.time(), always=True)
+        flash(f"Undone: {item.domain} is off the {profile.name} profile's allowed sites.", "ok")
+        return redirect(url_for("requests.page"), 303)
     try:
         if item.more_time:
             ended = actions.undo(config, db, who, "bonus")

@@ -268,10 +268,11 @@ def mark_approved(conn: sqlite3.Connection, request_id: int, until: float | None
     return get(conn, request_id)
 
 
-def end_early(conn: sqlite3.Connection, request_id: int, now: float) -> None:
-    """A parent undid the approval: it ended now (its allows were ended by the caller)."""
+def end_early(conn: sqlite3.Connection, request_id: int, now: float, always: bool = False) -> None:
+    """A parent undid the approval: it ended now (its allows were ended by the caller); an
+    "always" approval undone ends now too."""
     conn.execute("UPDATE access_requests SET until = ?, updated = ? WHERE id = ? AND status = 'approved'"
-                 " AND until > ?", (now, now, request_id, now))
+                 " AND (until > ? OR (? AND until IS NULL))", (now, now, request_id, now, always))
 
 
 def decline(conn: sqlite3.Connection, request_id: int, answer: str, now: float, actor: str) -> AccessRequest:
