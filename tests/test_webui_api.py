@@ -324,3 +324,12 @@ def test_allow_of_what_is_already_allowed_changes_nothing(env, api):
     body = api.post("/api/devices/kids-tablet/allow", json={"domain": "wikipedia.org", "minutes": 60}).get_json()
     assert body["changed"] is False and "already allowed" in body["error"]
     assert len(overrides(env)) == 1 and env.query("SELECT count(*) FROM audit")[0][0] == audited
+
+
+def test_an_allow_can_keep_schedules(env, api):
+    assert api.post("/api/devices/kids-tablet/allow", json={"domain": "chess.test", "minutes": 60,
+                                                           "keep_schedules": True}).get_json()["changed"] is True
+    assert [(r[0], r[3]) for r in overrides(env)] == [("allow_day", "chess.test")]
+    assert_error(api.post("/api/devices/kids-tablet/allow", json={"domain": "chess.test", "keep_schedules": "yes"}),
+                 400, "keep_schedules")
+    assert api.delete("/api/devices/kids-tablet/allow/chess.test").get_json()["ended"] == 1

@@ -62,9 +62,10 @@ class NoChange(ActionError):
     """Nothing was in force to undo, or the allow was there already: nothing written."""
 
 
-def allow(config, db, name: str, what: str, minutes=None) -> None:
+def allow(config, db, name: str, what: str, minutes=None, keep_schedules: bool = False) -> None:
     try:
-        overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor())
+        overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor(),
+                        keep_schedules=keep_schedules)
     except overrides.NoChange as exc:
         raise NoChange(str(exc), "domain") from None
     except overrides.OverrideError as exc:

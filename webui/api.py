@@ -91,8 +91,11 @@ def resume(name):
 def allow(name):
     config, db = _state()
     body = _body()
+    keep = body.get("keep_schedules", False)
+    if not isinstance(keep, bool):
+        raise actions.ActionError("keep_schedules must be true or false", "keep_schedules")
     actions.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
-                   body.get("minutes"))
+                  body.get("minutes"), keep_schedules=keep)
     return jsonify({"ok": True, "changed": True})
 
 
