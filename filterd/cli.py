@@ -55,7 +55,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from dnslib import QTYPE
 
-    from filterd.rules.explain import UnknownDevice, explain
+    from filterd.rules.explain import UnknownDevice, explain, weaker
     from filterd.dns.clients import read_neighbours
     from filterd.lists.domains import normalise_domain
     from filterd.lists.build import build_policy
@@ -89,13 +89,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(f"filterd: --client {args.client!r} is not an IP address", file=sys.stderr)
             return 2
     policy = build_policy(config)
+    active = _overrides(config)
     try:
-        who, decision = explain(policy, name, qtype, now, _overrides(config), device=args.device,
-                                ip=args.client, neighbours=read_neighbours() if args.client else None)
+        found, decision = explain(policy, name, qtype, now, active, device=args.device,
+                                  ip=args.client, neighbours=read_neighbours() if args.client else None)
     except UnknownDevice as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return 2
-    who = who.describe()
+    who = found.describe()
     print(f"{name} ({args.type.upper()}) for {who} at {now:%Y-%m-%d %H:%M} {config.timezone}")
     print(f"  {decision.action.upper()}: {decision.reason}")
     details = [f"rule: {decision.rule}"]
@@ -108,6 +109,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if decision.ede:
         details.append(f"EDE: {decision.ede} ({'Blocked' if decision.ede == 15 else 'Filtered'})")
     print("  " + " · ".join(details))
+    for words, other in weaker(policy, found, name, qtype, now, decision, active):
+        print(f"  {words}: {other.action.upper()}: {other.reason}")
     if decision.list_id:
         from filterd.lists.sources import describe_list
         print("  " + describe_list(config, decision.list_id) + "; allow the name meanwhile in the profile")
@@ -144,6 +147,9 @@ def _change(args: argparse.Namespace, action) -> int:
     try:
         seconds = overrides.parse_duration(args.duration) if getattr(args, "duration", None) else None
         message = action(conn, config, seconds, time.time())
+    except overrides.NoChange as exc:       # nothing to do is not an error, but not a success either
+        print(f"filterd: {exc}", file=sys.stderr)
+        return 1
     except overrides.OverrideError as exc:
         print(f"filterd: {exc}", file=sys.stderr)
         return 2
@@ -177,8 +183,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from filterd.store import overrides
 
     def act(conn, config, seconds, now):
-        count = overrides.resume(conn, config, args.name, now)
-        return f"resumed {args.name}" if count else f"{args.name} was not paused"
+        if not overrides.resume(conn, config, args.name, now):
+            raise overrides.NoChange(f"{args.name} was not paused: nothing changed")
+        return f"resumed {args.name}"
     return _change(args, act)
 
 
@@ -206,8 +213,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     from filterd.store import overrides
 
     def act(conn, config, seconds, now):
-        count = overrides.revoke(conn, config, args.device, args.what, now)
-        return f"revoked {args.what} for {args.device}" if count else f"{args.what} was not allowed for {args.device}"
+        what = args.what.strip().lower()
+        if what in ("bonus", "pause"):          # `filterd revoke bonus --device tablet`: end bonus time now
+            overrides.end(conn, config, args.device, what, now)
+            return f"ended the {'bonus time' if what == 'bonus' else 'pause'} of {args.device}"
+        overrides.end(conn, config, args.device, "allow", now, what=args.what)
+        return f"revoked {args.what} for {args.device}"
     return _change(args, act)
 
 
@@ -459,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("--config", default=DEFAULT_CONFIG)
     allow.set_defaults(func=cmd_allow)
 
-    revoke = commands.add_parser("revoke", help="end a temporary allow now")
-    revoke.add_argument("what")
+    revoke = commands.add_parser("revoke", help="undo now: a temporary allow, bonus time or a pause "
+                                 "(exit 1 when none was in force)")
+    revoke.add_argument("what", help="the domain or service allowed, or `bonus`, or `pause`")
     revoke.add_argument("--device", required=True, help="a device or profile name")
     revoke.add_argument("--config", default=DEFAULT_CONFIG)
     revoke.set_defaults(func=cmd_revoke)

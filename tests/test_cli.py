@@ -73,6 +73,7 @@ def test_schedule_block_names_the_schedule_and_its_end(family, capsys):
         "example.org (A) for device bob-phone (profile kids) at 2026-03-01 21:30 Europe/London",
         "  BLOCK: bedtime: the internet is off until 07:00",
         "  rule: schedule · schedule: bedtime · until: 2026-03-02 07:00 · EDE: 17 (Filtered)",
+        "  outside bedtime: ALLOW: allowed: no rule blocks it",
     ]
 
 
@@ -81,6 +82,7 @@ def test_schedule_of_categories_names_what_is_off(family, capsys):
     assert lines[1:] == [
         "  BLOCK: homework: Games is off until 18:00",
         "  rule: schedule · category: games · schedule: homework · until: 2026-03-03 18:00 · EDE: 17 (Filtered)",
+        "  outside homework: ALLOW: allowed: no rule blocks it",
     ]
 
 
@@ -221,7 +223,9 @@ def test_without_at_it_decides_for_now(family, capsys):
 def test_explain_at_on_dst_days(dst, capsys, at, lines):
     shown = explain(capsys, dst, "example.org", at=at)
     assert shown[0] == f"example.org (A) for profile night at {at} Europe/London"
-    assert shown[1:] == lines
+    assert shown[1:3] == lines                      # the decision; for a block, the weaker rule next
+    assert shown[3:] == ([] if lines[0].startswith("  ALLOW") else ["  outside " + lines[0].split(": ")[1].strip()
+                                                                     + ": ALLOW: allowed: no rule blocks it"])
 
 
 # ---------------------------------------------------------------- mistakes: one line, exit 2
@@ -284,3 +288,49 @@ def test_explain_command_line(family):
     result = explain_command(family, "pokerstars.test", "--device", "alice-tablet", "--at", "2026-03-03 12:00")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1] == "  BLOCK: category Gambling (list fx-gambling, pokerstars.test)"
+
+
+# ---------------------------------------------------------------- undo: revoke, resume
+
+
+def test_each_undo_ends_its_override_and_undo_of_nothing_exits_1_unaudited(tmp_path, capsys):
+    from filterd.store import state
+
+    config = write_fixture_config("family.yaml", tmp_path)
+    assert run(capsys, "allow", "pokerstars.com", "--device", "alice-tablet", "--for", "1h",
+               "--config", str(config))[0] == 0
+    assert run(capsys, "bonus", "alice-tablet", "--for", "30m", "--config", str(config))[0] == 0
+    assert run(capsys, "pause", "alice-tablet", "--config", str(config))[0] == 0
+    assert run(capsys, "revoke", "pokerstars.com", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "revoked pokerstars.com for alice-tablet\n", "")
+    assert run(capsys, "revoke", "bonus", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "ended the bonus time of alice-tablet\n", "")
+    assert run(capsys, "revoke", "pause", "--device", "alice-tablet", "--config", str(config)) == \
+        (0, "ended the pause of alice-tablet\n", "")
+    conn = state.connect(state.db_path(tmp_path / "var"))   # the fixture's data_dir
+    audited = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+    assert audited == 6
+    for argv, line in ((("revoke", "pokerstars.com", "--device", "alice-tablet"),
+                        "pokerstars.com was not allowed for alice-tablet: nothing changed"),
+                       (("revoke", "bonus", "--device", "alice-tablet"), "alice-tablet had no bonus time: nothing changed"),
+                       (("resume", "alice-tablet"), "alice-tablet was not paused: nothing changed")):
+        assert run(capsys, *argv, "--config", str(config)) == (1, "", f"filterd: {line}\n")
+    assert conn.execute("SELECT count(*) FROM audit").fetchone()[0] == audited
+    conn.close()
+
+
+def test_explain_names_the_weaker_rule_behind_a_temporary_allow(family, capsys):
+    from filterd.rules.config import load_config
+    from filterd.store import overrides, state
+    import time
+
+    config = load_config(family)
+    conn = state.connect(state.db_path(config.data_dir))
+    try:
+        overrides.allow(conn, config, "alice-tablet", "lucky-casino-games.test", 3600, time.time())
+        lines = explain(capsys, family, "lucky-casino-games.test", "--device", "alice-tablet", at=None)
+    finally:
+        overrides.end(conn, config, "alice-tablet", "allow", time.time(), what="lucky-casino-games.test")
+        conn.close()
+    assert lines[1].startswith("  ALLOW: allowed for now (lucky-casino-games.test) until")
+    assert lines[3].startswith("  otherwise: BLOCK: blocked by the kids profile's block list (*casino*)"), lines

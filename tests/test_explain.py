@@ -63,3 +63,26 @@ def test_overrides_for_the_device_found_apply(policy):
     _, decision = explain(policy, "games.example", QTYPE.A, NOON, allow, ip="192.168.1.80",
                           neighbours={"192.168.1.80": "aa:bb:cc:dd:ee:ff"})
     assert decision.rule == "temporary_allow" and not decision.blocked
+
+
+def test_a_temporary_allow_also_says_what_would_block_the_site_otherwise(policy):
+    from filterd.rules.explain import weaker
+
+    allow = (Override("allow", "device", "Mia-Tablet", until=NOON.timestamp() + 3600, value="games.example"),)
+    who, decision = explain(policy, "games.example", QTYPE.A, NOON, allow, device="mia-tablet")
+    (words, other), = weaker(policy, who, "games.example", QTYPE.A, NOON, decision, allow)
+    assert words == "otherwise" and other.blocked and other.rule == "profile_block"
+    assert "games.example" in other.reason
+
+
+def test_a_pause_also_says_what_the_rules_would_say_without_it(policy):
+    from filterd.rules.explain import weaker
+
+    pause = (Override("pause", "device", "Mia-Tablet", until=None),)
+    who, decision = explain(policy, "news.example", QTYPE.A, NOON, pause, device="mia-tablet")
+    assert decision.rule == "pause"
+    (words, other), = weaker(policy, who, "news.example", QTYPE.A, NOON, decision, pause)
+    assert words == "without the pause" and not other.blocked
+    # A decision with nothing behind it says nothing more.
+    who, decision = explain(policy, "news.example", QTYPE.A, NOON, (), device="mia-tablet")
+    assert weaker(policy, who, "news.example", QTYPE.A, NOON, decision, ()) == []

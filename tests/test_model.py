@@ -360,3 +360,36 @@ def test_two_devices_of_one_client_id_are_refused_with_the_second_ones_path():
         _devices({"name": "emma", "client_id": "kid-1", "profile": "kids"},
                  {"name": "kid", "client_id": "Kid-1", "profile": "kids"})
     assert caught.value.problems == ['devices[1].client_id: "kid-1" is the client ID of another device too']
+
+
+def test_a_preset_profile_adds_and_removes_categories_and_services_relative_to_its_preset():
+    from filterd.rules.config import parse_config, read_yaml
+    from filterd.rules.presets import PRESETS
+
+    data, lines = read_yaml("""
+timezone: UTC
+dns: {upstreams: ["udp://127.0.0.1:1"]}
+profiles:
+  kids: {preset: child, block_categories_add: [games], block_categories_remove: [social_networks],
+         block_services_remove: [reddit]}
+default_profile: kids
+""")
+    kids = parse_config(data, lines).rules.profiles["kids"]
+    expected = [c for c in PRESETS["child"]["block_categories"] if c != "social_networks"] + ["games"]
+    assert list(kids.block_categories) == expected
+    assert "reddit" not in kids.block_services and "tiktok" in kids.block_services
+
+
+def test_an_unknown_category_to_add_is_refused_with_its_path():
+    from filterd.rules.config import ConfigError, parse_config, read_yaml
+
+    data, lines = read_yaml("""
+timezone: UTC
+dns: {upstreams: ["udp://127.0.0.1:1"]}
+profiles:
+  kids: {preset: child, block_categories_add: [gamez]}
+default_profile: kids
+""")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, lines)
+    assert any("profiles.kids.block_categories_add[0]" in p and "did you mean \"games\"" in p for p in caught.value.problems)

@@ -310,3 +310,71 @@ def test_every_change_writes_who_what_and_when_to_the_audit_trail(conn, config):
         (BEDTIME + 5, "cli", "bonus", "profile kids for 1 h 30 min"),
         (at(2026, 6, 11, 6, 30), "cli", "bonus", "device Tablet for 30 min"),
     ]
+
+
+# ---------------------------------------------------------------- undo
+
+
+def test_undo_ends_each_kind_early_and_says_so_in_the_audit_trail(conn, config):
+    overrides.allow(conn, config, "tablet", "pokerstars.com", 3600, EVENING)
+    overrides.bonus(conn, config, "tablet", 1800, EVENING)
+    overrides.pause(conn, config, "tablet", None, EVENING)
+    assert overrides.end(conn, config, "tablet", "allow", EVENING + 60, "web", "POKERSTARS.com") == 1
+    assert overrides.end(conn, config, "tablet", "bonus", EVENING + 61, "api") == 1
+    assert overrides.end(conn, config, "tablet", "pause", EVENING + 62) == 1
+    assert overrides.active(conn, EVENING + 63) == ()
+    assert rows(conn, "audit")[-3:] == [
+        (EVENING + 60, "web", "revoke", "device Tablet pokerstars.com"),
+        (EVENING + 61, "api", "end bonus", "device Tablet"),
+        (EVENING + 62, "cli", "resume", "device Tablet"),
+    ]
+
+
+def test_undo_of_nothing_in_force_writes_nothing_and_says_nothing_changed(conn, config):
+    overrides.bonus(conn, config, "tablet", 60, EVENING)             # expired by EVENING + 120
+    before = rows(conn, "audit")
+    for kind, what, words in (("allow", "pokerstars.com", "pokerstars.com was not allowed for Tablet"),
+                              ("bonus", None, "Tablet had no bonus time"),
+                              ("pause", None, "Tablet was not paused")):
+        with pytest.raises(overrides.NoChange, match=f"{words}: nothing changed"):
+            overrides.end(conn, config, "tablet", kind, EVENING + 120, "web", what)
+    assert overrides.revoke(conn, config, "tablet", "pokerstars.com", EVENING + 120) == 0
+    assert overrides.resume(conn, config, "tablet", EVENING + 120) == 0
+    assert rows(conn, "audit") == before
+
+
+def test_undo_on_a_device_points_to_the_profile_that_holds_the_override(conn, config):
+    overrides.bonus(conn, config, "kids", 1800, EVENING)
+    with pytest.raises(overrides.NoChange, match="through its profile kids"):
+        overrides.end(conn, config, "tablet", "bonus", EVENING + 1)
+    assert overrides.end(conn, config, "kids", "bonus", EVENING + 2) == 1
+
+
+def test_allowing_what_is_already_allowed_as_long_is_no_change(conn, config):
+    overrides.allow(conn, config, "tablet", "example.com", None, EVENING)
+    with pytest.raises(overrides.NoChange, match="already allowed for Tablet until revoked"):
+        overrides.allow(conn, config, "tablet", "example.com", 3600, EVENING + 1)
+    overrides.allow(conn, config, "laptop", "example.com", 3600, EVENING)
+    with pytest.raises(overrides.NoChange, match="already allowed for laptop for 59 min more"):
+        overrides.allow(conn, config, "laptop", "example.com", 1800, EVENING + 60)
+    overrides.allow(conn, config, "laptop", "example.com", 7200, EVENING + 60)      # longer: a change
+    assert len(rows(conn, "audit")) == 3
+
+
+def test_an_allow_that_keeps_schedules_opens_the_site_by_day_but_not_at_bedtime(conn, config):
+    from filterd.lists.index import DomainIndex
+    from filterd.rules.policy import Policy, decide
+
+    policy = Policy(config.rules, config.catalog, DomainIndex.empty(), config.timezone)
+    overrides.allow(conn, config, "tablet", "youtube", None, NOON, keep_schedules=True)
+    london = datetime.datetime.fromtimestamp
+
+    def verdict(moment):
+        return decide(policy, "kids", "www.youtube.com", 1, london(moment, LONDON), "Tablet",
+                      overrides.active(conn, moment))
+
+    assert verdict(NOON).action == "allow" and "outside schedules" in verdict(NOON).reason
+    assert verdict(BEDTIME).rule == "schedule"                 # bedtime still applies
+    overrides.allow(conn, config, "tablet", "youtube", 3600, BEDTIME)   # a plain allow: also at bedtime
+    assert verdict(BEDTIME + 60).rule == "temporary_allow"
+    assert overrides.end(conn, config, "tablet", "allow", BEDTIME + 120, what="youtube") == 2   # one undo ends both

@@ -40,3 +40,11 @@ def test_loading_the_list_opens_no_socket(fresh_rules, monkeypatch):
     monkeypatch.setattr(socket, "socket", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     assert suffixes.is_public_suffix("github.io")
+
+
+@pytest.mark.parametrize("domain, expected", [
+    ("www.reddit.com", "reddit.com"), ("i.redd.it", "redd.it"), ("news.bbc.co.uk", "bbc.co.uk"),
+    ("reddit.com", "reddit.com"), ("com", "com"), ("someone.github.io", "someone.github.io"),
+])
+def test_registrable_is_one_label_under_the_longest_public_suffix(domain, expected):
+    assert suffixes.registrable(domain) == expected

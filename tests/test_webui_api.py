@@ -286,3 +286,50 @@ def test_put_profile_config_is_what_filterd_check_accepts(env, api):
                                                         "end": "18:00", "block": ["games", "youtube"]}]})
     config = configfile.validate_text(env.config_text(), env.config_path)
     assert config.rules.profiles["kids"].schedules[0].block == ("games", "youtube")
+
+
+# ---------------------------------------------------------------- undo
+
+
+def test_each_grant_can_be_undone_through_the_api(env, api):
+    api.post("/api/devices/kids-tablet/allow", json={"domain": "pokerstars.com", "minutes": 60})
+    api.post("/api/devices/kids-tablet/bonus", json={"minutes": 30})
+    api.post("/api/devices/kids-tablet/pause", json={"minutes": 30})
+    for path in ("/api/devices/kids-tablet/allow/PokerStars.com", "/api/devices/kids-tablet/bonus",
+                 "/api/devices/kids-tablet/pause"):
+        response = api.delete(path)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json() == {"ok": True, "changed": True, "ended": 1}
+    assert all(row[5] for row in overrides(env))
+    actions = [row[0] for row in env.query("SELECT action FROM audit WHERE action NOT LIKE 'token%' ORDER BY id")]
+    assert actions[-3:] == ["revoke", "end bonus", "resume"]
+
+
+def test_undo_of_nothing_in_force_is_404_and_not_audited(env, api):
+    audited = env.query("SELECT count(*) FROM audit")[0][0]
+    for path, words in (("/api/devices/kids-tablet/allow/pokerstars.com", "pokerstars.com was not allowed"),
+                        ("/api/devices/kids-tablet/bonus", "kids-tablet had no bonus time"),
+                        ("/api/devices/kids-tablet/pause", "kids-tablet was not paused")):
+        response = api.delete(path)
+        assert response.status_code == 404
+        body = response.get_json()
+        assert body["changed"] is False and body["error"].startswith(words) and "nothing changed" in body["error"]
+    assert_error(api.delete("/api/devices/nobody/bonus"), 404, "name")
+    assert env.query("SELECT count(*) FROM audit")[0][0] == audited
+
+
+def test_allow_of_what_is_already_allowed_changes_nothing(env, api):
+    api.post("/api/devices/kids-tablet/allow", json={"domain": "wikipedia.org"})
+    audited = env.query("SELECT count(*) FROM audit")[0][0]
+    body = api.post("/api/devices/kids-tablet/allow", json={"domain": "wikipedia.org", "minutes": 60}).get_json()
+    assert body["changed"] is False and "already allowed" in body["error"]
+    assert len(overrides(env)) == 1 and env.query("SELECT count(*) FROM audit")[0][0] == audited
+
+
+def test_an_allow_can_keep_schedules(env, api):
+    assert api.post("/api/devices/kids-tablet/allow", json={"domain": "chess.test", "minutes": 60,
+                                                           "keep_schedules": True}).get_json()["changed"] is True
+    assert [(r[0], r[3]) for r in overrides(env)] == [("allow_day", "chess.test")]
+    assert_error(api.post("/api/devices/kids-tablet/allow", json={"domain": "chess.test", "keep_schedules": "yes"}),
+                 400, "keep_schedules")
+    assert api.delete("/api/devices/kids-tablet/allow/chess.test").get_json()["ended"] == 1

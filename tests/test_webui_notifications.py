@@ -113,7 +113,9 @@ def test_anonymous_visitor_is_refused(env, receiver):
 
 
 def test_summary_page_escapes_names_and_messages_from_the_network(env, admin):
-    now = time.time()
+    from filterd.family import alerts
+
+    now = alerts.last_weekly_moment(env.app.extensions["filterd"].config(), time.time()).timestamp() - 7200
     for payload in XSS_PAYLOADS:
         insert_query(env, payload, action="allow", category=None, ts=now)
         env.execute("INSERT INTO name_rollups (blocked, hour, device, name, queries) VALUES (0, ?, 'kids-tablet', ?, 9)",
@@ -130,6 +132,21 @@ def test_summary_page_escapes_names_and_messages_from_the_network(env, admin):
     assert "Weekly summary: kids" in page and "kids-tablet" in page
     assert "Adult content" in page
     assert inline_code(page) == []
+
+
+def test_summary_page_and_e_mail_count_the_same_requests_with_one_cut_off(env, admin):
+    from filterd.family import alerts, summary
+
+    config = env.app.extensions["filterd"].config()
+    cut_off = alerts.last_weekly_moment(config, time.time()).timestamp()
+    for created in (cut_off - 3600, cut_off - 60, cut_off + 1):      # the last one: after the e-mail went
+        env.execute("INSERT INTO access_requests (device, domain, reason, unblocks, message, created, updated)"
+                    " VALUES ('kids-tablet', 'example.com', 'games', 'example.com', '', ?, ?)", (created, created))
+    page = admin.get("/summary/kids").get_data(as_text=True)
+    with env.app.app_context():
+        mailed = summary.weekly_summary(env.app.extensions["filterd"].db(), config, "kids", cut_off)
+    assert len(mailed["requests"]) == 2
+    assert f'<p class="big">{len(mailed["requests"])}</p><p>0 approved, 0 declined, 2 waiting</p>' in page
 
 
 def test_summary_of_an_unknown_profile_is_not_found(admin):

@@ -545,6 +545,31 @@ def test_pause_resume_bonus_and_allow_from_the_device_page(env, admin):
     assert [a[1] for a in env.audit() if a[0] == "web UI"] == ["pause", "resume", "bonus", "allow"]
 
 
+def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, admin):
+    token = page_csrf(admin)
+    admin.post("/devices/kids-tablet/allow", data={"csrf_token": token, "what": "youtube", "minutes": "60"})
+    admin.post("/devices/kids-tablet/bonus", data={"csrf_token": token, "minutes": "30"})
+    admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    assert html.count(">Undo</button>") == 3 and "YouTube allowed" in html and "Bonus time" in html
+    for kind, what, said in (("allow", "youtube", "YouTube is no longer allowed"), ("bonus", "", "Bonus time ended"),
+                             ("pause", "", "Pause ended")):
+        page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": kind, "what": what,
+                                                             "scope": "device"}, follow_redirects=True)
+        assert said in page.get_data(as_text=True)
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    assert ">Undo</button>" not in html and "The profile's normal rules apply." in html
+    audited = len(env.audit())
+    # A second tap (another tab): says nothing changed, writes nothing.
+    page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": "bonus", "scope": "device"},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "had no bonus time: nothing changed" in page and len(env.audit()) == audited
+    # Without the form's CSRF token nothing is undone.
+    admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
+    assert admin.post("/devices/kids-tablet/undo", data={"kind": "pause", "scope": "device"}).status_code in (400, 403)
+    assert env.query("SELECT count(*) FROM overrides WHERE ended IS NULL") == [(1,)]
+
+
 @pytest.mark.parametrize("minutes", ["abc", "0", "-5", "9999999"])
 def test_device_actions_refuse_bad_minutes(env, admin, minutes):
     token = page_csrf(admin)
@@ -805,3 +830,144 @@ def test_a_damaged_schedule_count_is_refused_not_a_server_error(env, admin):
         assert response.status_code == 400, (count, response.status_code)
         assert "Reload the page" in response.get_data(as_text=True)
     assert env.config_path.read_text() == before
+
+
+# ---------------------------------------------------------------- log: stored reasons, filters, "why?" then
+
+
+def _logged(env, name: str, ts: float, rule: str, reason: str, action: str = "block",
+            category: str | None = None, device: str = "kids-tablet") -> int:
+    env.execute("INSERT INTO queries (ts, device, client, name, qtype, action, rule, reason, category, rcode,"
+                " latency_ms, profile) VALUES (?, ?, '192.168.1.23', ?, 1, ?, ?, ?, ?, 0, 1.0, 'kids')",
+                (ts, device, name, action, rule, reason, category))
+    return env.query("SELECT max(id) FROM queries")[0][0]
+
+
+def _last_monday_at(hour: int, tz_name: str) -> float:
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    now = datetime.datetime.now(ZoneInfo(tz_name))
+    day = now.date() - datetime.timedelta(days=(now.weekday() - 0) % 7 or 7)
+    return datetime.datetime.combine(day, datetime.time(hour), tzinfo=ZoneInfo(tz_name)).timestamp()
+
+
+def test_log_rows_show_their_stored_reason_and_filter_by_reason_and_last_night(env, admin):
+    from zoneinfo import ZoneInfo
+
+    from webui.log import last_night
+
+    tz = env.app.extensions["filterd"].config().timezone
+    start, end = last_night(time.time(), ZoneInfo(tz))
+    _logged(env, "night-game.test", start + 3600, "schedule", "bedtime: the internet is off until 07:00")
+    _logged(env, "day-casino.test", end + 60 if end + 60 < time.time() else start - 3600, "category",
+            "category Gambling (list ut1-gambling)", category="gambling")
+    html = admin.get("/log?since=24h").get_data(as_text=True)
+    assert "bedtime: the internet is off until 07:00" in html        # without a tap
+    night = admin.get("/log?since=night&reason=schedule").get_data(as_text=True)
+    assert "night-game.test" in night and "day-casino.test" not in night
+    by_reason = admin.get("/log?since=7d&reason=category").get_data(as_text=True)
+    assert "day-casino.test" in by_reason and "night-game.test" not in by_reason
+
+
+def test_why_of_a_logged_block_explains_it_as_it_was_not_as_it_is_after_bonus_time(env, admin):
+    tz = env.app.extensions["filterd"].config().timezone
+    at = _last_monday_at(22, tz)                 # the kids' bedtime runs Sun–Thu 21:00–07:00
+    row = _logged(env, "cartoons.test", at, "schedule", "bedtime: the internet is off until 07:00")
+    env.execute("INSERT INTO overrides (kind, subject_kind, subject, value, created, until, source)"
+                " VALUES ('bonus', 'device', 'kids-tablet', NULL, ?, ?, 'test')", (at + 60, time.time() + 3600))
+    html = admin.get(f"/log/why?name=cartoons.test&device=kids-tablet&qtype=1&row={row}").get_data(as_text=True)
+    then, now = html.split("Right now", 1)
+    assert "Blocked" in then and "bedtime: the internet is off until 07:00" in then
+    assert "Outside bedtime: allowed" in then
+    assert "have changed since" not in then          # decided again for then: the same block
+    assert "Allowed" in now                          # bonus time lifts bedtime now, whatever the hour
+
+
+# ---------------------------------------------------------------- profile edits relative to the preset
+
+
+def test_saving_a_preset_profile_stores_only_the_difference_and_keeps_the_rest_byte_for_byte(env, admin):
+    before = env.config_text()
+    form = profile_form(admin)
+    form["category"] = [c for c in form["category"] if c != "social_networks"] + ["games"]
+    form["service"] = [s for s in form["service"] if s != "reddit"]
+    assert admin.post("/profiles/kids", data=form).status_code == 302
+    text = env.config_text()
+    kids = text[text.index("  kids:"):text.index("  adults:")]
+    assert "preset: child" in kids
+    import yaml
+    written = yaml.safe_load(text)["profiles"]["kids"]
+    assert (written["block_categories_add"], written["block_categories_remove"], written["block_services_remove"]) == \
+        (["games"], ["social_networks"], ["reddit"])
+    # Nothing of the preset copied in: it keeps following the preset.
+    assert "\n    block_categories:" not in kids and "safesearch" not in kids and "youtube" not in kids
+    # Untouched keys and other profiles kept as they were written (compact one-line YAML too).
+    assert "allow: [khanacademy.org]" in kids
+    assert '{name: bedtime, days: [sun, mon, tue, wed, thu], start: "21:00", end: "07:00", block: all}' in kids
+    assert text[text.index("  adults:"):] == before[before.index("  adults:"):]
+    profile = env.app.extensions["filterd"].config().rules.profiles["kids"]
+    assert "games" in profile.block_categories and "social_networks" not in profile.block_categories
+    assert "reddit" not in profile.block_services and "tiktok" in profile.block_services
+    # The page says which toggles differ from the preset.
+    page = admin.get("/profiles/kids").get_data(as_text=True)
+    assert "Changed from the child preset" in page and "Games" in page
+
+
+def test_turning_a_toggle_back_to_the_preset_removes_the_difference(env, admin):
+    form = profile_form(admin)
+    form["category"] = form["category"] + ["games"]
+    admin.post("/profiles/kids", data=form)
+    assert "block_categories_add" in env.config_text()
+    form = profile_form(admin)
+    form["category"] = [c for c in form["category"] if c != "games"]
+    admin.post("/profiles/kids", data=form)
+    text = env.config_text()
+    assert "block_categories_add" not in text and "block_categories_remove" not in text
+
+
+# ---------------------------------------------------------------- allow from the log, asked first
+
+
+def test_allow_from_the_log_asks_whom_how_long_and_bedtime_then_offers_undo(env, admin):
+    row = _logged(env, "www.chess.test", time.time() - 60, "category", "category Games (list ut1-games)",
+                  category="games")
+    html = admin.get("/log?since=1h").get_data(as_text=True)
+    assert f'href="/log/allow?row={row}"' in html.replace("&amp;", "&")
+    dialog = admin.get(f"/log/allow?row={row}").get_data(as_text=True)
+    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour",
+                  "Until midnight", "Until undone", "Bedtime and other schedules still apply"):
+        assert words in dialog, words
+    assert env.query("SELECT count(*) FROM overrides") == [(0,)]          # asking wrote nothing
+    done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "device",
+                                          "for": "60", "keep_schedules": "on"}).get_data(as_text=True)
+    assert "chess.test allowed" in done and "bedtime and other schedules still apply" in done and ">Undo<" in done
+    assert env.query("SELECT kind, subject_kind, subject, value FROM overrides") == \
+        [("allow_day", "device", "kids-tablet", "chess.test")]
+    assert "chess.test" not in env.config_text()                          # the config is not touched
+    undone = admin.post("/log/allow/undo", data={"csrf_token": page_csrf(admin), "device": "kids-tablet",
+                                                 "scope": "device", "what": "chess.test"}, follow_redirects=True)
+    assert "Undone: 1 allow ended for kids-tablet" in undone.get_data(as_text=True)
+    assert env.query("SELECT ended IS NOT NULL FROM overrides") == [(1,)]
+
+
+def test_allow_from_the_log_for_the_profile_always_and_at_bedtime_too(env, admin):
+    row = _logged(env, "chess.test", time.time() - 60, "category", "category Games", category="games")
+    done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "profile",
+                                          "for": "always"}).get_data(as_text=True)
+    assert "every device of kids" in done and "until you undo it" in done and "at bedtime too" in done
+    assert env.query("SELECT kind, subject_kind, subject, value, until FROM overrides") == \
+        [("allow", "profile", "kids", "chess.test", None)]
+    # Without the form's token nothing is allowed.
+    assert admin.post("/log/allow", data={"row": row, "who": "device", "for": "60"}).status_code in (400, 403)
+
+
+def test_a_device_just_named_loses_its_unnamed_row_at_once_in_the_api_and_the_page(env, admin):
+    seen_client(env)
+    admin.environ_base["HTTP_X_CSRF_TOKEN"] = page_csrf(admin)
+    before = admin.get("/api/devices").get_json()
+    assert [(r["name"], r["ip"]) for r in before if r["ip"] == "192.168.1.70"] == [(None, "192.168.1.70")]
+    assign(admin, name="emma-ipad", profile="kids", ip="192.168.1.70")
+    after = [(r["name"], r["ip"], r["first_seen"] is not None) for r in admin.get("/api/devices").get_json()
+             if r["ip"] == "192.168.1.70"]
+    assert after == [("emma-ipad", "192.168.1.70", True)]       # one row, the named one, with its history

@@ -227,6 +227,23 @@ def test_approving_for_an_hour_from_the_home_page_opens_the_site_for_that_device
     assert page(child(env, UNNAMED))[0].status_code == 403
 
 
+def test_an_answered_approval_can_be_undone_from_the_requests_page(env, admin):
+    ask(child(env))
+    _, html = page(admin, "/requests")
+    request_id = pending_ids(env)[0]
+    admin.post(f"/requests/{request_id}/approve", data={"csrf_token": csrf_from(html), "for": "60"})
+    assert page(child(env))[0].status_code == 200
+    _, html = page(admin, "/requests")
+    assert f'action="/requests/{request_id}/undo"' in html and "Undo" in html
+    response = admin.post(f"/requests/{request_id}/undo", data={"csrf_token": csrf_from(html)}, follow_redirects=True)
+    assert "Undone: www.games.example is blocked again for kids-tablet." in response.get_data(as_text=True)
+    assert page(child(env))[0].status_code == 403                     # blocked again
+    assert f'action="/requests/{request_id}/undo"' not in page(admin, "/requests")[1]
+    audited = len(env.audit())
+    again = admin.post(f"/requests/{request_id}/undo", data={"csrf_token": csrf_from(html)}, follow_redirects=True)
+    assert "Nothing to undo" in again.get_data(as_text=True) and len(env.audit()) == audited
+
+
 def test_approving_always_adds_the_domain_to_the_profiles_allow_list_keeping_comments(env, admin):
     ask(child(env))
     token = page_csrf(admin, "/requests")
@@ -236,6 +253,16 @@ def test_approving_always_adds_the_domain_to_the_profiles_allow_list_keeping_com
     assert re.search(r"allow:\s*\n?\s*-? ?\[?games\.example", text), text
     assert env.query("SELECT status, until FROM access_requests") == [("approved", None)]
     assert page(child(env))[0].status_code == 200
+    # Undo of "always" takes the entry it added off the allow list, and nothing else.
+    token = page_csrf(admin, "/requests")
+    response = admin.post(f"/requests/{env.query('SELECT id FROM access_requests')[0][0]}/undo",
+                          data={"csrf_token": token}, follow_redirects=True)
+    assert "is off the kids profile&#39;s allowed sites" in response.get_data(as_text=True)
+    import yaml
+    kids = yaml.safe_load(env.config_text())["profiles"]["kids"]
+    assert "games.example" not in (kids.get("allow") or []) and kids["block"] == ["games.example"]
+    assert "# Our house" in env.config_text()
+    assert page(child(env))[0].status_code == 403
 
 
 def test_more_time_at_bedtime_is_bonus_time_and_cannot_be_always(env, admin):

@@ -17,7 +17,7 @@ from webui_fixtures import (ADMIN_HOST, CONFIG_TEXT, PASSWORD, PEER, XSS_PAYLOAD
 from webui import passwords, security
 
 SAMPLE_ARGS = {"name": "kids-tablet", "filename": "style.css", "request_id": 1, "profile": "kids", "channel": "phone",
-               "limit": "youtube", "version_id": 1, "token": "kids-tablet.1.0"}
+               "limit": "youtube", "version_id": 1, "token": "kids-tablet.1.0", "what": "youtube"}
 PROFILE_ENDPOINTS = {"pages.profile", "pages.profile_override", "api.profile", "api.put_profile"}
 EXTRA_METHODS = ("HEAD", "OPTIONS")
 FOREIGN_HOSTS = ("evil.example", "tiktok.com", "127.0.0.1.nip.io", "evil.example:8080", "filter.home.evil.example",

@@ -58,11 +58,38 @@ def resume(config, db, name: str) -> int:
         raise ActionError(str(exc), "name") from None
 
 
-def allow(config, db, name: str, what: str, minutes=None) -> None:
+class NoChange(ActionError):
+    """Nothing was in force to undo, or the allow was there already: nothing written."""
+
+
+def allow(config, db, name: str, what: str, minutes=None, keep_schedules: bool = False) -> None:
     try:
-        overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor())
+        overrides.allow(db, config, name, what or "", _minutes(minutes), time.time(), _actor(),
+                        keep_schedules=keep_schedules)
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "domain") from None
     except overrides.OverrideError as exc:
         raise ActionError(str(exc), "domain") from None
+
+
+def allow_for(config, db, name: str, what: str, seconds: float | None, keep_schedules: bool = False) -> None:
+    """A temporary (or until undone, `seconds` None) allow; `keep_schedules`: bedtime still applies."""
+    try:
+        overrides.allow(db, config, name, what, seconds, time.time(), _actor(), keep_schedules=keep_schedules)
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "domain") from None
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "domain") from None
+
+
+def undo(config, db, name: str, kind: str, what: str | None = None) -> int:
+    """End now an allow (of `what`), bonus time or a pause of a device or profile."""
+    try:
+        return overrides.end(db, config, name, kind, time.time(), _actor(), what)
+    except overrides.NoChange as exc:
+        raise NoChange(str(exc), "undo") from None
+    except overrides.OverrideError as exc:
+        raise ActionError(str(exc), "undo") from None
 
 
 def bonus(config, db, name: str, minutes=None) -> None:
@@ -255,13 +282,32 @@ def set_profile_list(db, version: str | None, profile: str, key: str, values: li
     return edit_config(db, version, change, f"profile {profile}: {key} = {', '.join(values) or 'none'}")
 
 
-def add_to_profile(db, profile: str, key: str, domain: str):
-    """One-tap allow/block of a domain from the log: appended to the profile's list."""
+def add_to_profile(db, profile: str, key: str, *domains: str):
+    """One-tap allow/block of a site from the log or an approval: appended to the profile's list
+    (with the companions the site needs)."""
     def change(document):
         items = _profile_entry(document, profile).setdefault(key, [])
-        if domain not in items:
-            items.append(domain)
-    return edit_config(db, None, change, f"profile {profile}: {key} += {domain}")
+        for domain in domains:
+            if domain not in items:
+                items.append(domain)
+    return edit_config(db, None, change, f"profile {profile}: {key} += {', '.join(domains)}")
+
+
+def remove_from_profile(db, profile: str, key: str, *domains: str) -> list[str]:
+    """Undo of an "always": take entries off a profile's list; returns those that were there."""
+    removed: list[str] = []
+
+    def change(document):
+        items = _profile_entry(document, profile).get(key) or []
+        for domain in domains:
+            if domain in items:
+                items.remove(domain)
+                removed.append(domain)
+    current = getattr(current_app.extensions["filterd"].config().rules.profiles[profile], key)
+    if not any(domain in current for domain in domains):
+        raise NoChange(f"none of {', '.join(domains)} is on the {profile} profile's {key} list: nothing changed", key)
+    edit_config(db, None, change, f"profile {profile}: {key} -= {', '.join(domains)}")
+    return removed
 
 
 def config_version() -> str:

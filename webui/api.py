@@ -5,6 +5,7 @@ Errors are `{"error": "…", "field": "…"}` with a 4xx status. See docs/api.md
 from __future__ import annotations
 
 import time
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -41,6 +42,10 @@ def _body() -> dict:
 
 @bp.errorhandler(actions.ActionError)
 def action_error(exc: actions.ActionError):
+    if isinstance(exc, actions.NoChange):
+        # Nothing changed: undo of nothing in force is "not found"; an allow already there is fine.
+        return jsonify({"ok": request.method != "DELETE", "changed": False, "error": str(exc)}), \
+            404 if request.method == "DELETE" else 200
     status = 404 if isinstance(exc, NotFound) else 409 if exc.field == "version" else 400
     return jsonify({"error": str(exc), "field": exc.field}), status
 
@@ -86,9 +91,31 @@ def resume(name):
 def allow(name):
     config, db = _state()
     body = _body()
+    keep = body.get("keep_schedules", False)
+    if not isinstance(keep, bool):
+        raise actions.ActionError("keep_schedules must be true or false", "keep_schedules")
     actions.allow(config, db, _device_name(config, name), str(body.get("domain") or body.get("service") or ""),
-                   body.get("minutes"))
-    return jsonify({"ok": True})
+                  body.get("minutes"), keep_schedules=keep)
+    return jsonify({"ok": True, "changed": True})
+
+
+@bp.delete("/devices/<name>/allow/<what>")
+def undo_allow(name, what):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name),
+                                                                        "allow", what)})
+
+
+@bp.delete("/devices/<name>/bonus")
+def undo_bonus(name):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name), "bonus")})
+
+
+@bp.delete("/devices/<name>/pause")
+def undo_pause(name):
+    config, db = _state()
+    return jsonify({"ok": True, "changed": True, "ended": actions.undo(config, db, _device_name(config, name), "pause")})
 
 
 @bp.get("/devices/<name>/limits")
@@ -163,21 +190,23 @@ def put_profile(name):
 
 @bp.get("/queries")
 def queries():
-    _, db = _state()
-    filters, _ = query_filter(request.args)
+    config, db = _state()
+    filters, _ = query_filter(request.args, ZoneInfo(config.timezone))
     limit = request.args.get("limit", 50, type=int)
     before = request.args.get("before", type=int)
     rows = log_reader.recent_queries(db, filters, limit=limit, before_id=before)
     return jsonify([row.__dict__ for row in rows])
 
 
-def _request_json(config, item) -> dict:
-    described = access_requests_page.describe(config, item)
+def _request_json(config, item, db=None) -> dict:
+    described = access_requests_page.describe(config, item, db)
     out = dict(item.__dict__)
     out["unblocks_text"] = described["unblocks"]
     out["applies_to"] = described["applies_to"] or item.device    # the device, or the profile answering for it
     # Who else an approval reaches: the default profile's named devices, when it answers for an unnamed one.
     out["applies_to_devices"] = described["also_named"] if described["applies_to"] else [item.device]
+    # What else the site needs, offered for approval ({"companions": [...]} picks; none sent: the ticked ones).
+    out["companions"] = [{"domain": c.domain, "why": c.why, "ticked": c.ticked} for c in described["companions"]]
     return out
 
 
@@ -201,7 +230,7 @@ def requests_list():
         raise actions.ActionError(f"limit must be 1-{API_PAGE_SIZE_MAX} and offset 0 or more", "limit")
     pending, answered = access_requests_page.lists_for_page(config, db, time.time(), limit, offset)
     chosen = (pending if status != "answered" else []) + (answered if status != "pending" else [])
-    response = jsonify([_request_json(config, item["request"]) for item in chosen])
+    response = jsonify([_request_json(config, item["request"], db) for item in chosen])
     # Paging of the pending requests (named devices' first): how many in all, and the next page.
     total = access_requests.pending_count(db)
     response.headers["X-Total-Count"] = str(total)
@@ -223,7 +252,10 @@ def approve_request(request_id: int):
         choice = str(body["minutes"])
     else:
         choice = "always"
-    item = _answer(config, db, request_id, choice, "")
+    companions = body.get("companions")
+    if companions is not None and not (isinstance(companions, list) and all(isinstance(c, str) for c in companions)):
+        raise actions.ActionError("companions must be a list of names (from the request's companions)", "companions")
+    item = _answer(config, db, request_id, choice, "", companions)
     return jsonify({"ok": True, "request": _request_json(config, item)})
 
 
@@ -237,10 +269,10 @@ def decline_request(request_id: int):
     return jsonify({"ok": True, "request": _request_json(config, item)})
 
 
-def _answer(config, db, request_id: int, choice, answer: str):
+def _answer(config, db, request_id: int, choice, answer: str, companions: list[str] | None = None):
     if access_requests.get(db, request_id) is None:
         raise NotFound(f"no request {request_id}", "id")
-    return access_requests_page.answer(config, db, request_id, choice, answer)
+    return access_requests_page.answer(config, db, request_id, choice, answer, companions)
 
 
 @bp.post("/lists/update")

@@ -28,26 +28,29 @@ def device_rows(config, db, first_sites: bool = False) -> list[dict]:
     rows = []
     named = set()
     named_ids = {device.client_id for device in config.rules.devices if device.client_id}
+    # A device named a moment ago still has its unnamed row in the log until it asks again: its
+    # address or MAC says it is that device (its card disappears at once, its history goes along).
+    named_addresses = {device.ip: device.name for device in config.rules.devices if device.ip}
+    named_macs = {device.mac.lower(): device.name for device in config.rules.devices if device.mac}
+
+    def named_as(client) -> str | None:
+        return client.device or named_addresses.get(client.client) or named_macs.get((client.mac or "").lower())
+
     for device in config.rules.devices:
         named.add(device.name)
-        client = next((c for c in seen if c.device == device.name), None)
+        client = next((c for c in seen if c.device == device.name), None) or \
+            next((c for c in seen if not c.device and named_as(c) == device.name), None)
         rows.append({"name": device.name, "profile": device.profile, "ip": device.ip or (client.client if client else None),
                      "mac": device.mac or (client.mac if client else None), "cidr": str(device.cidr) if device.cidr else None,
                      "first_seen": client.first_seen if client else None, "last_seen": client.last_seen if client else None,
                      "queries_today": today.get(device.name, 0), "known": True})
-    # A device named a moment ago keeps its unnamed row in clients_seen until it asks again:
-    # matched by its address here, its card goes at once.
-    named_ips = {device.ip for device in config.rules.devices if device.ip}
-    named_macs = {device.mac for device in config.rules.devices if device.mac}
     for client in seen:
-        if client.device and client.device in named:
+        if named_as(client) in named:
             continue
         # An unknown encrypted-DNS client ID is logged as itself, never an address (no "." or ":").
         client_id = client.client if not any(c in client.client for c in ".:") else None
         if client_id and client_id in named_ids:
             continue     # named since: its next queries carry the device's name
-        if not client.device and (client.client in named_ips or (client.mac and client.mac.lower() in named_macs)):
-            continue
         rows.append({"name": None, "profile": config.rules.default_profile, "ip": None if client_id else client.client,
                      "mac": client.mac, "cidr": None, "first_seen": client.first_seen, "last_seen": client.last_seen,
                      "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname,
@@ -232,6 +235,26 @@ def mark_parents():
     except actions.ActionError as exc:
         flash(str(exc), "error")
     return redirect(url_for("devices.index"))
+
+
+@bp.route("/devices/<name>/undo", methods=["POST"])
+def undo(name: str):
+    """The Undo button beside an override in force: ends it now (for the whole profile when the
+    override is the profile's, as the row says)."""
+    kind, what = request.form.get("kind", ""), request.form.get("what") or None
+    kind = "allow" if kind == "allow_day" else kind
+
+    def do(config, db):
+        device = config.rules.device(name)
+        if device is None:
+            raise actions.ActionError("There is no device with that name.", "name")
+        subject = device.profile if request.form.get("scope") == "profile" else device.name
+        actions.undo(config, db, subject, kind, what)
+        service = config.catalog.services.get(what or "")
+        shown = service.name if service else what
+        return {"allow": f"{shown} is no longer allowed", "bonus": "Bonus time ended",
+                "pause": "Pause ended"}.get(kind, "Undone") + (f" for {subject}" if subject != device.name else "")
+    return _action(name, do)
 
 
 @bp.route("/devices/assign", methods=["POST"])

@@ -422,13 +422,15 @@ def send_test():
 
 @bp.route("/summary/<profile>")
 def weekly(profile: str):
-    """The weekly summary of one profile (the same data as the e-mail), the last seven days."""
+    """The weekly summary of one profile: the week the last e-mail covered, with its cut-off
+    (alerts.last_weekly_moment), so the page and the e-mail count the same requests."""
     app_state = current_app.extensions["filterd"]
     config = app_state.config()
     if profile not in config.rules.profiles:
         abort(404)
     tz = ZoneInfo(config.timezone)
-    data = summary.weekly_summary(app_state.db(), config, profile, time.time())
+    data = summary.weekly_summary(app_state.db(), config, profile,
+                                  alerts.last_weekly_moment(config, time.time()).timestamp())
     peak = max((day["minutes"] for day in data["days"]), default=0) or 1
     return render_template("summary.html", summary=data, tz=tz, peak=peak, period=summary.period(data, tz),
                            duration=summary.duration, outcome=lambda r: summary.request_outcome(r, tz),

@@ -81,7 +81,7 @@ def profile(name: str):
             body = document["profiles"][name]
             if body is None:
                 body = document["profiles"][name] = {}
-            profile_form.write(editor, body)
+            profile_form.write(editor, body, config.rules.profiles[name])
         if not errors:
             try:
                 actions.edit_config(db, form.get("version"), change, f"profile {name} edited")
@@ -93,7 +93,8 @@ def profile(name: str):
                            person=profile_form.person(name), catalog=config.catalog, version=actions.config_version(),
                            errors=errors, days=DAYS, day_choices=profile_form.DAY_CHOICES,
                            youtube_names=profile_form.YOUTUBE_NAMES, today=_today_of(config, db, name),
-                           paused=actions.paused(db), tz=ZoneInfo(config.timezone))
+                           paused=actions.paused(db), tz=ZoneInfo(config.timezone),
+                           preset_changes=profile_form.preset_changes(config.rules.profiles[name], config.catalog))
 
 
 def _today_of(config, db, name: str) -> dict:

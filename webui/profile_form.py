@@ -13,6 +13,7 @@ from flask import abort
 
 from filterd.rules.catalog import YOUTUBE_LEVELS
 from filterd.rules.model import DAYS
+from filterd.rules.presets import PRESETS
 
 # Quick day choices a parent means by name; "school nights" are the evenings before a school day.
 DAY_CHOICES = {
@@ -104,18 +105,72 @@ def _count(form) -> int:
     return int(count)
 
 
-def write(editor: Editor, body: dict) -> None:
-    """The editor's values into the profile's YAML mapping (other keys, e.g. limits, kept)."""
-    body["block_categories"] = list(editor.categories)
-    body["block_services"] = list(editor.services)
-    body["allow"] = _lines(editor.allow)
-    body["block"] = _lines(editor.block)
-    body["safesearch"] = editor.safesearch
-    body["youtube"] = editor.youtube
-    body["schedules"] = [
-        {"name": row.name, "days": list(row.days), "start": row.start, "end": row.end,
-         "block": "all" if row.block_all or not row.items else list(row.items)}
-        for row in editor.schedules if row.name and not row.delete]
+def write(editor: Editor, body: dict, current) -> None:
+    """The editor's values into the profile's YAML mapping, keeping the parent's intent:
+
+    - a key whose value did not change is not touched (kept byte for byte, compact YAML too), and
+      keys the page does not edit (limits, preset) are kept;
+    - with a `preset:`, categories and apps are stored as what differs from the preset
+      (`block_categories_add` / `_remove`, `block_services_add` / `_remove`), and `safesearch`,
+      `youtube` only when they differ from it, so a later change of the preset still applies;
+    - without a preset, the lists are written as they are.
+    `current` is the profile as parsed now (what "unchanged" is measured against)."""
+    preset = PRESETS.get(body.get("preset") or "")
+    for key, wanted in (("block_categories", editor.categories), ("block_services", editor.services)):
+        if set(wanted) == set(getattr(current, key)):
+            continue
+        if preset is None:
+            body[key] = list(wanted)
+            continue
+        base = list(preset.get(key, []))
+        body.pop(key, None)                   # an explicit list replaced the preset's: back to relative
+        for suffix, items in (("_add", [i for i in wanted if i not in base]),
+                              ("_remove", [i for i in base if i not in wanted])):
+            if items:
+                body[key + suffix] = items
+            else:
+                body.pop(key + suffix, None)
+    for key, text in (("allow", editor.allow), ("block", editor.block)):
+        if tuple(_lines(text)) != tuple(getattr(current, key)):
+            body[key] = _lines(text)
+    for key, wanted in (("safesearch", editor.safesearch), ("youtube", editor.youtube)):
+        if wanted == getattr(current, key):
+            continue
+        if preset is not None and wanted == preset.get(key):
+            body.pop(key, None)
+        else:
+            body[key] = wanted
+    schedules = _written(editor.schedules)
+    if _unordered(schedules) != _unordered(_written(from_profile(current).schedules)):
+        body["schedules"] = schedules
+
+
+def _written(rows: list[ScheduleRow]) -> list[dict]:
+    return [{"name": row.name, "days": list(row.days), "start": row.start, "end": row.end,
+             "block": "all" if row.block_all or not row.items else list(row.items)}
+            for row in rows if row.name and not row.delete]
+
+
+def _unordered(schedules: list[dict]) -> list[dict]:
+    """Schedules compared as they act: [sun, mon] and [mon, sun] are the same nights."""
+    return [{**item, "days": sorted(item["days"], key=DAYS.index)} for item in schedules]
+
+
+def preset_changes(profile, catalog) -> list[str]:
+    """What a profile based on a preset does differently, as the parent reads it ("+ Games blocked")."""
+    preset = PRESETS.get(profile.preset or "")
+    if preset is None:
+        return []
+    out = []
+    for key, names in (("block_categories", catalog.categories), ("block_services", catalog.services)):
+        base, now = list(preset.get(key, [])), list(getattr(profile, key))
+        out += [f"+ {names[i].name if i in names else i} blocked" for i in now if i not in base]
+        out += [f"− {names[i].name if i in names else i} allowed" for i in base if i not in now]
+    if profile.safesearch != preset.get("safesearch"):
+        out.append(f"SafeSearch {'on' if profile.safesearch else 'off'}")
+    if profile.youtube != preset.get("youtube"):
+        out.append(f"YouTube filter: {YOUTUBE_NAMES.get(profile.youtube, profile.youtube)}")
+    return out
 
 
 def _lines(text: str) -> list[str]:
@@ -138,7 +193,7 @@ def field_of(path: str | None, profile: str, editor: Editor) -> str:
         written = [i for i, row in enumerate(editor.schedules) if row.name and not row.delete]
         index = int(match.group(1))
         return f"schedule-{written[index]}" if index < len(written) else "schedules"
-    key = rest.split(".")[0].split("[")[0]
+    key = re.sub(r"_(add|remove)$", "", rest.split(".")[0].split("[")[0])   # block_categories_add[0] → block_categories
     return {"block_categories": "categories", "block_services": "apps", "allow": "allow", "block": "block",
             "youtube": "search", "safesearch": "search", "version": "version"}.get(key, "form")
 

@@ -149,7 +149,7 @@ def end_session(db, response) -> None:
 TOKEN_SCOPES = {"read": "Read only", "family": "Family actions (pause, allow, answer requests)",
                 "admin": "Full admin (also rules and lists)"}
 FAMILY_ENDPOINTS = {"api.pause", "api.resume", "api.allow", "api.bonus", "api.approve_request",
-                    "api.decline_request"}
+                    "api.decline_request", "api.undo_allow", "api.undo_bonus", "api.undo_pause"}
 
 
 def scope_allows(scope: str, endpoint: str, method: str) -> bool:

@@ -23,7 +23,7 @@ import sqlite3
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from filterd.family import limits
+from filterd.family import limits, site_opening
 from filterd.store import overrides
 from filterd.rules import suffixes
 from filterd.rules.policy import Decision
@@ -118,6 +118,11 @@ def unblocks_for(decision: Decision, domain: str) -> str:
     return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
 
 
+def suggested_unblock(domain: str, rule: str | None) -> str:
+    """What a parent's allow of a logged name starts from: the name without its `www.`."""
+    return domain[4:] if domain.startswith("www.") and domain.count(".") >= 2 else domain
+
+
 def submit(conn: sqlite3.Connection, *, device: str, domain: str, decision: Decision, reason: str,
            message: str, client: str | None, now: float, mac: str | None = None) -> tuple[AccessRequest, bool]:
     """Record a child's request; returns (request, is_new). Raises RequestRefused."""
@@ -206,10 +211,26 @@ def subject_name(config, request: AccessRequest) -> str:
     return config.rules.default_profile
 
 
+def opening(conn: sqlite3.Connection, config, request: AccessRequest) -> site_opening.Opening:
+    """What approving `request` opens: the service, or the site and its companions (offered)."""
+    return site_opening.plan(config, conn, request.domain, request.unblocks, device=request.device,
+                             client=request.client, around=request.created)
+
+
+def chosen_companions(plan: site_opening.Opening, chosen: list[str] | None) -> list[str]:
+    """The companions a parent ticked, among those offered (None: the pre-ticked ones)."""
+    if chosen is None:
+        return plan.ticked()
+    offered = {c.domain for c in plan.companions}
+    return [domain for domain in dict.fromkeys(d.strip().lower() for d in chosen) if domain in offered]
+
+
 def approve(conn: sqlite3.Connection, config, request_id: int, until: float | None, now: float,
-            actor: str) -> AccessRequest:
-    """Approve for a while (`until` an epoch second). A permanent approval ("always") changes the
-    profile in the config file: the web UI does that edit, then calls `mark_approved`."""
+            actor: str, companions: list[str] | None = None) -> AccessRequest:
+    """Approve for a while (`until` an epoch second): the whole site opens (site_opening.plan),
+    with the `companions` the parent ticked (None: those offered ticked). A permanent approval
+    ("always") changes the profile in the config file: the web UI does that edit, then calls
+    `mark_approved`."""
     request = require_pending(conn, request_id)
     if until is None:
         raise RequestError("a permanent approval is a change to the profile: use mark_approved after it")
@@ -225,7 +246,12 @@ def approve(conn: sqlite3.Connection, config, request_id: int, until: float | No
             elif request.more_time:
                 overrides.bonus(conn, config, name, seconds, now, actor)
             else:
-                overrides.allow(conn, config, name, request.unblocks, seconds, now, actor)
+                plan = opening(conn, config, request)
+                for what in [plan.opens, *chosen_companions(plan, companions)]:
+                    try:
+                        overrides.allow(conn, config, name, what, seconds, now, actor)
+                    except overrides.NoChange:
+                        pass        # open already, as long or longer
             return mark_approved(conn, request_id, until, now, actor)
     except (overrides.OverrideError, limits.LimitError) as exc:
         raise RequestError(str(exc)) from None
@@ -240,6 +266,13 @@ def mark_approved(conn: sqlite3.Connection, request_id: int, until: float | None
     audit(conn, actor, "approve", f"request {request_id}: {request.device or request.client} "
           f"{request.unblocks} {when}", now)
     return get(conn, request_id)
+
+
+def end_early(conn: sqlite3.Connection, request_id: int, now: float, always: bool = False) -> None:
+    """A parent undid the approval: it ended now (its allows were ended by the caller); an
+    "always" approval undone ends now too."""
+    conn.execute("UPDATE access_requests SET until = ?, updated = ? WHERE id = ? AND status = 'approved'"
+                 " AND (until > ? OR (? AND until IS NULL))", (now, now, request_id, now, always))
 
 
 def decline(conn: sqlite3.Connection, request_id: int, answer: str, now: float, actor: str) -> AccessRequest:

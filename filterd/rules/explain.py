@@ -58,3 +58,28 @@ def explain(policy: Policy, name: str, qtype: int, now: datetime.datetime, overr
     """(who asked, the decision for them) for `name` at `now`, exactly as the daemon decides it."""
     who = who_is(policy.rules, device, ip, neighbours)
     return who, decide(policy, who.profile, name, qtype, now, who.device, overrides)
+
+
+def weaker(policy: Policy, who: Who, name: str, qtype: int, now: datetime.datetime, decision: Decision,
+           overrides: tuple[Override, ...] = ()) -> list[tuple[str, Decision]]:
+    """What else the rules say behind the deciding one: ("otherwise", decision) pairs, e.g. a
+    temporarily allowed site "otherwise: blocked: gambling", a paused device "without the pause:
+    allowed", bedtime "outside the schedule: blocked: adult content". Same `decide`, with the
+    deciding parent's override (or the schedule, through a bonus) taken away."""
+    out: list[tuple[str, Decision]] = []
+
+    def without(kind: str) -> tuple[Override, ...]:
+        return tuple(o for o in overrides if o.kind != kind)
+
+    if decision.rule == "temporary_allow":
+        out.append(("otherwise", decide(policy, who.profile, name, qtype, now, who.device, without("allow"))))
+    elif decision.rule == "pause":
+        out.append(("without the pause", decide(policy, who.profile, name, qtype, now, who.device, without("pause"))))
+    elif decision.rule == "schedule":
+        lifted = overrides + (Override("bonus", "profile", who.profile, None),)
+        out.append((f"outside {decision.schedule or 'the schedule'}",
+                    decide(policy, who.profile, name, qtype, now, who.device, lifted)))
+    elif decision.rule == "limit":
+        out.append(("with time left", decide(policy, who.profile, name, qtype, now, who.device, without("spent"))))
+    return [(words, other) for words, other in out
+            if (other.action, other.rule, other.reason) != (decision.action, decision.rule, decision.reason)]

@@ -420,7 +420,8 @@ def _parse_schedule(item, path: str, check, blockable: set[str]) -> Schedule | N
 def parse_profile(name: str, data, check, categories, services) -> Profile:
     path = f"profiles.{name}"
     known = {"preset", "block_categories", "block_services", "allow", "block", "safesearch", "youtube",
-             "schedules", "bypass_protection", "log", "limits"}
+             "schedules", "bypass_protection", "log", "limits", "block_categories_add", "block_categories_remove",
+             "block_services_add", "block_services_remove"}
     data = check.mapping(data, path, known)
     preset_name = data.get("preset")
     preset: dict = {}
@@ -476,8 +477,8 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
     return Profile(
         name=name,
         preset=preset_name if isinstance(preset_name, str) and preset_name in PRESETS else None,
-        block_categories=_names(check, merged, "block_categories", path, categories, "category"),
-        block_services=_names(check, merged, "block_services", path, services, "service"),
+        block_categories=_relative(check, merged, "block_categories", path, categories, "category"),
+        block_services=_relative(check, merged, "block_services", path, services, "service"),
         allow=_domains(check, merged, "allow", path),
         block=_domains(check, merged, "block", path, patterns=True),
         safesearch=safesearch,
@@ -487,6 +488,16 @@ def parse_profile(name: str, data, check, categories, services) -> Profile:
         log=log_mode,
         limits=tuple(limits),
     )
+
+
+def _relative(check, merged: dict, key: str, path: str, known, what: str) -> tuple[str, ...]:
+    """`key` (the preset's or the profile's own list) with `key_add` added and `key_remove`
+    taken away: how a profile based on a preset says what it changes and keeps following the
+    preset for the rest (a category a later preset adds reaches it too)."""
+    base = _names(check, merged, key, path, known, what)
+    added = _names(check, merged, f"{key}_add", path, known, what)
+    removed = set(_names(check, merged, f"{key}_remove", path, known, what))
+    return tuple(name for name in dict.fromkeys(base + added) if name not in removed)
 
 
 def _parse_devices(data, check, profiles) -> tuple[Device, ...]:

@@ -9,7 +9,8 @@ Precedence, strongest first (README "How a decision is made"):
      bypass canaries (always NXDOMAIN for protected profiles, even when paused)
   3. the profile's allow list and temporary allows (SafeSearch still applies to what they allow)
   4. pauses, then schedules (unless bonus time lifts them, or the clock reads before the
-     policy's clock_floor: not set yet), then spent daily limits
+     policy's clock_floor: not set yet), then spent daily limits; then the temporary allows that
+     keep schedules ("allow_day": bedtime still applies)
   5. the profile's own block list (domains and *wildcard* patterns)
   6. categories, services and lists
   7. SafeSearch rewrites
@@ -45,7 +46,7 @@ class Override:
     "until resumed"; `value` the domain or service of an allow.
     """
 
-    kind: str                   # pause | allow | bonus | spent (a daily limit used up)
+    kind: str                   # pause | allow | allow_day (schedules still apply) | bonus | spent (a daily limit used up)
     subject_kind: str           # device | profile
     subject: str
     until: float | None = None
@@ -268,6 +269,16 @@ def decide(policy: Policy, profile_name: str, name: str, qtype: int, now: dateti
                 return made(BLOCK, "limit", f"daily limit {limit.limit.name}: {minutes} of {minutes} minutes used"
                             + (f"; resets at {resets:%H:%M}" if resets else ""),
                             limit=limit.limit.name, limit_minutes=spent.minutes, until=resets, ede=EDE_FILTERED)
+
+    # 4b. Allows a parent gave with "bedtime still applies": past pauses, schedules and limits.
+    for override in _active(overrides, "allow_day", device, profile.name, epoch):
+        value = override.value or ""
+        if value in names or value in policy.services_of(names):
+            reason = f"allowed for now outside schedules ({value}){_until_text(override.until, policy.tz)}"
+            if target:
+                return made(REWRITE, "safesearch", f"{reason}; SafeSearch: answered with {target}",
+                            target=target, matched=value, until=_moment(override.until, policy.tz))
+            return made(ALLOW, "temporary_allow", reason, matched=value, until=_moment(override.until, policy.tz))
 
     # 5. The profile's own block list.
     blocked = _first(names, compiled.block)

@@ -78,6 +78,16 @@ def is_public_suffix(domain: str) -> bool:
     return _holds(wildcards, domain.split(".", 1)[1]) and not _holds(exceptions, domain)
 
 
+def registrable(domain: str) -> str:
+    """The part of `domain` a person registered: one label under its longest public suffix
+    (www.bbc.co.uk → bbc.co.uk, i.redd.it → redd.it); a public suffix itself is returned as is."""
+    labels = domain.split(".")
+    for start in range(len(labels)):        # longest suffix first
+        if is_public_suffix(".".join(labels[start:])):
+            return ".".join(labels[max(start - 1, 0):])
+    return domain
+
+
 def problem(domain: str, what: str = "allow") -> str | None:
     """One line for a parent when `domain` is a public suffix, else None."""
     if not is_public_suffix(domain):

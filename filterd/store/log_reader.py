@@ -36,6 +36,7 @@ class QueryFilter:
     text: str | None = None          # substring of the name
     since: float | None = None
     until: float | None = None
+    rules: tuple[str, ...] | None = None   # the deciding rules (policy.Decision.rule), e.g. ("schedule",)
 
 
 TEXT_SCAN_ROWS = 500_000     # rows one page of a text search reads at most (~0.1 s here)
@@ -85,6 +86,9 @@ def recent_queries(conn: sqlite3.Connection, filters: QueryFilter = QueryFilter(
     if filters.category:
         where.append("category = ?")
         args.append(filters.category)
+    if filters.rules:
+        where.append("rule IN (" + ", ".join("?" * len(filters.rules)) + ")")
+        args.extend(filters.rules)
     if filters.text:
         where.append("name LIKE ? ESCAPE '\\'")
         args.append("%" + filters.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
@@ -103,6 +107,13 @@ def recent_queries(conn: sqlite3.Connection, filters: QueryFilter = QueryFilter(
         sql = f"SELECT {columns} FROM queries{condition} ORDER BY id DESC LIMIT ?"  # nosec B608
         args.append(limit)
     return [QueryRow(*row) for row in conn.execute(sql, args)]
+
+
+def query_row(conn: sqlite3.Connection, row_id: int) -> QueryRow | None:
+    """One logged query by its id (the log's "why?" explains that row)."""
+    row = conn.execute("SELECT id, ts, device, client, name, qtype, action, rule, reason, category, rcode,"
+                       " latency_ms, profile FROM queries WHERE id = ?", (row_id,)).fetchone()
+    return QueryRow(*row) if row else None
 
 
 def _first_id_since(conn: sqlite3.Connection, since: float) -> int:

@@ -24,6 +24,11 @@ class OverrideError(ValueError):
     """A request a parent made that cannot be carried out; the message says why."""
 
 
+class NoChange(OverrideError):
+    """The request would change nothing (undo of nothing in force, allow of what is allowed):
+    nothing is written, not even to the audit trail; the message says what is the case."""
+
+
 def parse_duration(text: str) -> float:
     """'30m', '1h', '1h30m', '2d', '45s', or a bare number of minutes → seconds."""
     text = text.strip().lower()
@@ -88,12 +93,15 @@ def resume(conn, config, name: str, now: float, source: str = "cli") -> int:
     cursor = conn.execute(
         "UPDATE overrides SET ended = ? WHERE kind = 'pause' AND subject_kind = ? AND subject = ? "
         "AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], now))
-    audit(conn, source, "resume", f"{subject[0]} {subject[1]}", now)
+    if cursor.rowcount:     # resuming what was not paused changes nothing: not audited
+        audit(conn, source, "resume", f"{subject[0]} {subject[1]}", now)
     return cursor.rowcount
 
 
-def allow(conn, config, name: str, what: str, seconds: float | None, now: float, source: str = "cli") -> int:
-    """Let a domain or a service through for a while ("30 more minutes of YouTube")."""
+def allow(conn, config, name: str, what: str, seconds: float | None, now: float, source: str = "cli",
+          keep_schedules: bool = False) -> int:
+    """Let a domain or a service through for a while ("30 more minutes of YouTube").
+    `keep_schedules`: bedtime, homework time and pauses still apply to it (kind "allow_day")."""
     value = what.strip().lower()
     if value not in config.catalog.services:
         domain = normalise_domain(value)
@@ -105,19 +113,61 @@ def allow(conn, config, name: str, what: str, seconds: float | None, now: float,
         if suffixes.is_public_suffix(domain):
             raise OverrideError(suffixes.problem(domain))
         value = domain
-    return _insert(conn, "allow", subject_of(config, name), value, seconds, now, source)
+    subject = subject_of(config, name)
+    until = now + seconds if seconds else None
+    kind = "allow_day" if keep_schedules else "allow"
+    longest = conn.execute(
+        "SELECT max(coalesce(until, 1e18)) FROM overrides WHERE kind = ? AND subject_kind = ? AND subject = ?"
+        " AND value = ? AND ended IS NULL AND (until IS NULL OR until > ?)",
+        (kind, subject[0], subject[1], value, now)).fetchone()[0]
+    if longest is not None and longest >= (until if until is not None else 1e18):
+        raise NoChange(f"{value} is already allowed for {subject[1]} "
+                       + ("until revoked" if longest >= 1e18 else f"for {_human(longest - now)} more"))
+    return _insert(conn, kind, subject, value, seconds, now, source)
+
+
+def _value_of(config, what: str) -> str:
+    value = what.strip().lower()
+    return value if value in config.catalog.services else (normalise_domain(value) or value)
+
+
+def end(conn, config, name: str, kind: str, now: float, source: str = "cli", what: str | None = None) -> int:
+    """Undo: end now the overrides of `kind` (allow of `what`, bonus, pause) that a device or
+    profile has in force; returns how many were ended. Ending nothing raises NoChange and
+    writes nothing. A device paused through its profile is ended through the profile."""
+    if kind == "allow_day":
+        kind = "allow"
+    if kind not in ("allow", "bonus", "pause"):
+        raise OverrideError(f"{kind} cannot be undone (allow, bonus or pause)")
+    subject = subject_of(config, name)
+    value = _value_of(config, what or "") if kind == "allow" else None
+    kinds = ("allow", "allow_day") if kind == "allow" else (kind, kind)     # an allow, with or without schedules
+    cursor = conn.execute(
+        "UPDATE overrides SET ended = ? WHERE kind IN (?, ?) AND subject_kind = ? AND subject = ? AND value IS ?"
+        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, *kinds, subject[0], subject[1], value, now))
+    if not cursor.rowcount:
+        if kind == "allow":
+            raise NoChange(f"{value} was not allowed for {subject[1]}: nothing changed")
+        through = ""
+        if subject[0] == "device":
+            profile = config.rules.profile_of(subject[1])
+            if conn.execute("SELECT 1 FROM overrides WHERE kind = ? AND subject_kind = 'profile' AND subject = ?"
+                            " AND ended IS NULL AND (until IS NULL OR until > ?)", (kind, profile, now)).fetchone():
+                through = f" (it has one through its profile {profile}: undo it for {profile})"
+        words = {"bonus": "had no bonus time", "pause": "was not paused"}[kind]
+        raise NoChange(f"{subject[1]} {words}: nothing changed{through}")
+    action = {"allow": "revoke", "bonus": "end bonus", "pause": "resume"}[kind]
+    audit(conn, source, action, f"{subject[0]} {subject[1]}" + (f" {value}" if value else ""), now)
+    return cursor.rowcount
 
 
 def revoke(conn, config, name: str, what: str, now: float, source: str = "cli") -> int:
-    """End the temporary allows of a domain or service for a device or profile."""
-    subject = subject_of(config, name)
-    value = what.strip().lower()
-    value = value if value in config.catalog.services else (normalise_domain(value) or value)
-    cursor = conn.execute(
-        "UPDATE overrides SET ended = ? WHERE kind = 'allow' AND subject_kind = ? AND subject = ? AND value = ?"
-        " AND ended IS NULL AND (until IS NULL OR until > ?)", (now, subject[0], subject[1], value, now))
-    audit(conn, source, "revoke", f"{subject[0]} {subject[1]} {value}", now)
-    return cursor.rowcount
+    """End the temporary allows of a domain or service for a device or profile (0: none was
+    in force, and nothing is written)."""
+    try:
+        return end(conn, config, name, "allow", now, source, what)
+    except NoChange:
+        return 0
 
 
 def bonus(conn, config, name: str, seconds: float | None, now: float, source: str = "cli") -> int:
@@ -140,6 +190,17 @@ def active(conn: sqlite3.Connection, now: float) -> tuple[Override, ...]:
     rows = conn.execute(
         "SELECT kind, subject_kind, subject, until, value FROM overrides "
         "WHERE ended IS NULL AND (until IS NULL OR until > ?) ORDER BY id", (now,)).fetchall()
+    return tuple(Override(kind, subject_kind, subject, until, value)
+                 for kind, subject_kind, subject, until, value in rows)
+
+
+def in_force_at(conn: sqlite3.Connection, moment: float) -> tuple[Override, ...]:
+    """The overrides that were in force at an earlier `moment` (made before it, not yet expired
+    nor ended then): to explain a logged decision as it was taken."""
+    rows = conn.execute(
+        "SELECT kind, subject_kind, subject, until, value FROM overrides WHERE created <= ? "
+        "AND (until IS NULL OR until > ?) AND (ended IS NULL OR ended > ?) ORDER BY id",
+        (moment, moment, moment)).fetchall()
     return tuple(Override(kind, subject_kind, subject, until, value)
                  for kind, subject_kind, subject, until, value in rows)
 

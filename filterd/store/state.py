@@ -277,6 +277,26 @@ MIGRATIONS: list[str] = [
         answers_scrubbed INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 9: temporary allows that keep schedules ("bedtime still applies"): kind allow_day. SQLite
+    # cannot change a CHECK: the table is copied into a new one (ids kept)
+    """
+    CREATE TABLE overrides_new (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('pause', 'allow', 'allow_day', 'bonus')),
+        subject_kind TEXT NOT NULL CHECK (subject_kind IN ('device', 'profile')),
+        subject TEXT NOT NULL,
+        value TEXT,
+        created REAL NOT NULL,
+        until REAL,
+        ended REAL,
+        source TEXT NOT NULL DEFAULT 'cli'
+    );
+    INSERT INTO overrides_new (id, kind, subject_kind, subject, value, created, until, ended, source)
+        SELECT id, kind, subject_kind, subject, value, created, until, ended, source FROM overrides;
+    DROP TABLE overrides;
+    ALTER TABLE overrides_new RENAME TO overrides;
+    CREATE INDEX overrides_active ON overrides (ended, until);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -46,6 +46,7 @@ if [ -n "$(ls -A "$top/webui/static")" ]; then
     install -m 0644 "$top"/webui/static/* "$code/webui/static/"
 fi
 install -m 0644 "$top"/config/categories.yaml "$top"/config/services.yaml "$top"/config/safesearch.yaml \
+    "$top"/config/companions.yaml \
     "$code/config/"
 install -m 0644 "$top"/config/lists/*.txt "$code/config/lists/"
 
