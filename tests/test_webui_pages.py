@@ -859,7 +859,7 @@ def test_log_rows_show_their_stored_reason_and_filter_by_reason_and_last_night(e
 
     tz = env.app.extensions["filterd"].config().timezone
     start, end = last_night(time.time(), ZoneInfo(tz))
-    _logged(env, "night-game.test", start + 3600, "schedule", "bedtime: the internet is off until 07:00")
+    _logged(env, "night-game.test", start + min(3600, (time.time() - start) / 2), "schedule", "bedtime: the internet is off until 07:00")
     _logged(env, "day-casino.test", end + 60 if end + 60 < time.time() else start - 3600, "category",
             "category Gambling (list ut1-gambling)", category="gambling")
     html = admin.get("/log?since=24h").get_data(as_text=True)
