@@ -551,14 +551,14 @@ def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, 
     admin.post("/devices/kids-tablet/bonus", data={"csrf_token": token, "minutes": "30"})
     admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
     html = admin.get("/devices/kids-tablet").get_data(as_text=True)
-    assert html.count(">Undo</button>") == 3 and "YouTube allowed" in html and "Bonus time" in html
+    assert html.count('action="/devices/kids-tablet/undo"') == 3 and "YouTube allowed" in html and "Bonus time" in html
     for kind, what, said in (("allow", "youtube", "YouTube is no longer allowed"), ("bonus", "", "Bonus time ended"),
                              ("pause", "", "Pause ended")):
         page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": kind, "what": what,
                                                              "scope": "device"}, follow_redirects=True)
         assert said in page.get_data(as_text=True)
     html = admin.get("/devices/kids-tablet").get_data(as_text=True)
-    assert ">Undo</button>" not in html and "The profile's normal rules apply." in html
+    assert 'action="/devices/kids-tablet/undo"' not in html and "The profile's normal rules apply." in html
     audited = len(env.audit())
     # A second tap (another tab): says nothing changed, writes nothing.
     page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": "bonus", "scope": "device"},
@@ -568,6 +568,24 @@ def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, 
     admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
     assert admin.post("/devices/kids-tablet/undo", data={"kind": "pause", "scope": "device"}).status_code in (400, 403)
     assert env.query("SELECT count(*) FROM overrides WHERE ended IS NULL") == [(1,)]
+
+
+def test_an_always_allowed_site_is_undone_from_the_device_page_and_leaves_the_rest_of_the_config(env, admin):
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    card = html[html.index("Always allowed for kids"):]
+    assert "khanacademy.org" in card and "(every device of kids)" in card
+    before = env.config_text()
+    page = admin.post("/devices/kids-tablet/always-allowed/remove", data={"csrf_token": page_csrf(admin),
+                      "what": "khanacademy.org"}, follow_redirects=True).get_data(as_text=True)
+    assert "khanacademy.org is no longer always allowed for kids" in page
+    assert "Always allowed for kids" not in page
+    after = env.config_text()
+    assert "khanacademy" not in after
+    assert after.replace("allow: []", "allow: [khanacademy.org]") == before     # nothing else rewritten
+    audited = len(env.audit())
+    page = admin.post("/devices/kids-tablet/always-allowed/remove", data={"csrf_token": page_csrf(admin),
+                      "what": "khanacademy.org"}, follow_redirects=True).get_data(as_text=True)
+    assert "nothing changed" in page and len(env.audit()) == audited
 
 
 @pytest.mark.parametrize("minutes", ["abc", "0", "-5", "9999999"])
@@ -935,8 +953,8 @@ def test_allow_from_the_log_asks_whom_how_long_and_bedtime_then_offers_undo(env,
     html = admin.get("/log?since=1h").get_data(as_text=True)
     assert f'href="/log/allow?row={row}"' in html.replace("&amp;", "&")
     dialog = admin.get(f"/log/allow?row={row}").get_data(as_text=True)
-    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour",
-                  "Until midnight", "Until undone", "Bedtime and other schedules still apply"):
+    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour (until ",
+                  "Today (until ", "Until undone", "Bedtime and other schedules still apply"):
         assert words in dialog, words
     assert env.query("SELECT count(*) FROM overrides") == [(0,)]          # asking wrote nothing
     done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "device",

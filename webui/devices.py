@@ -152,7 +152,8 @@ def detail(name: str):
     return render_template("device.html", device=device, hours=hours, active=active, tz=tz,
                            limits=actions.limits_of(config, db, device.name),
                            blocked=log_reader.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
-                           services=sorted(config.catalog.services.values(), key=lambda s: s.name))
+                           services=sorted(config.catalog.services.values(), key=lambda s: s.name),
+                           config_profile=config.rules.profiles.get(device.profile))
 
 
 @bp.route("/devices/<name>/limits/<limit>/extend", methods=["POST"])
@@ -181,6 +182,21 @@ def _action(name: str, do) -> object:
     except actions.ActionError as exc:
         flash(str(exc), "error")
     return redirect(safe_redirect_target(request.form.get("back"), url_for("devices.detail", name=name)))
+
+
+@bp.route("/devices/<name>/always-allowed/remove", methods=["POST"])
+def remove_always_allowed(name: str):
+    """Undo of an "always": a site off the allow list of the device's profile (it applies to the
+    profile's other devices too, as the card says)."""
+    what = request.form.get("what", "").strip()
+
+    def do(config, db):
+        device = config.rules.device(name)
+        if device is None:
+            raise actions.ActionError("There is no device with that name.", "name")
+        actions.remove_from_profile(db, device.profile, "allow", what)
+        return f"{what} is no longer always allowed for {device.profile}"
+    return _action(name, do)
 
 
 @bp.route("/devices/<name>/pause", methods=["POST"])
