@@ -382,6 +382,19 @@ def test_api_lists_approves_and_declines_requests(env, admin):
     assert admin.get("/api/requests?status=nonsense").status_code == 400
 
 
+def test_api_approves_until_the_morning_and_refuses_bedtime_for_a_child_without_one(env, admin):
+    ask(child(env))
+    headers = {"X-CSRF-Token": page_csrf(admin, "/")}
+    request_id = pending_ids(env)[0]
+    refused = admin.post(f"/api/requests/{request_id}/approve", json={"until": "bedtime"}, headers=headers)
+    assert refused.status_code == 400 and "no bedtime" in refused.get_json()["error"]
+    assert admin.post(f"/api/requests/{request_id}/approve", json={"until": "noon"}, headers=headers).status_code == 400
+    approved = admin.post(f"/api/requests/{request_id}/approve", json={"until": "morning"}, headers=headers)
+    assert approved.status_code == 200
+    (until,) = env.query("SELECT until FROM access_requests")[0]
+    assert __import__("time").gmtime(until)[3:6] == (7, 0, 0)          # the house is on UTC here
+
+
 def test_api_requests_refuse_anonymous_callers(env):
     assert env.client().get("/api/requests").status_code == 401
     assert env.client().post("/api/requests/1/approve", json={}).status_code == 401
