@@ -27,6 +27,7 @@ profiles:
     block: [games.example, gamecdn.example]
   night:
     preset: child
+    block: [casino.example]
     schedules:
       - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59", block: all}}
       - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "23:59", end: "00:00", block: all}}
@@ -95,6 +96,16 @@ def test_at_bedtime_the_page_says_when_it_opens_and_offers_to_ask_for_more_time(
     response, html = page(child(env, SLEEPY, "minecraft.net"))
     assert response.status_code == 403
     assert "bedtime" in html and "It opens again at" in html and "Ask for more time" in html
+
+
+def test_at_bedtime_a_site_blocked_anyway_says_it_stays_blocked_after_bedtime(env):
+    """Waiting or more time will not open it: the child reads so, and no 'opens again at'."""
+    response, html = page(child(env, SLEEPY, "casino.example"))
+    assert response.status_code == 403 and "bedtime" in html
+    assert "After bedtime, this site stays blocked: your parents have blocked this site." in html
+    assert "It opens again at" not in html
+    _, plain = page(child(env, SLEEPY, "minecraft.net"))
+    assert "stays blocked" not in plain and "It opens again at" in plain
 
 
 def test_asking_files_one_request_and_the_reloaded_page_says_it_was_sent(env):

@@ -26,7 +26,7 @@ from flask import Blueprint, current_app, redirect, render_template, request
 from filterd.family import access_requests, limits, site_opening
 from filterd.rules import policy
 from filterd.dns.clients import read_neighbours
-from filterd.rules.explain import explain, who_is
+from filterd.rules.explain import explain, weaker, who_is
 from filterd.lists.domains import normalise_domain
 from filterd.rules import suffixes
 
@@ -108,6 +108,27 @@ def decide_for(app_state, ip: str, name: str, now: float):
     return explain(app_state.policy(), name, 1, moment, active, ip=ip, neighbours=neighbours)
 
 
+def after_that(app_state, identity, name: str, decision, now: float) -> str | None:
+    """For a block a child can wait out (bedtime, a pause, a spent limit), whether the site opens
+    then: "After bedtime, this site stays blocked: …" tells them waiting or more time will not
+    help. The same `weaker` as `filterd explain` and the log's "why?"."""
+    if decision is None or decision.rule not in ("schedule", "pause", "limit"):
+        return None
+    config = app_state.config()
+    try:
+        active = limits.overrides_in_force(app_state.db(), config, now)
+    except Exception:    # as in decide_for: the page must show without the state DB
+        active = ()
+    moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
+    for _, other in weaker(app_state.policy(), identity, name, 1, moment, decision, active):
+        if other.blocked:
+            when = {"schedule": f"After {decision.schedule or 'this quiet time'}", "pause": "After the pause",
+                    "limit": "Even with more time"}[decision.rule]
+            reason = child_reason(config, other)
+            return f"{when}, this site stays blocked: {reason[:1].lower()}{reason[1:]}"
+    return None
+
+
 @bp.route("/__blocked__", endpoint="page")
 def page():
     app_state = current_app.extensions["filterd"]
@@ -148,6 +169,7 @@ def page():
         if decision and decision.until and decision.rule != "limit" else None,     # a limit's reason says when
         can_ask=can_ask and (status is None or status["kind"] not in ("pending", "cooldown")),
         more_time=decision is not None and decision.rule in ("schedule", "pause", "limit"),
+        after_that=after_that(app_state, identity, name, decision, now) if decision and decision.blocked else None,
         status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)), missing=missing,
         missing_status=_status(access_requests.latest(db, device, ip, missing[0].name), now, tz) if missing else None,
     ), 403 if decision and decision.blocked else 200
