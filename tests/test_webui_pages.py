@@ -389,10 +389,10 @@ def test_new_profile_refuses_a_bad_or_taken_name(env, admin, name):
 # ---------------------------------------------------------------- devices
 
 
-def seen_client(env, ip: str = "192.168.1.70", hostname: str | None = "emma-ipad") -> None:
+def seen_client(env, ip: str = "192.168.1.70", hostname: str | None = "emma-ipad", mac: str | None = None) -> None:
     now = time.time()
     env.execute("INSERT INTO clients_seen (client, mac, device, hostname, first_seen, last_seen, queries)"
-                " VALUES (?, NULL, NULL, ?, ?, ?, 1)", (ip, hostname, now, now))
+                " VALUES (?, ?, NULL, ?, ?, ?, 1)", (ip, mac, hostname, now, now))
 
 
 def assign(admin, **fields):
@@ -835,6 +835,18 @@ def test_a_new_device_card_says_when_it_came_and_what_it_asked_for_first(env, ad
     assert "First seen" in card
     assert "first asked for apple.com, icloud.com, roblox.com, " in card
     assert "other-device" not in card and "<img" not in card
+
+
+def test_a_new_device_card_names_its_maker_from_the_ieee_registry(env, admin):
+    """Debian's ieee-data (installed by make test, recommended by the package): a Nintendo
+    Switch's address says Nintendo; a private (random) address names no maker."""
+    seen_client(env, "192.168.1.75", hostname=None, mac="00:09:bf:12:34:56")
+    seen_client(env, "192.168.1.76", hostname=None, mac="3a:09:bf:12:34:56")
+    body = admin.get("/devices").get_data(as_text=True)
+    card = body[body.index("New device at 192.168.1.75"):]
+    assert "Made by Nintendo Co., Ltd." in card[:card.index("</li>")]
+    other = body[body.index("New device at 192.168.1.76"):]
+    assert "Made by" not in other[:other.index("</li>")]
 
 
 def test_a_damaged_schedule_count_is_refused_not_a_server_error(env, admin):
