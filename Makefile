@@ -7,8 +7,8 @@ CONFIG ?= config/filterd.yaml
 # for DHCP between network namespaces (iproute2); shellcheck and systemd-analyze for packaging/;
 # faketime (libfaketime) for the clock campaign (tests/e2e/test_clocks.py); certutil
 # (libnss3-tools) to trust the house CA in a Chromium profile; sslscan for Wapiti's TLS checks;
-# kdig (knot-dnsutils) as a DNS-over-TLS client.
-TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd faketime libnss3-tools sslscan knot-dnsutils
+# kdig (knot-dnsutils) as a DNS-over-TLS client; ieee-data for device makers (webui/vendors.py).
+TEST_DEBS := chromium chromium-driver dnsmasq-base busybox iproute2 shellcheck systemd faketime libnss3-tools sslscan knot-dnsutils ieee-data
 # `make deb-test` also needs debootstrap (a minimal Debian 12 root; dpkg-deb builds the package).
 DEB_TEST_DEBS := debootstrap
 VERSION := $(shell sed -n 's/^version *= *"\([^"]*\)".*/\1/p' pyproject.toml)

@@ -153,3 +153,30 @@ def test_until_tonight_is_the_next_local_midnight():
     evening = datetime.datetime(2026, 11, 25, 18, 30, tzinfo=ZoneInfo("Europe/London")).timestamp()
     midnight = datetime.datetime(2026, 11, 26, 0, 0, tzinfo=ZoneInfo("Europe/London")).timestamp()
     assert access_requests.tonight(evening, "Europe/London") == midnight
+
+
+def test_until_bedtime_and_until_morning_follow_the_childs_own_bedtime():
+    """Approved at 02:38 "until the morning" lasts until 07:00 that day, not 21 hours; "until
+    bedtime" is the child's next all-blocking schedule, on the day it next starts."""
+    import datetime
+    from zoneinfo import ZoneInfo
+    tz = ZoneInfo("Europe/London")
+    data, lines = read_yaml(CONFIG.replace(
+        "kids: {preset: child, block: [games.example]}",
+        "kids: {preset: child, schedules: [{name: bedtime, days: [sun, mon, tue, wed, thu], start: '20:30',"
+        " end: '06:45', block: all}, {name: homework, days: [mon], start: '16:00', end: '18:00', block: [games]}]}"))
+    family = parse_config(data, lines)
+    from types import SimpleNamespace
+    request = SimpleNamespace(device="tablet")       # approval_ends reads who asked, nothing else
+
+    def at(*when):
+        return datetime.datetime(*when, tzinfo=tz).timestamp()
+    small_hours = access_requests.approval_ends(family, request, at(2026, 11, 24, 2, 38))      # a Tuesday
+    assert small_hours == {"bedtime": at(2026, 11, 24, 20, 30), "morning": at(2026, 11, 24, 6, 45)}
+    friday = access_requests.approval_ends(family, request, at(2026, 11, 27, 17, 0))
+    assert friday == {"bedtime": at(2026, 11, 29, 20, 30), "morning": at(2026, 11, 28, 6, 45)}
+    laptop = access_requests.approval_ends(family, SimpleNamespace(device="laptop"), at(2026, 11, 24, 19, 0))
+    assert laptop == {"bedtime": at(2026, 11, 24, 20, 30), "morning": at(2026, 11, 25, 6, 45)}
+    data, lines = read_yaml(CONFIG)
+    no_bedtime = access_requests.approval_ends(parse_config(data, lines), request, at(2026, 11, 24, 19, 0))
+    assert no_bedtime == {"morning": at(2026, 11, 25, 7, 0)}

@@ -389,10 +389,10 @@ def test_new_profile_refuses_a_bad_or_taken_name(env, admin, name):
 # ---------------------------------------------------------------- devices
 
 
-def seen_client(env, ip: str = "192.168.1.70", hostname: str | None = "emma-ipad") -> None:
+def seen_client(env, ip: str = "192.168.1.70", hostname: str | None = "emma-ipad", mac: str | None = None) -> None:
     now = time.time()
     env.execute("INSERT INTO clients_seen (client, mac, device, hostname, first_seen, last_seen, queries)"
-                " VALUES (?, NULL, NULL, ?, ?, ?, 1)", (ip, hostname, now, now))
+                " VALUES (?, ?, NULL, ?, ?, ?, 1)", (ip, mac, hostname, now, now))
 
 
 def assign(admin, **fields):
@@ -551,14 +551,14 @@ def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, 
     admin.post("/devices/kids-tablet/bonus", data={"csrf_token": token, "minutes": "30"})
     admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
     html = admin.get("/devices/kids-tablet").get_data(as_text=True)
-    assert html.count(">Undo</button>") == 3 and "YouTube allowed" in html and "Bonus time" in html
+    assert html.count('action="/devices/kids-tablet/undo"') == 3 and "YouTube allowed" in html and "Bonus time" in html
     for kind, what, said in (("allow", "youtube", "YouTube is no longer allowed"), ("bonus", "", "Bonus time ended"),
                              ("pause", "", "Pause ended")):
         page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": kind, "what": what,
                                                              "scope": "device"}, follow_redirects=True)
         assert said in page.get_data(as_text=True)
     html = admin.get("/devices/kids-tablet").get_data(as_text=True)
-    assert ">Undo</button>" not in html and "The profile's normal rules apply." in html
+    assert 'action="/devices/kids-tablet/undo"' not in html and "The profile's normal rules apply." in html
     audited = len(env.audit())
     # A second tap (another tab): says nothing changed, writes nothing.
     page = admin.post("/devices/kids-tablet/undo", data={"csrf_token": token, "kind": "bonus", "scope": "device"},
@@ -568,6 +568,24 @@ def test_device_page_lists_what_is_in_force_each_with_an_undo_that_ends_it(env, 
     admin.post("/devices/kids-tablet/pause", data={"csrf_token": token, "minutes": "30"})
     assert admin.post("/devices/kids-tablet/undo", data={"kind": "pause", "scope": "device"}).status_code in (400, 403)
     assert env.query("SELECT count(*) FROM overrides WHERE ended IS NULL") == [(1,)]
+
+
+def test_an_always_allowed_site_is_undone_from_the_device_page_and_leaves_the_rest_of_the_config(env, admin):
+    html = admin.get("/devices/kids-tablet").get_data(as_text=True)
+    card = html[html.index("Always allowed for kids"):]
+    assert "khanacademy.org" in card and "(every device of kids)" in card
+    before = env.config_text()
+    page = admin.post("/devices/kids-tablet/always-allowed/remove", data={"csrf_token": page_csrf(admin),
+                      "what": "khanacademy.org"}, follow_redirects=True).get_data(as_text=True)
+    assert "khanacademy.org is no longer always allowed for kids" in page
+    assert "Always allowed for kids" not in page
+    after = env.config_text()
+    assert "khanacademy" not in after
+    assert after.replace("allow: []", "allow: [khanacademy.org]") == before     # nothing else rewritten
+    audited = len(env.audit())
+    page = admin.post("/devices/kids-tablet/always-allowed/remove", data={"csrf_token": page_csrf(admin),
+                      "what": "khanacademy.org"}, follow_redirects=True).get_data(as_text=True)
+    assert "nothing changed" in page and len(env.audit()) == audited
 
 
 @pytest.mark.parametrize("minutes", ["abc", "0", "-5", "9999999"])
@@ -819,6 +837,18 @@ def test_a_new_device_card_says_when_it_came_and_what_it_asked_for_first(env, ad
     assert "other-device" not in card and "<img" not in card
 
 
+def test_a_new_device_card_names_its_maker_from_the_ieee_registry(env, admin):
+    """Debian's ieee-data (installed by make test, recommended by the package): a Nintendo
+    Switch's address says Nintendo; a private (random) address names no maker."""
+    seen_client(env, "192.168.1.75", hostname=None, mac="00:09:bf:12:34:56")
+    seen_client(env, "192.168.1.76", hostname=None, mac="3a:09:bf:12:34:56")
+    body = admin.get("/devices").get_data(as_text=True)
+    card = body[body.index("New device at 192.168.1.75"):]
+    assert "Made by Nintendo Co., Ltd." in card[:card.index("</li>")]
+    other = body[body.index("New device at 192.168.1.76"):]
+    assert "Made by" not in other[:other.index("</li>")]
+
+
 def test_a_damaged_schedule_count_is_refused_not_a_server_error(env, admin):
     """The week editor's hidden row count, as Wapiti sent it (SQL payloads) or as a huge number:
     400 with a message, never a 500 nor a loop over a billion rows; the profile is unchanged."""
@@ -935,8 +965,8 @@ def test_allow_from_the_log_asks_whom_how_long_and_bedtime_then_offers_undo(env,
     html = admin.get("/log?since=1h").get_data(as_text=True)
     assert f'href="/log/allow?row={row}"' in html.replace("&amp;", "&")
     dialog = admin.get(f"/log/allow?row={row}").get_data(as_text=True)
-    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour",
-                  "Until midnight", "Until undone", "Bedtime and other schedules still apply"):
+    for words in ("Allow chess.test?", "This device (kids-tablet)", "Every device of kids", "For 1 hour (until ",
+                  "Today (until ", "Until undone", "Bedtime and other schedules still apply"):
         assert words in dialog, words
     assert env.query("SELECT count(*) FROM overrides") == [(0,)]          # asking wrote nothing
     done = admin.post("/log/allow", data={"csrf_token": page_csrf(admin), "row": row, "who": "device",

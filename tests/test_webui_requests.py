@@ -24,9 +24,10 @@ web:
 profiles:
   kids:   # Emma
     preset: child
-    block: [games.example]
+    block: [games.example, gamecdn.example]
   night:
     preset: child
+    block: [casino.example]
     schedules:
       - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59", block: all}}
       - {{name: bedtime, days: [mon, tue, wed, thu, fri, sat, sun], start: "23:59", end: "00:00", block: all}}
@@ -95,6 +96,16 @@ def test_at_bedtime_the_page_says_when_it_opens_and_offers_to_ask_for_more_time(
     response, html = page(child(env, SLEEPY, "minecraft.net"))
     assert response.status_code == 403
     assert "bedtime" in html and "It opens again at" in html and "Ask for more time" in html
+
+
+def test_at_bedtime_a_site_blocked_anyway_says_it_stays_blocked_after_bedtime(env):
+    """Waiting or more time will not open it: the child reads so, and no 'opens again at'."""
+    response, html = page(child(env, SLEEPY, "casino.example"))
+    assert response.status_code == 403 and "bedtime" in html
+    assert "After bedtime, this site stays blocked: your parents have blocked this site." in html
+    assert "It opens again at" not in html
+    _, plain = page(child(env, SLEEPY, "minecraft.net"))
+    assert "stays blocked" not in plain and "It opens again at" in plain
 
 
 def test_asking_files_one_request_and_the_reloaded_page_says_it_was_sent(env):
@@ -227,6 +238,62 @@ def test_approving_for_an_hour_from_the_home_page_opens_the_site_for_that_device
     assert page(child(env, UNNAMED))[0].status_code == 403
 
 
+def refused(env, name: str, ago_s: float, rule: str = "profile_block", category: str | None = None,
+            device: str = "kids-tablet", client: str = TABLET) -> None:
+    """A refusal in the query log, as the daemon writes it."""
+    env.execute("INSERT INTO queries (ts, device, client, name, qtype, action, rule, category, rcode, latency_ms,"
+                " profile) VALUES (?, ?, ?, ?, 1, 'block', ?, ?, 0, 1.0, 'kids')",
+                (__import__("time").time() - ago_s, device, client, name, rule, category))
+
+
+def test_an_opened_site_that_still_misses_a_name_offers_one_more_request_in_one_tap(env, admin):
+    """The child's reload after a yes: the site is open, and what its page still could not load
+    (refused around it, still blocked) is listed with one button that asks for it."""
+    ask(child(env))
+    _, html = page(admin, "/")
+    admin.post(f"/requests/{pending_ids(env)[0]}/approve", data={"csrf_token": csrf_from(html), "for": "60"})
+    refused(env, "static.gamecdn.example", 5)                    # the page's CDN: still blocked
+    refused(env, "www.games.example", 4)                          # the site itself: open now
+    refused(env, "old.tracker.example", 3)                        # refused then, allowed now
+    refused(env, "abuse.example", 2, rule="category", category="csam")    # never offered
+    refused(env, "other.gamecdn.example", 2, device="dad-phone", client=DAD)   # another device's
+    client = child(env)
+    response, text = page(client)
+    assert response.status_code == 200 and "is not blocked" in text
+    missing = text[text.index("still blocked"):]
+    assert "static.gamecdn.example" in missing and "Ask for it too" in missing
+    for name in ("old.tracker.example", "abuse.example", "other.gamecdn.example"):
+        assert name not in text, name
+    token = re.search(r'name="token" value="([0-9a-f]+)"', missing).group(1)
+    response = client.post("/", data={"token": token, "also": "1"})
+    assert response.status_code == 303
+    assert env.query("SELECT domain, message, status FROM access_requests WHERE status = 'pending'") == \
+        [("static.gamecdn.example", "Needed by www.games.example: static.gamecdn.example", "pending")]
+    _, text = page(client)
+    assert "You asked at" in text and "Ask for it too" not in text   # asked once, not twice
+    # A token of another site does not file one.
+    assert client.post("/", data={"token": "0" * 32, "also": "1"}).status_code == 200
+    assert len(pending_ids(env)) == 1
+
+
+def test_a_request_card_offers_until_morning_with_its_day_and_time_and_no_bedtime_without_one(env, admin):
+    import datetime
+    ask(child(env))
+    _, html = page(admin, "/requests")
+    card = html[html.index('class="card request"'):]
+    card = card[:card.index("</li>")]
+    when = re.search(r'value="morning">Until (?:tomorrow|this) morning <span class="when">\((\w{3} 07:00)\)', card)
+    assert when, card
+    assert 'value="bedtime"' not in card and "midnight" not in card      # the kids have no bedtime here
+    request_id = pending_ids(env)[0]
+    refused = admin.post(f"/requests/{request_id}/approve", data={"csrf_token": csrf_from(html), "for": "bedtime"},
+                         follow_redirects=True).get_data(as_text=True)
+    assert "has no bedtime" in refused and pending_ids(env) == [request_id]
+    admin.post(f"/requests/{request_id}/approve", data={"csrf_token": csrf_from(html), "for": "morning"})
+    (until,) = env.query("SELECT until FROM access_requests")[0]
+    assert datetime.datetime.fromtimestamp(until, datetime.timezone.utc).strftime("%a %H:%M") == when.group(1)
+
+
 def test_an_answered_approval_can_be_undone_from_the_requests_page(env, admin):
     ask(child(env))
     _, html = page(admin, "/requests")
@@ -260,7 +327,7 @@ def test_approving_always_adds_the_domain_to_the_profiles_allow_list_keeping_com
     assert "is off the kids profile&#39;s allowed sites" in response.get_data(as_text=True)
     import yaml
     kids = yaml.safe_load(env.config_text())["profiles"]["kids"]
-    assert "games.example" not in (kids.get("allow") or []) and kids["block"] == ["games.example"]
+    assert "games.example" not in (kids.get("allow") or []) and kids["block"] == ["games.example", "gamecdn.example"]
     assert "# Our house" in env.config_text()
     assert page(child(env))[0].status_code == 403
 
@@ -324,6 +391,19 @@ def test_api_lists_approves_and_declines_requests(env, admin):
     assert again.status_code == 400 and "already approved" in again.get_json()["error"]
     assert admin.post("/api/requests/999/decline", json={}, headers=headers).status_code == 404
     assert admin.get("/api/requests?status=nonsense").status_code == 400
+
+
+def test_api_approves_until_the_morning_and_refuses_bedtime_for_a_child_without_one(env, admin):
+    ask(child(env))
+    headers = {"X-CSRF-Token": page_csrf(admin, "/")}
+    request_id = pending_ids(env)[0]
+    refused = admin.post(f"/api/requests/{request_id}/approve", json={"until": "bedtime"}, headers=headers)
+    assert refused.status_code == 400 and "no bedtime" in refused.get_json()["error"]
+    assert admin.post(f"/api/requests/{request_id}/approve", json={"until": "noon"}, headers=headers).status_code == 400
+    approved = admin.post(f"/api/requests/{request_id}/approve", json={"until": "morning"}, headers=headers)
+    assert approved.status_code == 200
+    (until,) = env.query("SELECT until FROM access_requests")[0]
+    assert __import__("time").gmtime(until)[3:6] == (7, 0, 0)          # the house is on UTC here
 
 
 def test_api_requests_refuse_anonymous_callers(env):

@@ -241,13 +241,14 @@ def requests_list():
 
 @bp.post("/requests/<int:request_id>/approve")
 def approve_request(request_id: int):
-    """{"minutes": 60} for a while, {"until": "tonight"} until midnight, {} for always."""
+    """{"minutes": 60} for a while, {"until": "bedtime" | "morning" | "tonight"} until the child's
+    next bedtime, the next morning or midnight, {} for always."""
     config, db = _state()
     body = _body()
     if "until" in body:
-        if body["until"] != "tonight":
-            raise actions.ActionError('until must be "tonight" (or send minutes)', "until")
-        choice = "tonight"
+        if body["until"] not in ("bedtime", "morning", "tonight"):
+            raise actions.ActionError('until must be "bedtime", "morning" or "tonight" (or send minutes)', "until")
+        choice = body["until"]
     elif body.get("minutes") is not None:
         choice = str(body["minutes"])
     else:

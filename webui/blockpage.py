@@ -17,16 +17,18 @@ import hmac
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, redirect, render_template, request
 
-from filterd.family import access_requests, limits
+from filterd.family import access_requests, limits, site_opening
 from filterd.rules import policy
 from filterd.dns.clients import read_neighbours
-from filterd.rules.explain import explain, who_is
+from filterd.rules.explain import explain, weaker, who_is
 from filterd.lists.domains import normalise_domain
+from filterd.rules import suffixes
 
 from .security import host_of, safe_redirect_target
 
@@ -106,6 +108,27 @@ def decide_for(app_state, ip: str, name: str, now: float):
     return explain(app_state.policy(), name, 1, moment, active, ip=ip, neighbours=neighbours)
 
 
+def after_that(app_state, identity, name: str, decision, now: float) -> str | None:
+    """For a block a child can wait out (bedtime, a pause, a spent limit), whether the site opens
+    then: "After bedtime, this site stays blocked: …" tells them waiting or more time will not
+    help. The same `weaker` as `filterd explain` and the log's "why?"."""
+    if decision is None or decision.rule not in ("schedule", "pause", "limit"):
+        return None
+    config = app_state.config()
+    try:
+        active = limits.overrides_in_force(app_state.db(), config, now)
+    except Exception:    # as in decide_for: the page must show without the state DB
+        active = ()
+    moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
+    for _, other in weaker(app_state.policy(), identity, name, 1, moment, decision, active):
+        if other.blocked:
+            when = {"schedule": f"After {decision.schedule or 'this quiet time'}", "pause": "After the pause",
+                    "limit": "Even with more time"}[decision.rule]
+            reason = child_reason(config, other)
+            return f"{when}, this site stays blocked: {reason[:1].lower()}{reason[1:]}"
+    return None
+
+
 @bp.route("/__blocked__", endpoint="page")
 def page():
     app_state = current_app.extensions["filterd"]
@@ -120,14 +143,24 @@ def page():
     device = identity.device or ""
     can_ask = bool(name) and decision is not None and decision.blocked and not protected
 
+    latest = access_requests.latest(db, device, ip, name) if name and not protected else None
+    missing = _still_missing(app_state, db, device, ip, name, latest, now) \
+        if name and decision is not None and not decision.blocked else []
+
     notice = None
     if request.method == "POST" and can_ask:
         notice = _ask(config, db, device, ip, name, decision, now, identity.mac)
-        if notice is None:
-            # Post/redirect/get: a reload shows the outcome instead of asking again.
-            return redirect(own_path(), 303)
+    elif request.method == "POST" and missing and request.form.get("also"):
+        # One more request, for what the opened site still misses: filed for the most refused
+        # name, the others named in its message (the parent's approval offers them as companions).
+        first = missing[0]
+        _, first_decision = decide_for(app_state, ip, first.name, now)
+        notice = _ask(config, db, device, ip, first.name, first_decision, now, identity.mac,
+                      token_domain=name, message=f"Needed by {name}: {', '.join(m.name for m in missing)}")
+    if request.method == "POST" and notice is None:
+        # Post/redirect/get: a reload shows the outcome instead of asking again.
+        return redirect(own_path(), 303)
 
-    latest = access_requests.latest(db, device, ip, name) if name and not protected else None
     status = _status(latest, now, tz)
     return render_template(
         "blockpage.html", name=None if protected else name, decision=decision, protected=protected,
@@ -136,8 +169,34 @@ def page():
         if decision and decision.until and decision.rule != "limit" else None,     # a limit's reason says when
         can_ask=can_ask and (status is None or status["kind"] not in ("pending", "cooldown")),
         more_time=decision is not None and decision.rule in ("schedule", "pause", "limit"),
-        status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)),
+        after_that=after_that(app_state, identity, name, decision, now) if decision and decision.blocked else None,
+        status=status, notice=notice, token=ask_token(ip, name, int(now // 3600)), missing=missing,
+        missing_status=_status(access_requests.latest(db, device, ip, missing[0].name), now, tz) if missing else None,
     ), 403 if decision and decision.blocked else 200
+
+
+@dataclass(frozen=True)
+class Missing:
+    name: str
+    reason: str
+
+
+def _still_missing(app_state, db, device: str, ip: str, name: str, latest, now: float) -> list[Missing]:
+    """On the reload of a site a parent opened: the names this device was refused around it that
+    are still blocked (its CDN, its API), so the child can ask for them in one tap."""
+    site = suffixes.registrable(name)
+    since = (latest.created - site_opening.WINDOW_BEFORE_S) if latest else now - site_opening.STILL_REFUSED_S
+    try:
+        names = site_opening.still_refused(db, site, device, ip, since, now)
+    except Exception:    # the log cannot be read: the page still says the site is open
+        log.exception("could not read what %s still misses", name)
+        return []
+    out = []
+    for other in names:
+        _, decision = decide_for(app_state, ip, other, now)
+        if decision is not None and decision.blocked and decision.rule != "csam":
+            out.append(Missing(other, child_reason(app_state.config(), decision)))
+    return out
 
 
 def own_path() -> str:
@@ -152,17 +211,20 @@ def own_path() -> str:
 
 
 def _ask(config, db, device: str, client: str, domain: str, decision, now: float,
-         mac: str | None = None) -> str | None:
-    """File the child's request; returns a message to show instead when it cannot be filed."""
-    if not _token_valid(request.form.get("token", ""), client, domain, now):
+         mac: str | None = None, token_domain: str | None = None, message: str | None = None) -> str | None:
+    """File the child's request for `domain`; returns a message to show instead when it cannot be
+    filed. `token_domain`: the page's own name when it asks for another (what an open site misses)."""
+    page_domain = token_domain or domain
+    if not _token_valid(request.form.get("token", ""), client, page_domain, now):
         return "This page was open for a long time: please try again."
     origin = request.headers.get("Origin")   # "null" from privacy-minded browsers: the token suffices
-    if origin and origin != "null" and host_of(origin.split("://", 1)[-1].split("/", 1)[0]) != domain:
+    if origin and origin != "null" and host_of(origin.split("://", 1)[-1].split("/", 1)[0]) != page_domain:
         return "Please ask from this page."
     try:
         filed, new = access_requests.submit(
             db, device=device, domain=domain, decision=decision, reason=child_reason(config, decision),
-            message=request.form.get("message", ""), client=client, now=now, mac=mac)
+            message=message if message is not None else request.form.get("message", ""), client=client,
+            now=now, mac=mac)
     except access_requests.RequestRefused as refused:
         if refused.retry_at:
             at = datetime.datetime.fromtimestamp(refused.retry_at, ZoneInfo(config.timezone))

@@ -11,7 +11,7 @@ from filterd.house import dhcp
 from filterd.store import log_reader, overrides
 from filterd.rules.devices import is_private_mac
 
-from . import actions
+from . import actions, vendors
 from .security import flash, safe_redirect_target
 
 bp = Blueprint("devices", __name__)
@@ -19,7 +19,8 @@ bp = Blueprint("devices", __name__)
 
 def device_rows(config, db, first_sites: bool = False) -> list[dict]:
     """Configured devices and unknown clients, new unnamed ones first; `first_sites`: with the
-    sites each unnamed one asked for first (the Devices page, to tell which device it is)."""
+    sites each unnamed one asked for first and its maker (the Devices page, to tell which device
+    it is)."""
     seen = log_reader.clients_seen(db)
     now = time.time()
     midnight = datetime.datetime.now(ZoneInfo(config.timezone)).replace(hour=0, minute=0, second=0,
@@ -56,7 +57,9 @@ def device_rows(config, db, first_sites: bool = False) -> list[dict]:
                      "queries_today": today.get(client.client, 0), "known": False, "hostname": client.hostname,
                      "client_id": client_id})
     _add_dhcp_leases(rows, dhcp.current_leases(config, now), config.rules.default_profile)
+    made_by = vendors.makers(row["mac"] for row in rows if not row["known"]) if first_sites else {}
     for row in rows:
+        row["maker"] = made_by.get(row["mac"])
         row.setdefault("client_id", None)
         row["first_sites"] = []
         if first_sites and not row["known"] and row["ip"] and row["first_seen"]:
@@ -152,7 +155,8 @@ def detail(name: str):
     return render_template("device.html", device=device, hours=hours, active=active, tz=tz,
                            limits=actions.limits_of(config, db, device.name),
                            blocked=log_reader.top_domains(db, midnight, blocked=True, limit=10, device=device.name),
-                           services=sorted(config.catalog.services.values(), key=lambda s: s.name))
+                           services=sorted(config.catalog.services.values(), key=lambda s: s.name),
+                           config_profile=config.rules.profiles.get(device.profile))
 
 
 @bp.route("/devices/<name>/limits/<limit>/extend", methods=["POST"])
@@ -181,6 +185,21 @@ def _action(name: str, do) -> object:
     except actions.ActionError as exc:
         flash(str(exc), "error")
     return redirect(safe_redirect_target(request.form.get("back"), url_for("devices.detail", name=name)))
+
+
+@bp.route("/devices/<name>/always-allowed/remove", methods=["POST"])
+def remove_always_allowed(name: str):
+    """Undo of an "always": a site off the allow list of the device's profile (it applies to the
+    profile's other devices too, as the card says)."""
+    what = request.form.get("what", "").strip()
+
+    def do(config, db):
+        device = config.rules.device(name)
+        if device is None:
+            raise actions.ActionError("There is no device with that name.", "name")
+        actions.remove_from_profile(db, device.profile, "allow", what)
+        return f"{what} is no longer always allowed for {device.profile}"
+    return _action(name, do)
 
 
 @bp.route("/devices/<name>/pause", methods=["POST"])

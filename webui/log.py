@@ -149,7 +149,21 @@ def rule():
     return redirect(safe_redirect_target(request.form.get("back"), url_for("log.index")))
 
 
-ALLOW_FOR = {"60": ("for 1 hour", 3600), "today": ("until midnight", None), "always": ("until undone", None)}
+ALLOW_FOR = {"60": ("for 1 hour", 3600), "today": ("today", None), "always": ("until undone", None)}
+
+
+def _allow_choices(now: float, timezone: str) -> dict[str, str]:
+    """The dialog's "how long", each with the day and time it ends (asked at 02:38, "today"
+    lasts 21 hours: the parent sees so)."""
+    from filterd.family import access_requests
+
+    tz = ZoneInfo(timezone)
+
+    def at(ts: float) -> str:
+        return datetime.datetime.fromtimestamp(ts, tz).strftime("%a %H:%M")
+    return {"60": f"For 1 hour (until {at(now + 3600)})",
+            "today": f"Today (until {at(access_requests.tonight(now, timezone))})",
+            "always": "Until undone"}
 
 
 @bp.route("/log/allow", methods=["GET", "POST"])
@@ -172,7 +186,7 @@ def allow():
     shown = config.catalog.services[plan.service].name if plan.service else plan.opens
     if request.method == "GET":
         return render_template("log_allow.html", row=row, device=device, plan=plan, shown=shown,
-                               choices=ALLOW_FOR, tz=ZoneInfo(config.timezone))
+                               choices=_allow_choices(time.time(), config.timezone), tz=ZoneInfo(config.timezone))
     form = request.form
     who = device.profile if form.get("who") == "profile" else device.name
     choice = form.get("for", "60")

@@ -7,6 +7,7 @@ decline may carry a word back, which the child sees on the block page.
 """
 from __future__ import annotations
 
+import datetime
 import time
 from zoneinfo import ZoneInfo
 
@@ -56,14 +57,26 @@ def describe(config, item: AccessRequest, db=None) -> dict:
         applies_to, also = None, []
     else:   # the default profile answers for an unnamed device: its named devices get it too
         also = [d.name for d in config.rules.devices if d.profile == applies_to]
+    ends = access_requests.approval_ends(config, item, time.time()) if item.status == "pending" else {}
     return {"request": item, "device": device, "unblocks": unblocks, "applies_to": applies_to,
             "also_named": also, "always_allowed": not item.more_time,
-            "companions": list(plan.companions) if plan else []}
+            "companions": list(plan.companions) if plan else [], "ends": ends,
+            "morning_words": _morning_words(ends.get("morning"), config.timezone)}
+
+
+def _morning_words(until: float | None, timezone: str) -> str:
+    """"Until tomorrow morning", or "Until this morning" when asked in the small hours."""
+    if until is None:
+        return ""
+    tz = ZoneInfo(timezone)
+    same_day = datetime.datetime.fromtimestamp(until, tz).date() == datetime.datetime.now(tz).date()
+    return "Until this morning" if same_day else "Until tomorrow morning"
 
 
 def answer(config, db, request_id: int, choice: str | None, answer_text: str = "",
            companions: list[str] | None = None) -> AccessRequest:
-    """Approve (`choice`: minutes as text, "tonight" or "always") or, with choice None, decline.
+    """Approve (`choice`: minutes as text, "bedtime", "morning", "tonight" or "always") or, with
+    choice None, decline.
     `companions`: the names the parent ticked among those offered (None: the pre-ticked ones)."""
     now = time.time()
     actor = g.get("actor", "web UI")
@@ -78,6 +91,11 @@ def answer(config, db, request_id: int, choice: str | None, answer_text: str = "
             return access_requests.mark_approved(db, request_id, None, now, actor)
         if choice == "tonight":
             until = access_requests.tonight(now, config.timezone)
+        elif choice in ("bedtime", "morning"):
+            ends = access_requests.approval_ends(config, access_requests.require_pending(db, request_id), now)
+            if choice not in ends:
+                raise actions.ActionError("This child has no bedtime: choose how long.", "for")
+            until = ends[choice]
         else:
             try:
                 minutes = float(choice)

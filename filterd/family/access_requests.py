@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from filterd.family import limits, site_opening
 from filterd.store import overrides
-from filterd.rules import suffixes
+from filterd.rules import schedule, suffixes
 from filterd.rules.policy import Decision
 from filterd.store.state import audit, transaction
 
@@ -201,6 +201,32 @@ def tonight(now: float, timezone: str) -> float:
     local = datetime.datetime.fromtimestamp(now, ZoneInfo(timezone))
     midnight = (local + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return midnight.timestamp()
+
+
+MORNING = datetime.time(7, 0)       # the wake-up time when the child has no bedtime
+
+
+def approval_ends(config, request: AccessRequest, now: float) -> dict[str, float]:
+    """The moments an approval "until bedtime" and "until tomorrow morning" stand for, for the
+    child who asked. Bedtime: the next start of a schedule of their profile that blocks
+    everything (none: no "until bedtime"; its day is shown, a Friday's may be Sunday's).
+    Morning: the next time that bedtime ends (07:00 without one), so asked at 02:38 it is 07:00
+    the same day, not 21 hours away."""
+    name = subject_name(config, request)
+    device = config.rules.device(name)
+    profile = config.rules.profiles.get(device.profile if device else name)
+    moment = datetime.datetime.fromtimestamp(now, ZoneInfo(config.timezone))
+    out: dict[str, float] = {}
+    bedtimes = [s for s in (profile.schedules if profile else ()) if s.block_all]
+    starts = [(start, s) for s in bedtimes if (start := schedule.next_start(s, moment)) is not None]
+    wake = MORNING
+    if starts:
+        start, bedtime = min(starts, key=lambda pair: pair[0].timestamp())
+        out["bedtime"] = start.timestamp()
+        wake = datetime.time((bedtime.end // 60) % 24, bedtime.end % 60)
+    day = moment.date() + datetime.timedelta(days=0 if moment.time() < wake else 1)
+    out["morning"] = datetime.datetime.combine(day, wake, tzinfo=moment.tzinfo).timestamp()
+    return out
 
 
 def subject_name(config, request: AccessRequest) -> str:

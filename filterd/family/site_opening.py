@@ -98,12 +98,7 @@ def _observed(conn: sqlite3.Connection, site: str, device: str, client: str | No
               around: float) -> list[Companion]:
     if not (device or client):
         return []
-    # A named device by its name (its rows carry it), an unnamed one by its address.
-    rows = conn.execute(
-        "SELECT name, rule, category, count(*) FROM queries WHERE (device = ? OR (? = '' AND device IS NULL"
-        " AND client = ?)) AND action = 'block' AND ts BETWEEN ? AND ? AND name IS NOT NULL"
-        " GROUP BY name, rule, category",
-        (device, device, client, around - WINDOW_BEFORE_S, around + WINDOW_AFTER_S)).fetchall()
+    rows = _refused(conn, device, client, around - WINDOW_BEFORE_S, around + WINDOW_AFTER_S)
     own = [(rule, category) for name, rule, category, _ in rows
            if name == site or name.endswith("." + site)]
     own_rule, own_category = own[0] if own else (None, None)
@@ -124,3 +119,35 @@ def _observed(conn: sqlite3.Connection, site: str, device: str, client: str | No
         out.append(Companion(domain, f"refused {count} time{'s' if count != 1 else ''} around the request "
                              f"({what})", same and not stronger))
     return out
+
+
+def _refused(conn: sqlite3.Connection, device: str, client: str | None, start: float, end: float) -> list[tuple]:
+    """(name, rule, category, count) of what the device was refused between start and end."""
+    # A named device by its name (its rows carry it), an unnamed one by its address.
+    return conn.execute(
+        "SELECT name, rule, category, count(*) FROM queries WHERE (device = ? OR (? = '' AND device IS NULL"
+        " AND client = ?)) AND action = 'block' AND ts BETWEEN ? AND ? AND name IS NOT NULL"
+        " GROUP BY name, rule, category",
+        (device, device, client, start, end)).fetchall()
+
+
+STILL_REFUSED_S = 600    # what a child's reload of an opened site looks back on
+MAX_STILL_REFUSED = 8
+
+
+def still_refused(conn: sqlite3.Connection, site: str, device: str, client: str | None, since: float,
+                  now: float) -> list[str]:
+    """The names a device was refused since `since` (at most 10 minutes back) that are not `site`
+    itself: what an opened site still misses (its CDN, its API), most refused first, for the block
+    page to offer one more request. csam and the rules a request cannot lift here (pause,
+    bedtime, a limit, bypass protection) are left out; the caller checks each is still blocked."""
+    if not (device or client):
+        return []
+    counts: dict[str, int] = {}
+    for name, rule, category, count in _refused(conn, device, client, max(since, now - STILL_REFUSED_S), now):
+        if category in NEVER_OFFERED or rule in ("csam", "pause", "schedule", "limit", "bypass"):
+            continue
+        if name == site or name.endswith("." + site):
+            continue
+        counts[name] = counts.get(name, 0) + count
+    return sorted(counts, key=lambda name: -counts[name])[:MAX_STILL_REFUSED]

@@ -36,5 +36,18 @@ def window_end(schedule: Schedule, now: datetime.datetime) -> datetime.datetime 
     return None
 
 
+def next_start(schedule: Schedule, now: datetime.datetime) -> datetime.datetime | None:
+    """When `schedule`'s next window starts after `now` (within a week), in the house's zone."""
+    tz = now.tzinfo
+    for days_ahead in range(8):
+        day = now.date() + datetime.timedelta(days=days_ahead)
+        if day.weekday() not in schedule.days:
+            continue
+        start = datetime.datetime.combine(day, _clock(schedule.start), tzinfo=tz)
+        if start.timestamp() > now.timestamp():
+            return datetime.datetime.fromtimestamp(start.timestamp(), tz)
+    return None
+
+
 def _clock(minutes: int) -> datetime.time:
     return datetime.time(minutes // 60, minutes % 60)

@@ -38,7 +38,7 @@ def daemon(module_daemons, standin):
     web_port = free_port()
     started = module_daemons([f"udp://127.0.0.1:{standin.port}"], extra={
         "web": {"listen": f"127.0.0.1:{web_port}", "address": BLOCK_ADDRESS, "hostnames": ["filter.home"]},
-        "profiles": {"kids": {"preset": "child", "block": ["games.test", "chess.test", "comics.test"]},
+        "profiles": {"kids": {"preset": "child", "block": ["games.test", "chess.test", "comics.test", "gamecdn.test"]},
                      "adults": {"preset": "adult"}},
         "devices": [{"name": "emma-laptop", "ip": LAPTOP, "profile": "kids"},
                     {"name": "noah-tablet", "ip": TABLET, "profile": "kids"}],
@@ -136,6 +136,25 @@ def test_the_child_asks_and_the_parent_approves_on_the_phone_for_that_device_onl
     ui.open(page)
     assert "is not blocked" in ui.text() and "A parent said yes until" in ui.text(), ui.text()
     shoot(ui, "blockpage-approved")
+
+    # The opened page needs its CDN, still blocked: the reload offers one more request, one tap.
+    assert blocked(daemon, "static.gamecdn.test", LAPTOP)
+
+    def offered():
+        ui.open(page)
+        return "static.gamecdn.test" in ui.text()
+    wait_until(offered, timeout=PICKUP_S + 5, interval=0.5, message="the CDN's refusal on the reloaded page")
+    assert "Something this site needs is still blocked" in ui.text()
+    shoot(ui, "blockpage-still-blocked")
+    ui.submit(ui.button("Ask for it too"))
+    assert "You asked at" in ui.text(), ui.text()
+    ui.open(webui.url + "/")
+    card = next(c for c in ui.find_all(".requests .request") if "static.gamecdn.test" in c.text)
+    assert "Needed by www.games.test: static.gamecdn.test" in card.text
+    ui.submit(ui.button("1 hour", within=card))
+    wait_until(lambda: answered(daemon, "static.gamecdn.test", LAPTOP), timeout=PICKUP_S, interval=0.1,
+               message="the CDN open for the laptop after the second approval")
+    assert blocked(daemon, "static.gamecdn.test", TABLET)
 
 
 def test_the_tablet_asks_and_home_automation_approves_through_the_api(daemon, webui):
