@@ -889,9 +889,12 @@ def test_log_rows_show_their_stored_reason_and_filter_by_reason_and_last_night(e
 
     tz = env.app.extensions["filterd"].config().timezone
     start, end = last_night(time.time(), ZoneInfo(tz))
-    _logged(env, "night-game.test", start + min(3600, (time.time() - start) / 2), "schedule", "bedtime: the internet is off until 07:00")
-    _logged(env, "day-casino.test", end + 60 if end + 60 < time.time() else start - 3600, "category",
-            "category Gambling (list ut1-gambling)", category="gambling")
+    night_at = start + min(3600, (time.time() - start) / 2)      # before now, even at 20:30
+    day_at = end + 60 if end + 60 < time.time() else start - 3600
+    rows = [(night_at, "night-game.test", "schedule", "bedtime: the internet is off until 07:00", None),
+            (day_at, "day-casino.test", "category", "category Gambling (list ut1-gambling)", "gambling")]
+    for at, name, rule, reason, category in sorted(rows):      # the log is appended in time order
+        _logged(env, name, at, rule, reason, category=category)
     html = admin.get("/log?since=24h").get_data(as_text=True)
     assert "bedtime: the internet is off until 07:00" in html        # without a tap
     night = admin.get("/log?since=night&reason=schedule").get_data(as_text=True)

@@ -97,7 +97,7 @@ def scan(ui: admin_https.HttpsWebUI, folder: Path, modules: list[str], cookie: t
     if cookie:
         command += ["-C", f"{cookie[0]}={cookie[1]}"]
     started = time.monotonic()
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1500 if FULL else 150,
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1500 if FULL else 600,
                          env={**os.environ, "HOME": str(folder)})
     assert run.returncode == 0 and report.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(report.read_text())
