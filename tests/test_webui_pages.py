@@ -271,6 +271,7 @@ def test_profile_edit_is_saved_keeping_comments(env, admin):
     ({"schedule-0-what": "some", "schedule-0-item": ["games", "nonsense"]}, "Bedtime, homework", "schedule-0", "nonsense"),
     ({"schedule-0-what": "some"}, "Bedtime, homework", "schedule-0", "tick the categories and apps"),
     ({"category": ["adult", "nonsense"]}, "Kinds of sites", "categories", "nonsense"),
+    ({"service": ["tiktok", "nonsense\r\nX-Injected: 1"]}, "Apps and sites", "apps", "nonsense"),
 ])
 def test_profile_errors_show_on_top_and_beside_their_field_and_nothing_is_written(env, admin, change, field_heading,
                                                                                     anchor, message):
