@@ -32,8 +32,9 @@ def use(env: Env, device: str, limit: str, minutes: int) -> None:
     counter = limits.UsageCounter(gap_s=60)
     import datetime
     from zoneinfo import ZoneInfo
-    start = datetime.datetime.now(ZoneInfo(config.timezone)) - datetime.timedelta(minutes=minutes)
-    start = max(start, start.replace(hour=0, minute=0, second=0, microsecond=0))
+    now = datetime.datetime.now(ZoneInfo(config.timezone))
+    # Today's minutes, even just after midnight (then some lie ahead of now, on the same day).
+    start = max(now - datetime.timedelta(minutes=minutes), now.replace(hour=0, minute=0, second=0, microsecond=0))
     for minute in range(minutes):
         counter.count([(chosen, limits.subject_for(chosen, device, profile.name))],
                       start + datetime.timedelta(minutes=minute))

@@ -147,9 +147,9 @@ def page():
     missing = _still_missing(app_state, db, device, ip, name, latest, now) \
         if name and decision is not None and not decision.blocked else []
 
-    notice = None
+    notice, asked = None, False
     if request.method == "POST" and can_ask:
-        notice = _ask(config, db, device, ip, name, decision, now, identity.mac)
+        notice, asked = _ask(config, db, device, ip, name, decision, now, identity.mac), True
     elif request.method == "POST" and missing and request.form.get("also"):
         # One more request, for what the opened site still misses: filed for the most refused
         # name, the others named in its message (the parent's approval offers them as companions).
@@ -157,7 +157,8 @@ def page():
         _, first_decision = decide_for(app_state, ip, first.name, now)
         notice = _ask(config, db, device, ip, first.name, first_decision, now, identity.mac,
                       token_domain=name, message=f"Needed by {name}: {', '.join(m.name for m in missing)}")
-    if request.method == "POST" and notice is None:
+        asked = True
+    if asked and notice is None:
         # Post/redirect/get: a reload shows the outcome instead of asking again.
         return redirect(own_path(), 303)
 

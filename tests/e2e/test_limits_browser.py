@@ -72,10 +72,8 @@ def use_the_hour(daemon) -> None:
     now = datetime.datetime.now(ZoneInfo(config.timezone))
     start = max(now - datetime.timedelta(minutes=61), now.replace(hour=0, minute=0, second=0, microsecond=0))
     counter = limits.UsageCounter(gap_s=60)
-    for minute in range(61):
-        moment = start + datetime.timedelta(minutes=minute)
-        if moment <= now:
-            counter.count([(youtube, ("device", "emma-tablet"))], moment)
+    for minute in range(61):     # just after midnight some of today's minutes lie ahead of now
+        counter.count([(youtube, ("device", "emma-tablet"))], start + datetime.timedelta(minutes=minute))
     conn = state.connect(state.db_path(config.data_dir))
     try:
         counter.flush(conn)
