@@ -62,6 +62,19 @@ def test_a_key_of_another_certificate_or_a_file_that_is_no_pem_is_refused_with_i
     assert problem.startswith("dns.tls_cert: ") and "no PEM certificate" in problem
 
 
+@pytest.mark.parametrize("older_cryptography", [False, True])
+def test_a_fullchain_file_loads_leaf_first_with_this_and_debian_12s_cryptography(tmp_path, monkeypatch,
+                                                                                 older_cryptography):
+    if older_cryptography:       # Debian 12's cryptography 38 has only the one-certificate loader
+        monkeypatch.delattr(tls.x509, "load_pem_x509_certificates", raising=False)
+    ca, leaf, key = make_wildcard_certificate(tmp_path, "dns.family.test")
+    certificates = tls.load_chain(b"Bag Attributes: from an export\n" + leaf.read_bytes() + ca.read_bytes())
+    assert len(certificates) == 2 and tls.certificate_names(certificates[0]) == ("dns.family.test",)
+    assert "test ACME CA" in certificates[1].subject.rfc4514_string()
+    with pytest.raises(ValueError):
+        tls.load_chain(key.read_bytes())
+
+
 def test_an_expired_certificate_is_refused(tmp_path):
     _, chain, key = make_wildcard_certificate(tmp_path, "dns.family.test", days=-1)
     [problem] = tls.problems(config(tmp_path, tls_cert=str(chain), tls_key=str(key)))

@@ -48,13 +48,27 @@ def served_names(config: Config) -> tuple[str, ...]:
     return config.dns.encrypted.names or tuple(config.rules.web.hostnames)
 
 
+PEM_END = b"-----END CERTIFICATE-----"
+
+
+def load_chain(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM file, leaf first; ValueError when there is none. Debian 12's
+    cryptography (38) lacks `load_pem_x509_certificates` (39+): there, one block at a time."""
+    if hasattr(x509, "load_pem_x509_certificates"):
+        return x509.load_pem_x509_certificates(pem)
+    blocks = [block.strip() + b"\n" + PEM_END + b"\n" for block in pem.split(PEM_END)[:-1]]
+    if not blocks:
+        raise ValueError("no PEM certificate")
+    return [x509.load_pem_x509_certificate(block) for block in blocks]
+
+
 def device_names(config: Config) -> tuple[str, ...]:
     """The names a device's host name is made under (`<client-id>.<name>`), as the daemon
     serves them: dns.tls_names, else the parent's certificate's names, else web.hostnames."""
     encrypted = config.dns.encrypted
     if not encrypted.names and encrypted.cert_file:
         try:
-            chain = x509.load_pem_x509_certificates(Path(encrypted.cert_file).read_bytes())
+            chain = load_chain(Path(encrypted.cert_file).read_bytes())
             names = certificate_names(chain[0])
             if names:
                 return names
@@ -113,7 +127,7 @@ def load_parent_certificate(cert_file: str, key_file: str) -> tuple[bytes, list[
     except OSError as exc:
         raise CertificateError(f'dns.tls_key: "{key_file}" cannot be read: {exc.strerror}') from None
     try:
-        chain = x509.load_pem_x509_certificates(chain_pem)
+        chain = load_chain(chain_pem)
     except ValueError:
         raise CertificateError(f'dns.tls_cert: "{cert_file}" holds no PEM certificate '
                                "(-----BEGIN CERTIFICATE-----)") from None
