@@ -53,6 +53,23 @@ def wait_seconds(seconds: float) -> None:
                message=f"{seconds} s to pass")
 
 
+def count_todays_use(conn, limit, subject: tuple[str, str], minutes: int, timezone: str) -> None:
+    """`minutes` of use of a daily `limit` today by `subject`, counted as the daemon counts them
+    (one query a minute) and merged into the state DB. The last `minutes` before now, or from
+    midnight just after it (then some lie ahead of now, on the same day)."""
+    import datetime
+    from zoneinfo import ZoneInfo
+
+    from filterd.family import limits
+
+    now = datetime.datetime.now(ZoneInfo(timezone))
+    start = max(now - datetime.timedelta(minutes=minutes), now.replace(hour=0, minute=0, second=0, microsecond=0))
+    counter = limits.UsageCounter(gap_s=60)
+    for minute in range(minutes):
+        counter.count([(limit, subject)], start + datetime.timedelta(minutes=minute))
+    counter.flush(conn)
+
+
 # ---------------------------------------------------------------- a small DNS client
 
 

@@ -3,9 +3,9 @@ API, the child's /me page found by address, and the block page's words for a spe
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
+from conftest import count_todays_use
 from webui_fixtures import CONFIG_TEXT, XSS_PAYLOADS, Env, csrf_from, page_csrf
 
 from filterd.family import limits
@@ -29,18 +29,9 @@ def use(env: Env, device: str, limit: str, minutes: int) -> None:
     config = load_config(env.config_path)
     profile = config.rules.profiles[config.rules.profile_of(device)]
     chosen = next(l for l in profile.limits if l.name == limit)
-    counter = limits.UsageCounter(gap_s=60)
-    import datetime
-    from zoneinfo import ZoneInfo
-    now = datetime.datetime.now(ZoneInfo(config.timezone))
-    # Today's minutes, even just after midnight (then some lie ahead of now, on the same day).
-    start = max(now - datetime.timedelta(minutes=minutes), now.replace(hour=0, minute=0, second=0, microsecond=0))
-    for minute in range(minutes):
-        counter.count([(chosen, limits.subject_for(chosen, device, profile.name))],
-                      start + datetime.timedelta(minutes=minute))
     db = env.db()
     try:
-        counter.flush(db, time.time())
+        count_todays_use(db, chosen, limits.subject_for(chosen, device, profile.name), minutes, config.timezone)
     finally:
         db.close()
 

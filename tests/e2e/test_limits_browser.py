@@ -5,13 +5,11 @@ Screenshots go to tests/artifacts/screenshots/ (limits-me, limits-blockpage, lim
 """
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import wait_until
+from conftest import count_todays_use, wait_until
 from standin import free_port
 
 from .browser import PHONE, Browser, WebUI, chromium
@@ -63,20 +61,14 @@ def ui(webui, daemon):
 
 def use_the_hour(daemon) -> None:
     """The tablet's hour of YouTube, as the daemon would have counted it over the afternoon."""
-    from filterd.family import limits
     from filterd.rules.config import load_config
     from filterd.store import state
 
     config = load_config(daemon.config_path)
     youtube = config.rules.profiles["kids"].limits[0]
-    now = datetime.datetime.now(ZoneInfo(config.timezone))
-    start = max(now - datetime.timedelta(minutes=61), now.replace(hour=0, minute=0, second=0, microsecond=0))
-    counter = limits.UsageCounter(gap_s=60)
-    for minute in range(61):     # just after midnight some of today's minutes lie ahead of now
-        counter.count([(youtube, ("device", "emma-tablet"))], start + datetime.timedelta(minutes=minute))
     conn = state.connect(state.db_path(config.data_dir))
     try:
-        counter.flush(conn)
+        count_todays_use(conn, youtube, ("device", "emma-tablet"), 61, config.timezone)
     finally:
         conn.close()
 
